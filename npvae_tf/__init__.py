@@ -1,0 +1,8 @@
+"""npvae_tf: the nonparametric VAE (Bodin et al. 2017) in TensorFlow 2 / Keras 3 / TFP."""
+
+from npvae_tf.config import Config
+from npvae_tf.kernels import SquaredExponentialKernel
+from npvae_tf.model import VAE, NonparametricVAE, build_model
+
+__all__ = ["Config", "SquaredExponentialKernel", "VAE", "NonparametricVAE", "build_model"]
+__version__ = "0.1.0"

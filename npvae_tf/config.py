@@ -1,0 +1,135 @@
+"""One typed, frozen configuration shared by training, evaluation and export.
+
+A run folder holds ``config.json`` written by :meth:`Config.save`; :meth:`Config.load`
+is all that is needed to rebuild the run's model (see :func:`npvae_tf.model.build_model`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Optional, Tuple
+
+MODELS = ("npvae", "vae")
+CONFIG_FILE = "config.json"
+
+
+class ConfigError(ValueError):
+    """A setting is out of range; the message names the setting."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Model and training settings (defaults reproduce the paper's MNIST setup).
+
+    Attributes:
+      model: ``"npvae"`` (nonparametric VAE, paper eq. 5) or ``"vae"`` (Kingma & Welling).
+      z_dim: dimension Z of the Gaussian latent z.
+      x_dim: dimension of the deterministic embedding x used by the kernel (npVAE only).
+      hidden: widths of the hidden layers of every MLP (encoder, decoder, X encoder).
+      dropout: Keras dropout *rate* after each hidden layer; the paper's keep-probability
+        0.9 is rate 0.1.
+      image_shape: height and width of the images; the models see flattened pixels.
+      batch_size: global mini-batch size (>= 2: the kernel needs neighbours).
+      learning_rate: Adam step size.
+      epochs: passes over the training split.
+      match_weight: weight of ``||E[z_i] - z~_i||^2`` in the loss; 1 is the paper's objective,
+        0 reduces the npVAE to a VAE with an unused X encoder.
+      initial_lengthscale: starting value of the learned kernel lengthscale l.
+      seed: seeds weight initialisation, dropout, sampling and shuffling.
+      binarize: dynamically binarise training images (y ~ Bernoulli(pixel) per epoch).
+      train_examples: use only the first N training examples (None: all of them).
+      validation_examples: size of the validation split, taken from the end of the
+        training file (MNIST: 5,000 of 60,000).
+      jit_compile: compile train/test steps with XLA.
+    """
+
+    model: str = "npvae"
+    z_dim: int = 500
+    x_dim: int = 2
+    hidden: Tuple[int, ...] = (500, 500)
+    dropout: float = 0.1
+    image_shape: Tuple[int, int] = (28, 28)
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    epochs: int = 30
+    match_weight: float = 1.0
+    initial_lengthscale: float = 1.0
+    seed: int = 0
+    binarize: bool = False
+    train_examples: Optional[int] = None
+    validation_examples: int = 5000
+    jit_compile: bool = False
+
+    def __post_init__(self):
+        # JSON gives lists; keep the dataclass hashable and comparable.
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
+        self.validate()
+
+    @property
+    def image_dim(self) -> int:
+        return self.image_shape[0] * self.image_shape[1]
+
+    def validate(self) -> None:
+        def require(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        require(self.model in MODELS, f"model must be one of {MODELS}, got {self.model!r}")
+        require(self.z_dim >= 1, f"z_dim must be >= 1, got {self.z_dim}")
+        require(self.x_dim >= 1, f"x_dim must be >= 1, got {self.x_dim}")
+        require(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
+                f"hidden must be one or more positive widths, got {list(self.hidden)}")
+        require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        require(len(self.image_shape) == 2 and all(s >= 1 for s in self.image_shape),
+                f"image_shape must be two positive sizes, got {list(self.image_shape)}")
+        require(self.batch_size >= 2,
+                f"batch_size must be >= 2 (the kernel needs neighbours), got {self.batch_size}")
+        require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        require(self.match_weight >= 0, f"match_weight must be >= 0, got {self.match_weight}")
+        require(self.initial_lengthscale > 0,
+                f"initial_lengthscale must be > 0, got {self.initial_lengthscale}")
+        require(self.train_examples is None or self.train_examples >= 2,
+                f"train_examples must be >= 2, got {self.train_examples}")
+        require(self.validation_examples >= 2,
+                f"validation_examples must be >= 2, got {self.validation_examples}")
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}")
+        return cls(**values)
+
+    def save(self, run_dir: str) -> str:
+        """Writes ``run_dir/config.json`` atomically and returns its path."""
+        os.makedirs(run_dir, exist_ok=True)
+        path = os.path.join(run_dir, CONFIG_FILE)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, run_dir: str) -> "Config":
+        path = os.path.join(run_dir, CONFIG_FILE)
+        if not os.path.isfile(path):
+            raise ConfigError(f"{path}: no config.json; is {run_dir!r} a run folder?")
+        try:
+            with open(path) as f:
+                values = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_dict(values)

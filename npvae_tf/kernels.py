@@ -1,0 +1,144 @@
+"""The squared-exponential kernel that predicts each latent mean from its neighbours in X.
+
+For locations ``x_i`` (rows of a ``[N, D]`` tensor) and a reference set ``x_j`` (``[M, D]``)
+
+    W_ij = exp(-||x_i - x_j||^2 / (2 l^2)) / sum_k exp(-||x_i - x_k||^2 / (2 l^2))
+
+i.e. a softmax over j of the logits ``-||x_i - x_j||^2 / (2 l^2)``. The kernel amplitude
+cancels in the normalisation, so only the lengthscale ``l`` is a parameter (learned as
+``log l``). Inside a mini-batch the diagonal is excluded (``W_ii = 0``): each point is
+predicted from the others only. Writing the weights as a masked softmax keeps them finite
+when all neighbours are far away (every unnormalised weight underflows to 0) or identical.
+
+The predictive mean ``z~_i = sum_j W_ij E[z_j]`` against a large reference set is computed
+in chunks with a running log-sum-exp, so memory is ``O(N * chunk_size)`` rather than
+``O(N * M)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+
+def squared_distances(x_query: tf.Tensor, x_ref: tf.Tensor) -> tf.Tensor:
+    """``||x_query_i - x_ref_j||^2`` for ``[N, D]`` and ``[M, D]`` inputs, shape ``[N, M]``.
+
+    Differences are formed explicitly (not via ``|a|^2 + |b|^2 - 2ab``): X is low-dimensional,
+    and the expanded form loses all precision for points far from the origin.
+    """
+    diff = x_query[:, None, :] - x_ref[None, :, :]
+    return tf.reduce_sum(tf.square(diff), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="npvae_tf")
+class SquaredExponentialKernel(keras.layers.Layer):
+    """Row-normalised squared-exponential kernel weights with a learned lengthscale.
+
+    Args:
+      initial_lengthscale: starting value of ``l`` (> 0).
+      chunk_size: reference points handled at once by :meth:`predictive_mean`.
+    """
+
+    def __init__(self, initial_lengthscale: float = 1.0, chunk_size: int = 8192, **kwargs):
+        super().__init__(**kwargs)
+        if initial_lengthscale <= 0:
+            raise ValueError(f"initial_lengthscale must be > 0, got {initial_lengthscale}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.initial_lengthscale = float(initial_lengthscale)
+        self.chunk_size = int(chunk_size)
+        self.log_lengthscale = self.add_weight(
+            name="log_lengthscale",
+            shape=(),
+            initializer=keras.initializers.Constant(math.log(self.initial_lengthscale)),
+            trainable=True,
+        )
+
+    @property
+    def lengthscale(self) -> tf.Tensor:
+        return tf.exp(self.log_lengthscale)
+
+    def logits(self, x_query: tf.Tensor, x_ref: tf.Tensor) -> tf.Tensor:
+        """Unnormalised log-weights ``-||x_i - x_j||^2 / (2 l^2)``, shape ``[N, M]``."""
+        inv_two_l2 = 0.5 * tf.exp(-2.0 * tf.cast(self.log_lengthscale, x_query.dtype))
+        return -squared_distances(x_query, x_ref) * inv_two_l2
+
+    def kernel_weights(self, x_query, x_ref=None):
+        """Row-normalised weights ``W``, shape ``[N, M]``; rows sum to 1.
+
+        With ``x_ref=None`` the reference set is ``x_query`` itself and the diagonal is
+        excluded (``W_ii = 0``, needs ``N >= 2``); otherwise no point is excluded.
+        """
+        if x_ref is None:
+            logits = self.logits(x_query, x_query)
+            n = tf.shape(x_query)[0]
+            # -inf on the diagonal: exp(-inf) = 0 exactly, and softmax subtracts the row
+            # maximum, so rows of far-apart points stay finite.
+            logits = tf.where(tf.eye(n, dtype=tf.bool), tf.constant(-math.inf, logits.dtype), logits)
+        else:
+            logits = self.logits(x_query, x_ref)
+        return tf.nn.softmax(logits, axis=-1)
+
+    def call(self, x_query, z_ref, x_ref=None):
+        """Predictive means ``z~ = W @ z_ref``, shape ``[N, Z]``.
+
+        In-batch (``x_ref=None``): ``z_ref`` are the batch's own latent means ``[N, Z]``.
+        Against a reference set, prefer :meth:`predictive_mean`, which is chunked.
+        """
+        return tf.matmul(self.kernel_weights(x_query, x_ref), z_ref)
+
+    def predictive_mean(self, x_query, x_ref, z_ref, chunk_size=None):
+        """``z~* = sum_j W(x*, x_j) z_ref_j`` over a reference set, in bounded memory.
+
+        Args:
+          x_query: ``[N, D]`` query locations.
+          x_ref: ``[M, D]`` reference locations (e.g. the training embeddings).
+          z_ref: ``[M, Z]`` reference latent means.
+          chunk_size: reference points per chunk (default: the layer's ``chunk_size``).
+
+        Returns:
+          ``[N, Z]`` predictive means, identical (up to rounding) to the unchunked
+          ``softmax(logits) @ z_ref``.
+        """
+        chunk = int(chunk_size or self.chunk_size)
+        x_query = tf.convert_to_tensor(x_query)
+        x_ref = tf.convert_to_tensor(x_ref, dtype=x_query.dtype)
+        z_ref = tf.convert_to_tensor(z_ref, dtype=x_query.dtype)
+        n_ref = tf.shape(x_ref)[0]
+        n_chunks = (n_ref + chunk - 1) // chunk
+        pad = n_chunks * chunk - n_ref
+        # Padded reference points get logit -inf, i.e. weight exactly 0.
+        x_chunks = tf.reshape(tf.pad(x_ref, [[0, pad], [0, 0]]), [n_chunks, chunk, -1])
+        z_chunks = tf.reshape(tf.pad(z_ref, [[0, pad], [0, 0]]), [n_chunks, chunk, -1])
+        valid = tf.reshape(tf.sequence_mask(n_ref, n_chunks * chunk), [n_chunks, chunk])
+
+        n_query = tf.shape(x_query)[0]
+        neg_inf = tf.constant(-math.inf, x_query.dtype)
+
+        def accumulate(state, inputs):
+            running_max, normaliser, numerator = state
+            x_c, z_c, valid_c = inputs
+            logits = tf.where(valid_c[None, :], self.logits(x_query, x_c), neg_inf)
+            new_max = tf.maximum(running_max, tf.reduce_max(logits, axis=1, keepdims=True))
+            # Rescale what was accumulated under the old maximum (flash-attention style).
+            rescale = tf.exp(running_max - new_max)
+            p = tf.exp(logits - new_max)
+            normaliser = normaliser * rescale + tf.reduce_sum(p, axis=1, keepdims=True)
+            numerator = numerator * rescale + tf.matmul(p, z_c)
+            return new_max, normaliser, numerator
+
+        init = (
+            tf.fill([n_query, 1], neg_inf),
+            tf.zeros([n_query, 1], x_query.dtype),
+            tf.zeros([n_query, tf.shape(z_ref)[1]], x_query.dtype),
+        )
+        _, normaliser, numerator = tf.foldl(accumulate, (x_chunks, z_chunks, valid), initializer=init)
+        return numerator / normaliser
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(initial_lengthscale=self.initial_lengthscale, chunk_size=self.chunk_size)
+        return config

@@ -1,0 +1,276 @@
+"""The VAE (Kingma & Welling 2014) and the nonparametric VAE (Bodin et al. 2017, eq. 5).
+
+Shapes: ``B`` batch, ``P = H*W`` pixels, ``Z`` latent size, ``D`` size of X.
+
+VAE, per example (the loss is the batch mean):
+    q(z|y) = N(mu(y), diag(sigma(y)^2))                 ``approx_posterior``
+    p(y|z) = prod_p Bernoulli(y_p; logits_p(z))        ``decoder_likelihood``
+    loss_i = -log p(y_i|z_i) + KL(q(z|y_i) || N(0, I)),  z_i ~ q(z|y_i)  (= -ELBO_i)
+
+Nonparametric VAE adds a deterministic encoder ``x_i = f(y_i)`` (``[B, D]``) and the kernel
+prediction of each latent mean from the others in the batch:
+    z~_i = sum_{j != i} W_ij E[z_j],  W = row-softmax(-||x_i - x_j||^2 / (2 l^2))
+    loss_i = -ELBO_i + match_weight * ||E[z_i] - z~_i||^2
+so that minimising the mean loss maximises ``L_g - sum_i ||E[z_i] - z~_i||^2`` per example.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from npvae_tf.config import Config
+from npvae_tf.kernels import SquaredExponentialKernel
+
+tfd = tfp.distributions
+
+# Smallest posterior standard deviation: keeps log sigma finite for saturated units.
+MIN_SCALE = 1e-5
+
+
+def mlp(hidden: Sequence[int], out_dim: int, dropout: float, seed: Optional[int], name: str):
+    """ReLU MLP ``[B, in] -> [B, out_dim]`` with dropout after every hidden layer."""
+    layers = []
+    for i, width in enumerate(hidden):
+        layers.append(keras.layers.Dense(width, activation="relu", name=f"dense_{i}"))
+        if dropout > 0:
+            layers.append(keras.layers.Dropout(dropout, seed=None if seed is None else seed + i,
+                                               name=f"dropout_{i}"))
+    layers.append(keras.layers.Dense(out_dim, name="out"))
+    return keras.Sequential(layers, name=name)
+
+
+def replica_all_gather(values: tf.Tensor) -> tf.Tensor:
+    """Concatenates ``values`` over the replicas of a ``tf.distribute`` strategy (axis 0).
+
+    Outside a multi-replica context this is the identity, so the kernel sees the global
+    batch whatever the number of replicas.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return values
+    return ctx.all_gather(values, axis=0)
+
+
+@keras.saving.register_keras_serializable(package="npvae_tf")
+class VAE(keras.Model):
+    """Gaussian-encoder, Bernoulli-decoder VAE with two ReLU MLPs.
+
+    Calling the model maps images ``[B, P]`` to reconstruction probabilities ``[B, P]``
+    decoded at the posterior mean (deterministic).
+    """
+
+    def __init__(self, z_dim: int = 500, image_dim: int = 784, hidden: Sequence[int] = (500, 500),
+                 dropout: float = 0.1, seed: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.z_dim = int(z_dim)
+        self.image_dim = int(image_dim)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.dropout = float(dropout)
+        self.seed = seed
+        self.encoder = mlp(self.hidden, 2 * self.z_dim, self.dropout, seed, "encoder")
+        self.decoder = mlp(self.hidden, self.image_dim, self.dropout,
+                           None if seed is None else seed + 100, "decoder")
+        self.sample_seeds = keras.random.SeedGenerator(seed, name="sample_seeds")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.elbo_tracker = keras.metrics.Mean(name="elbo")
+
+    # --- the model's distributions -------------------------------------------------------
+    @property
+    def prior(self) -> tfd.Distribution:
+        """p(z) = N(0, I_Z)."""
+        return tfd.MultivariateNormalDiag(loc=tf.zeros([self.z_dim]),
+                                          scale_diag=tf.ones([self.z_dim]))
+
+    def approx_posterior(self, y, training=False) -> tfd.Distribution:
+        """q(z|y) = N(mu, diag(sigma^2)); batch shape ``[B]``, event shape ``[Z]``."""
+        params = self.encoder(y, training=training)
+        loc, raw_scale = tf.split(params, 2, axis=-1)
+        return tfd.MultivariateNormalDiag(loc=loc, scale_diag=tf.nn.softplus(raw_scale) + MIN_SCALE)
+
+    def decoder_likelihood(self, z, training=False) -> tfd.Distribution:
+        """p(y|z): independent Bernoullis on logits; batch ``[B]``, event ``[P]``.
+
+        ``dtype=float32`` matters: with the default integer dtype ``log_prob`` casts
+        grayscale targets given as NumPy arrays to integers (0.7 -> 0).
+        """
+        logits = self.decoder(z, training=training)
+        return tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32),
+                               reinterpreted_batch_ndims=1)
+
+    def sample_seed(self) -> tf.Tensor:
+        """A fresh stateless seed ``[2]`` from the model's seeded generator."""
+        return tf.cast(self.sample_seeds.next(), tf.int32)
+
+    # --- the objective ---------------------------------------------------------------------
+    def loss_terms(self, y, training=False) -> Dict[str, tf.Tensor]:
+        """Per-example terms ``[B]``: reconstruction (-log p(y|z), z ~ q), kl, and loss."""
+        y = tf.convert_to_tensor(y, tf.float32)
+        q = self.approx_posterior(y, training=training)
+        z = q.sample(seed=self.sample_seed())
+        reconstruction = -self.decoder_likelihood(z, training=training).log_prob(y)
+        kl = tfd.kl_divergence(q, self.prior)
+        terms = {"reconstruction": reconstruction, "kl": kl}
+        terms.update(self.extra_terms(y, q, training))
+        terms["loss"] = self.total_loss(terms)
+        return terms
+
+    def extra_terms(self, y, q, training) -> Dict[str, tf.Tensor]:
+        return {}
+
+    def total_loss(self, terms) -> tf.Tensor:
+        return terms["reconstruction"] + terms["kl"]
+
+    def _update_metrics(self, terms, y) -> Dict[str, tf.Tensor]:
+        self.loss_tracker.update_state(terms["loss"])
+        self.reconstruction_tracker.update_state(terms["reconstruction"])
+        self.kl_tracker.update_state(terms["kl"])
+        self.elbo_tracker.update_state(-(terms["reconstruction"] + terms["kl"]))
+        return {m.name: m.result() for m in self.metrics}
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.elbo_tracker]
+
+    @staticmethod
+    def _images(data):
+        return data[0] if isinstance(data, (tuple, list)) else data
+
+    def scaled_loss(self, per_example_loss: tf.Tensor) -> tf.Tensor:
+        """Sum over the local batch divided by the *global* batch size.
+
+        With one replica this is the batch mean; with several, summing the replicas'
+        gradients gives exactly the single-device gradient of the global mean.
+        """
+        ctx = tf.distribute.get_replica_context()
+        replicas = 1 if ctx is None else ctx.num_replicas_in_sync
+        global_batch = tf.cast(tf.shape(per_example_loss)[0] * replicas, per_example_loss.dtype)
+        return tf.reduce_sum(per_example_loss) / global_batch
+
+    def train_step(self, data):
+        y = self._images(data)
+        with tf.GradientTape() as tape:
+            terms = self.loss_terms(y, training=True)
+            loss = self.scaled_loss(terms["loss"])
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return self._update_metrics(terms, y)
+
+    def test_step(self, data):
+        y = self._images(data)
+        terms = self.loss_terms(y, training=False)
+        return self._update_metrics(terms, y)
+
+    # --- inference -------------------------------------------------------------------------
+    def build(self, input_shape=None):
+        # Creates every weight, so a saved model can load its variables before any call.
+        self.encoder.build((None, self.image_dim))
+        self.decoder.build((None, self.z_dim))
+        super().build((None, self.image_dim))
+
+    def call(self, y, training=False):
+        q = self.approx_posterior(y, training=training)
+        return self.decoder_likelihood(q.mean(), training=training).mean()
+
+    def decode(self, z):
+        """Image probabilities ``[B, P]`` for latents ``[B, Z]``."""
+        return self.decoder_likelihood(tf.convert_to_tensor(z, tf.float32)).mean()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(z_dim=self.z_dim, image_dim=self.image_dim, hidden=list(self.hidden),
+                      dropout=self.dropout, seed=self.seed)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="npvae_tf")
+class NonparametricVAE(VAE):
+    """The VAE plus an X encoder and the in-batch kernel prediction of the latent means."""
+
+    def __init__(self, x_dim: int = 2, match_weight: float = 1.0,
+                 initial_lengthscale: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.x_dim = int(x_dim)
+        self.match_weight = float(match_weight)
+        self.initial_lengthscale = float(initial_lengthscale)
+        self.x_encoder = mlp(self.hidden, self.x_dim, self.dropout,
+                             None if self.seed is None else self.seed + 200, "x_encoder")
+        self.kernel = SquaredExponentialKernel(self.initial_lengthscale, name="kernel")
+        self.match_tracker = keras.metrics.Mean(name="match")
+
+    def embed(self, y, training=False):
+        """The deterministic embedding ``x = f(y)``, ``[B, D]``."""
+        return self.x_encoder(tf.convert_to_tensor(y, tf.float32), training=training)
+
+    def extra_terms(self, y, q, training):
+        """``match_i = ||E[z_i] - z~_i||^2`` with z~ from the kernel over the global batch."""
+        z_mean = q.mean()
+        x = self.embed(y, training=training)
+        x_all, z_all = replica_all_gather(x), replica_all_gather(z_mean)
+        if x_all is x:
+            z_tilde = self.kernel(x, z_mean)
+        else:
+            z_tilde = self._predict_from_global_batch(x, x_all, z_all)
+        return {"match": tf.reduce_sum(tf.square(z_mean - z_tilde), axis=-1)}
+
+    def _predict_from_global_batch(self, x, x_all, z_all):
+        # This replica's rows sit at [offset, offset + b) of the gathered batch; its own
+        # points are excluded exactly as the diagonal is on one device.
+        ctx = tf.distribute.get_replica_context()
+        b = tf.shape(x)[0]
+        offset = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * b
+        logits = self.kernel.logits(x, x_all)
+        own = tf.equal(tf.range(tf.shape(x_all)[0])[None, :], (tf.range(b) + offset)[:, None])
+        logits = tf.where(own, tf.constant(-np.inf, logits.dtype), logits)
+        return tf.matmul(tf.nn.softmax(logits, axis=-1), z_all)
+
+    def total_loss(self, terms):
+        return terms["reconstruction"] + terms["kl"] + self.match_weight * terms["match"]
+
+    def _update_metrics(self, terms, y):
+        self.match_tracker.update_state(terms["match"])
+        return super()._update_metrics(terms, y)
+
+    @property
+    def metrics(self):
+        return super().metrics + [self.match_tracker]
+
+    def build(self, input_shape=None):
+        self.x_encoder.build((None, self.image_dim))
+        super().build(input_shape)
+
+    def predictive_mean(self, x_query, x_ref, z_ref, chunk_size=None):
+        """``z~* = sum_j W(x*, x_j) z_ref_j`` over a reference set (chunked); ``[N, Z]``."""
+        if int(np.shape(x_ref)[0]) < 1:
+            raise ValueError("the reference set is empty")
+        return self.kernel.predictive_mean(tf.convert_to_tensor(x_query, tf.float32),
+                                           x_ref, z_ref, chunk_size)
+
+    def decode_from_x(self, x_query, x_ref, z_ref, chunk_size=None):
+        """Image probabilities ``[N, P]`` at X locations ``[N, D]``: decode(z~(x*))."""
+        return self.decode(self.predictive_mean(x_query, x_ref, z_ref, chunk_size))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(x_dim=self.x_dim, match_weight=self.match_weight,
+                      initial_lengthscale=self.initial_lengthscale)
+        return config
+
+
+def build_model(config: Config) -> VAE:
+    """The (built, untrained) model a :class:`Config` describes."""
+    common = dict(z_dim=config.z_dim, image_dim=config.image_dim, hidden=config.hidden,
+                  dropout=config.dropout, seed=config.seed)
+    if config.model == "npvae":
+        model = NonparametricVAE(x_dim=config.x_dim, match_weight=config.match_weight,
+                                 initial_lengthscale=config.initial_lengthscale, **common)
+    else:
+        model = VAE(**common)
+    model.build()
+    return model
