@@ -109,11 +109,15 @@ class VAE(keras.Model):
         return tf.cast(self.sample_seeds.next(), tf.int32)
 
     # --- the objective ---------------------------------------------------------------------
-    def loss_terms(self, y, training=False) -> Dict[str, tf.Tensor]:
-        """Per-example terms ``[B]``: reconstruction (-log p(y|z), z ~ q), kl, and loss."""
+    def loss_terms(self, y, training=False, seed=None) -> Dict[str, tf.Tensor]:
+        """Per-example terms ``[B]``: reconstruction (-log p(y|z), z ~ q), kl, and loss.
+
+        ``seed``: a stateless seed ``[2]`` for the reparameterised draw of z (default: the
+        next one from the model's seeded generator).
+        """
         y = tf.convert_to_tensor(y, tf.float32)
         q = self.approx_posterior(y, training=training)
-        z = q.sample(seed=self.sample_seed())
+        z = q.sample(seed=self.sample_seed() if seed is None else seed)
         reconstruction = -self.decoder_likelihood(z, training=training).log_prob(y)
         kl = tfd.kl_divergence(q, self.prior)
         terms = {"reconstruction": reconstruction, "kl": kl}

@@ -1,0 +1,75 @@
+"""Command-line plumbing shared by train.py, evaluate.py and export.py."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from npvae_tf.config import MODELS, Config, ConfigError
+
+
+def quiet_tensorflow() -> None:
+    """Hides TensorFlow's start-up chatter; must run before TensorFlow is imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`Config` field; defaults come from the dataclass."""
+    d = Config()
+    parser.add_argument("--model", choices=MODELS, default=d.model,
+                        help="npvae: nonparametric VAE (paper eq. 5); vae: standard VAE")
+    parser.add_argument("--z_dim", type=int, default=d.z_dim, help="latent dimension Z")
+    parser.add_argument("--x_dim", type=int, default=d.x_dim,
+                        help="dimension of the kernel's embedding X (npVAE)")
+    parser.add_argument("--hidden", type=int, nargs="+", default=list(d.hidden),
+                        help="hidden layer widths of every MLP")
+    parser.add_argument("--dropout", type=float, default=d.dropout,
+                        help="dropout rate (the paper's keep-probability 0.9 = rate 0.1)")
+    parser.add_argument("--batch_size", type=int, default=d.batch_size,
+                        help="global mini-batch size (>= 2)")
+    parser.add_argument("--lr", type=float, default=d.learning_rate, help="Adam learning rate")
+    parser.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
+    parser.add_argument("--match_weight", type=float, default=d.match_weight,
+                        help="weight of ||E[z_i] - z~_i||^2 (1: paper; 0: plain VAE objective)")
+    parser.add_argument("--initial_lengthscale", type=float, default=d.initial_lengthscale,
+                        help="initial kernel lengthscale l (learned)")
+    parser.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    parser.add_argument("--binarize", action="store_true",
+                        help="dynamically binarise training images")
+    parser.add_argument("--train_examples", type=int, default=None,
+                        help="use only the first N training examples (quick runs)")
+    parser.add_argument("--validation_examples", type=int, default=d.validation_examples,
+                        help="validation images taken from the end of the training file")
+    parser.add_argument("--jit_compile", action="store_true", help="compile steps with XLA")
+
+
+def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
+    try:
+        return Config(model=args.model, z_dim=args.z_dim, x_dim=args.x_dim,
+                      hidden=tuple(args.hidden), dropout=args.dropout,
+                      batch_size=args.batch_size, learning_rate=args.lr, epochs=args.epochs,
+                      match_weight=args.match_weight,
+                      initial_lengthscale=args.initial_lengthscale, seed=args.seed,
+                      binarize=args.binarize, train_examples=args.train_examples,
+                      validation_examples=args.validation_examples,
+                      jit_compile=args.jit_compile)
+    except ConfigError as e:
+        parser.error(str(e))
+
+
+def default_run_dir(config: Config, root: str = "runs") -> str:
+    return os.path.join(root, f"{config.model}-z{config.z_dim}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def fail(prog: str, message: str, code: int = 1) -> "NoReturn":  # noqa: F821
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(code)

@@ -1,0 +1,154 @@
+"""Training a run: data, model, callbacks, and the files a run folder holds.
+
+A run folder::
+
+    config.json          the Config (enough to rebuild the model)
+    model.keras          the final model
+    best.keras           the model at the best validation loss so far
+    reference_set.npz    training-set E[z] (and x for the npVAE) with labels
+    test_metrics.json    test-set ELBO, reconstruction (sample and mean), KL, match
+    training_log.csv     per-epoch metrics;  logs/  TensorBoard;  backup/  resume state
+
+Every file is written under a temporary name and renamed, so an interrupted run never leaves
+a half-written model; rerunning the same command resumes from ``backup/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Dict, Optional, Sequence
+
+import keras
+import numpy as np
+
+from npvae_tf.config import Config, ConfigError, CONFIG_FILE
+from npvae_tf.data import load_mnist, make_dataset
+from npvae_tf.metrics import elbo_summary
+from npvae_tf.model import build_model
+from npvae_tf.reference import atomic_write, build_reference_set
+
+MODEL_FILE = "model.keras"
+BEST_FILE = "best.keras"
+METRICS_FILE = "test_metrics.json"
+LOG_FILE = "training_log.csv"
+
+
+class TrainingError(RuntimeError):
+    """Training could not produce a usable model (e.g. the loss became NaN)."""
+
+
+class AtomicBestCheckpoint(keras.callbacks.Callback):
+    """Saves the model whenever ``monitor`` improves, via a temporary file and a rename.
+
+    The best value is kept beside the checkpoint, so a resumed run does not overwrite a
+    better checkpoint with a worse one.
+    """
+
+    def __init__(self, path: str, monitor: str = "val_loss"):
+        super().__init__()
+        self.path, self.monitor = path, monitor
+        self.state_path = path + ".json"
+
+    def _best(self) -> float:
+        if os.path.isfile(self.state_path) and os.path.isfile(self.path):
+            with open(self.state_path) as f:
+                return float(json.load(f)["best"])
+        return math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(value) or value >= self._best():
+            return
+        atomic_write(self.path, self.model.save)
+        atomic_write(self.state_path, lambda tmp: _write_json(tmp, {
+            "best": float(value), "epoch": epoch + 1, "monitor": self.monitor}))
+
+
+def _write_json(path: str, values: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(values, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def save_json(path: str, values: dict) -> None:
+    atomic_write(path, lambda tmp: _write_json(tmp, values))
+
+
+def check_run_dir(config: Config, run_dir: str) -> bool:
+    """Refuses to reuse a folder made by another config; True if the run already finished."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if os.path.isfile(path):
+        previous = Config.load(run_dir)
+        if previous != config:
+            differ = sorted(k for k, v in config.to_dict().items() if previous.to_dict()[k] != v)
+            raise ConfigError(f"{run_dir} holds a run with a different config (differs in: "
+                              f"{', '.join(differ)}); choose another --out")
+    return all(os.path.isfile(os.path.join(run_dir, f)) for f in (MODEL_FILE, METRICS_FILE))
+
+
+def callbacks_for(run_dir: str, extra: Sequence[keras.callbacks.Callback] = ()):
+    return [
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+        keras.callbacks.TerminateOnNaN(),
+        AtomicBestCheckpoint(os.path.join(run_dir, BEST_FILE)),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, LOG_FILE), append=True),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
+        *extra,
+    ]
+
+
+def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose: int = 1,
+          extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> Dict[str, float]:
+    """Trains (or resumes) the run ``config`` describes in ``run_dir``; returns test metrics."""
+    if check_run_dir(config, run_dir):
+        with open(os.path.join(run_dir, METRICS_FILE)) as f:
+            metrics = json.load(f)
+        if verbose:
+            print(f"{run_dir}: already trained; nothing to do.")
+        return metrics
+    data = load_mnist(data_dir, config.validation_examples, config.train_examples,
+                      config.image_shape)
+    config.save(run_dir)
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                  jit_compile=config.jit_compile)
+    train_ds = make_dataset(data.train.images, config.batch_size, shuffle=True,
+                            seed=config.seed, binarize=config.binarize)
+    val_ds = make_dataset(data.validation.images, config.batch_size, seed=config.seed + 1,
+                          binarize=config.binarize)
+    started = time.time()
+    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+                        callbacks=callbacks_for(run_dir, extra_callbacks), verbose=verbose)
+    seconds = time.time() - started
+    losses = history.history.get("loss", [])
+    if losses and not np.all(np.isfinite(losses)):
+        raise TrainingError(f"training diverged (loss {losses[-1]}); see {run_dir}/{LOG_FILE}")
+
+    atomic_write(os.path.join(run_dir, MODEL_FILE), model.save)
+    build_reference_set(model, data.train.images, data.train.labels).save(run_dir)
+    test_images = data.test.images
+    if config.binarize:  # the same fixed binarisation every evaluation uses
+        test_images = np.concatenate(list(make_dataset(test_images, 1024, seed=config.seed + 2,
+                                                       binarize=True).as_numpy_iterator()))
+    metrics = elbo_summary(model, test_images, config.batch_size)
+    metrics["train_seconds"] = seconds
+    metrics["epochs_run"] = len(losses)
+    metrics["seconds_per_epoch"] = seconds / max(len(losses), 1)
+    if hasattr(model, "kernel"):
+        metrics["lengthscale"] = float(model.kernel.lengthscale.numpy())
+    save_json(os.path.join(run_dir, METRICS_FILE), metrics)
+    return metrics
+
+
+def format_metrics(metrics: Dict[str, float]) -> str:
+    lines = [f"test ELBO {metrics['elbo']:.2f} nats  (reconstruction at a sample "
+             f"{metrics['reconstruction']:.2f}, at the mean {metrics['reconstruction_at_mean']:.2f}, "
+             f"KL {metrics['kl']:.2f})"]
+    if "match" in metrics:
+        lines.append(f"match ||E[z] - z~||^2 {metrics['match']:.3f}, lengthscale "
+                     f"{metrics.get('lengthscale', float('nan')):.4g}")
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from npvae_tf.kernels import SquaredExponentialKernel
+
+
+def numpy_weights(x_query, x_ref, lengthscale, exclude_diagonal):
+    """W_ij ∝ exp(-||x_i - x_j||^2 / (2 l^2)), W_ii = 0 in-batch, rows sum to 1."""
+    sq = ((x_query[:, None, :] - x_ref[None, :, :]) ** 2).sum(-1)
+    k = np.exp(-sq / (2 * lengthscale ** 2))
+    if exclude_diagonal:
+        np.fill_diagonal(k, 0.0)
+    return k / k.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("lengthscale", [0.3, 1.0, 4.0])
+@pytest.mark.parametrize("n,d,z", [(2, 1, 1), (7, 2, 3), (33, 5, 11)])
+def test_in_batch_weights_and_means_match_numpy(lengthscale, n, d, z):
+    rng = np.random.default_rng(n * d + z)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    mu = rng.normal(size=(n, z)).astype(np.float32)
+    kernel = SquaredExponentialKernel(lengthscale)
+    w = kernel.kernel_weights(x).numpy()
+    expected = numpy_weights(x.astype(np.float64), x.astype(np.float64), lengthscale,
+                             exclude_diagonal=True)
+    np.testing.assert_allclose(w, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-6)
+    assert np.all(np.diag(w) == 0.0)
+    np.testing.assert_allclose(kernel(x, mu).numpy(), expected @ mu, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
+def test_chunked_predictive_mean_matches_unchunked_numpy(chunk):
+    rng = np.random.default_rng(chunk)
+    x_ref = rng.normal(size=(150, 2)).astype(np.float32) * 3
+    z_ref = rng.normal(size=(150, 6)).astype(np.float32)
+    x_query = rng.normal(size=(9, 2)).astype(np.float32) * 3
+    kernel = SquaredExponentialKernel(0.7)
+    got = kernel.predictive_mean(x_query, x_ref, z_ref, chunk_size=chunk).numpy()
+    expected = numpy_weights(x_query.astype(np.float64), x_ref.astype(np.float64), 0.7, False) @ z_ref
+    np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-5)
+
+
+def test_reference_weights_do_not_exclude_anything():
+    x = np.array([[0.0, 0.0], [1.0, 0.0]], np.float32)
+    w = SquaredExponentialKernel(1.0).kernel_weights(x, x).numpy()
+    assert w[0, 0] > w[0, 1] > 0
+
+
+def test_far_apart_points_stay_finite_and_pick_the_nearest():
+    x = np.array([[0.0, 0.0], [1e3, 0.0], [0.0, 1e3 + 1.0], [1e3, 1.0]], np.float32)
+    mu = np.arange(8, dtype=np.float32).reshape(4, 2)
+    kernel = SquaredExponentialKernel(1.0)
+    w = kernel.kernel_weights(x).numpy()
+    assert np.all(np.isfinite(w))
+    np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-6)
+    # Point 1 and point 3 are each other's only neighbour within reach.
+    assert w[1, 3] == pytest.approx(1.0) and w[3, 1] == pytest.approx(1.0)
+    z_tilde = kernel.predictive_mean(x, x[[0]], mu[[0]]).numpy()
+    assert np.all(np.isfinite(z_tilde))
+
+
+def test_far_apart_gradients_are_finite():
+    x = tf.Variable(np.array([[0.0, 0.0], [1e3, 0.0], [-1e3, 5e2]], np.float32))
+    mu = tf.constant(np.eye(3, dtype=np.float32))
+    kernel = SquaredExponentialKernel(1.0)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(mu - kernel(x, mu)))
+    grads = tape.gradient(loss, [x, kernel.log_lengthscale])
+    assert all(np.all(np.isfinite(g.numpy())) for g in grads)
+
+
+def test_identical_points_give_uniform_weights():
+    x = np.ones((5, 2), np.float32) * 123.0
+    w = SquaredExponentialKernel(0.01).kernel_weights(x).numpy()
+    expected = (np.ones((5, 5)) - np.eye(5)) / 4
+    np.testing.assert_allclose(w, expected, rtol=1e-6)
+
+
+def test_batch_of_two_predicts_each_from_the_other():
+    x = np.array([[0.0], [50.0]], np.float32)
+    mu = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    z_tilde = SquaredExponentialKernel(1.0)(x, mu).numpy()
+    np.testing.assert_allclose(z_tilde, mu[::-1])
+
+
+def test_lengthscale_is_learned_and_serialises():
+    kernel = SquaredExponentialKernel(2.5, chunk_size=17)
+    assert kernel.trainable_weights == [kernel.log_lengthscale]
+    assert float(kernel.lengthscale) == pytest.approx(2.5)
+    clone = SquaredExponentialKernel.from_config(kernel.get_config())
+    assert clone.chunk_size == 17 and float(clone.lengthscale) == pytest.approx(2.5)
+
+
+def test_invalid_arguments_are_rejected():
+    with pytest.raises(ValueError, match="initial_lengthscale"):
+        SquaredExponentialKernel(0.0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        SquaredExponentialKernel(1.0, chunk_size=0)

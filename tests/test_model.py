@@ -1,0 +1,157 @@
+import numpy as np
+import keras
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from npvae_tf import Config, NonparametricVAE, VAE, build_model
+from tests.test_kernels import numpy_weights
+
+tfd = tfp.distributions
+SMALL = dict(z_dim=5, x_dim=2, hidden=(16, 12), image_shape=(4, 4), dropout=0.1, seed=3)
+
+
+def small_model(model="npvae", **changes):
+    keras.utils.set_random_seed(0)
+    m = build_model(Config(model=model, **{**SMALL, **changes}))
+    m.compile(optimizer=keras.optimizers.Adam(1e-2))
+    return m
+
+
+def images(n=8, seed=0):
+    return np.random.default_rng(seed).random((n, 16)).astype(np.float32)
+
+
+def numpy_mlp(sequential, inputs):
+    h = inputs.astype(np.float64)
+    for layer in sequential.layers:
+        if isinstance(layer, keras.layers.Dense):
+            kernel, bias = (w.numpy().astype(np.float64) for w in layer.weights)
+            h = h @ kernel + bias
+            if layer.activation is keras.activations.relu:
+                h = np.maximum(h, 0.0)
+    return h
+
+
+def softplus(a):
+    return np.logaddexp(0.0, a)
+
+
+def numpy_loss_terms(model, y, eps, match_weight):
+    """The paper's objective written out in NumPy, per example."""
+    loc, raw = np.split(numpy_mlp(model.encoder, y), 2, axis=-1)
+    scale = softplus(raw) + 1e-5
+    z = loc + scale * eps
+    logits = numpy_mlp(model.decoder, z)
+    reconstruction = (softplus(logits) - y * logits).sum(-1)  # -log Bernoulli(y; sigmoid(logits))
+    kl = 0.5 * (scale ** 2 + loc ** 2 - 1.0 - 2.0 * np.log(scale)).sum(-1)
+    terms = {"reconstruction": reconstruction, "kl": kl}
+    loss = reconstruction + kl
+    if isinstance(model, NonparametricVAE):
+        x = numpy_mlp(model.x_encoder, y)
+        w = numpy_weights(x, x, float(model.kernel.lengthscale), exclude_diagonal=True)
+        terms["match"] = ((loc - w @ loc) ** 2).sum(-1)
+        loss = loss + match_weight * terms["match"]
+    terms["loss"] = loss
+    return terms
+
+
+@pytest.mark.parametrize("model_name,match_weight", [("npvae", 1.0), ("npvae", 0.25), ("vae", 1.0)])
+def test_loss_matches_numpy_reference(model_name, match_weight):
+    model = small_model(model_name, match_weight=match_weight)
+    y = images(9)
+    seed = tf.constant([11, 29], tf.int32)
+    # TFP draws z = loc + scale * eps with eps the standard normal draw for the same seed.
+    eps = tfd.MultivariateNormalDiag(tf.zeros([9, 5]), tf.ones([9, 5])).sample(seed=seed).numpy()
+    got = {k: v.numpy() for k, v in model.loss_terms(y, training=False, seed=seed).items()}
+    expected = numpy_loss_terms(model, y, eps.astype(np.float64), match_weight)
+    assert set(got) == set(expected)
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_match_weight_zero_gives_the_vae_objective():
+    model = small_model("npvae", match_weight=0.0)
+    terms = model.loss_terms(images(), seed=tf.constant([1, 2]))
+    np.testing.assert_allclose(terms["loss"], terms["reconstruction"] + terms["kl"], rtol=1e-6)
+    assert float(tf.reduce_mean(terms["match"])) > 0  # still reported
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_decoder_likelihood_is_binary_cross_entropy_for_grayscale_targets(as_tensor):
+    model = small_model("vae")
+    z = np.random.default_rng(1).normal(size=(4, 5)).astype(np.float32)
+    y = np.full((4, 16), 0.7, np.float32)
+    y[:, :4] = 0.2
+    logits = model.decoder(z).numpy().astype(np.float64)
+    bce = (softplus(logits) - y * logits).sum(-1)
+    got = model.decoder_likelihood(z).log_prob(tf.constant(y) if as_tensor else y).numpy()
+    np.testing.assert_allclose(-got, bce, rtol=1e-5)
+
+
+def test_posterior_and_kl_are_tfp_distributions():
+    model = small_model("vae")
+    q = model.approx_posterior(images(3))
+    assert isinstance(q, tfd.MultivariateNormalDiag)
+    assert q.batch_shape == [3] and q.event_shape == [5]
+    assert np.all(q.stddev().numpy() > 0)
+
+
+@pytest.mark.parametrize("model_name", ["npvae", "vae"])
+def test_train_step_changes_weights_and_test_step_does_not(model_name):
+    model = small_model(model_name)
+    y = tf.constant(images(16))
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    model.test_step(y)
+    assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
+    logs = model.train_step(y)
+    changed = [not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables)]
+    assert all(changed), [v.path for v, c in zip(model.trainable_variables, changed) if not c]
+    assert np.isfinite(float(logs["loss"]))
+    if model_name == "npvae":
+        assert "match" in logs
+        assert any(v is model.kernel.log_lengthscale for v in model.trainable_variables)
+
+
+def test_same_seed_gives_the_same_training_losses():
+    def run():
+        model = small_model("npvae")
+        return [float(model.train_step(tf.constant(images(16, s)))["loss"]) for s in range(3)]
+
+    first, second = run(), run()
+    assert first == second
+    assert len(set(first)) == 3
+
+
+def test_saved_model_loads_back_with_identical_outputs(tmp_path):
+    model = small_model("npvae")
+    model.fit(images(32), batch_size=8, epochs=1, verbose=0)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, NonparametricVAE) and loaded.get_config() == model.get_config()
+    y = images(10, seed=5)
+    np.testing.assert_array_equal(loaded(y).numpy(), model(y).numpy())
+    np.testing.assert_array_equal(loaded.embed(y).numpy(), model.embed(y).numpy())
+    assert float(loaded.kernel.lengthscale) == float(model.kernel.lengthscale)
+
+
+def test_vae_save_load(tmp_path):
+    model = small_model("vae")
+    path = str(tmp_path / "v.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is VAE
+    np.testing.assert_array_equal(loaded(images()).numpy(), model(images()).numpy())
+
+
+def test_decode_from_x_uses_the_reference_set():
+    model = small_model("npvae")
+    x_ref = np.array([[0.0, 0.0], [100.0, 100.0]], np.float32)
+    z_ref = np.random.default_rng(0).normal(size=(2, 5)).astype(np.float32)
+    z_tilde = model.predictive_mean(np.array([[0.1, 0.0]], np.float32), x_ref, z_ref).numpy()
+    np.testing.assert_allclose(z_tilde[0], z_ref[0], rtol=1e-5)
+    probs = model.decode_from_x(np.zeros((3, 2), np.float32), x_ref, z_ref).numpy()
+    assert probs.shape == (3, 16) and np.all((probs >= 0) & (probs <= 1))
+    with pytest.raises(ValueError, match="empty"):
+        model.predictive_mean(np.zeros((1, 2), np.float32), np.zeros((0, 2)), np.zeros((0, 5)))
