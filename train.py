@@ -23,10 +23,12 @@ def main(argv=None):
     cli.quiet_tensorflow()
     from npvae_tf.config import ConfigError
     from npvae_tf.data import DataError
-    from npvae_tf.training import TrainingError, format_metrics, train
+    from npvae_tf.training import TrainingError, check_run_dir, format_metrics, train
 
     run_dir = args.out or cli.default_run_dir(config)
     try:
+        if check_run_dir(config, run_dir):
+            print(f"{run_dir}: already trained; nothing to do.")
         metrics = train(config, run_dir, data_dir=args.data_dir, verbose=0 if args.quiet else 1)
     except (DataError, ConfigError, TrainingError) as e:
         cli.fail("train.py", str(e))

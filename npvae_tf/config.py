@@ -53,7 +53,7 @@ class Config:
     image_shape: Tuple[int, int] = (28, 28)
     batch_size: int = 128
     learning_rate: float = 1e-3
-    epochs: int = 30
+    epochs: int = 50
     match_weight: float = 1.0
     initial_lengthscale: float = 1.0
     seed: int = 0

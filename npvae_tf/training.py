@@ -105,10 +105,7 @@ def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose:
     """Trains (or resumes) the run ``config`` describes in ``run_dir``; returns test metrics."""
     if check_run_dir(config, run_dir):
         with open(os.path.join(run_dir, METRICS_FILE)) as f:
-            metrics = json.load(f)
-        if verbose:
-            print(f"{run_dir}: already trained; nothing to do.")
-        return metrics
+            return json.load(f)
     data = load_mnist(data_dir, config.validation_examples, config.train_examples,
                       config.image_shape)
     config.save(run_dir)
@@ -121,7 +118,7 @@ def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose:
     val_ds = make_dataset(data.validation.images, config.batch_size, seed=config.seed + 1,
                           binarize=config.binarize)
     started = time.time()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, shuffle=False,
                         callbacks=callbacks_for(run_dir, extra_callbacks), verbose=verbose)
     seconds = time.time() - started
     losses = history.history.get("loss", [])

@@ -1,0 +1,46 @@
+import json
+
+import pytest
+
+from npvae_tf.config import Config, ConfigError
+
+
+def test_json_round_trip(tmp_path):
+    config = Config(model="vae", z_dim=20, hidden=(64, 32), train_examples=100, binarize=True)
+    config.save(str(tmp_path))
+    assert Config.load(str(tmp_path)) == config
+    assert json.loads((tmp_path / "config.json").read_text())["hidden"] == [64, 32]
+
+
+def test_frozen():
+    with pytest.raises(Exception):
+        Config().z_dim = 3
+
+
+def test_defaults_are_the_papers():
+    c = Config()
+    assert (c.hidden, c.batch_size, c.learning_rate, c.dropout, c.x_dim) == ((500, 500), 128, 1e-3, 0.1, 2)
+    assert c.match_weight == 1.0 and c.validation_examples == 5000 and c.image_dim == 784
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(model="gan"), "model"), (dict(z_dim=0), "z_dim"), (dict(x_dim=-1), "x_dim"),
+    (dict(batch_size=1), "batch_size"), (dict(hidden=()), "hidden"), (dict(hidden=(5, 0)), "hidden"),
+    (dict(dropout=1.0), "dropout"), (dict(learning_rate=0), "learning_rate"),
+    (dict(epochs=0), "epochs"), (dict(match_weight=-1), "match_weight"),
+    (dict(train_examples=1), "train_examples"), (dict(initial_lengthscale=0), "initial_lengthscale"),
+])
+def test_invalid_values_are_rejected(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        Config(**changes)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no config.json"):
+        Config.load(str(tmp_path))
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        Config.load(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"z_dim": 3, "colour": "red"}')
+    with pytest.raises(ConfigError, match="unknown config keys"):
+        Config.load(str(tmp_path))

@@ -1,0 +1,142 @@
+import gzip
+import os
+
+import numpy as np
+import pytest
+
+from npvae_tf.data import DataError, evaluation_batch_size, load_mnist, make_dataset
+from tests.conftest import synthetic_digits, write_idx, write_mnist_like
+
+
+def load(folder, **kw):
+    return load_mnist(folder, validation_examples=kw.pop("validation_examples", 100), **kw)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_loads_and_splits_idx_files(tmp_path, gz):
+    folder = write_mnist_like(str(tmp_path), n_train=300, n_test=50, gz=gz)
+    data = load(folder)
+    assert (len(data.train), len(data.validation), len(data.test)) == (200, 100, 50)
+    assert data.train.images.shape == (200, 784) and data.train.images.dtype == np.float32
+    assert 0.0 <= data.train.images.min() and data.train.images.max() == 1.0
+    raw, labels = synthetic_digits(300, seed=0)
+    # Validation is the *last* part of the training file.
+    np.testing.assert_array_equal(data.validation.labels, labels[200:])
+    np.testing.assert_allclose(data.validation.images, raw[200:].reshape(100, -1) / 255.0)
+    assert len(load(folder, train_examples=20).train) == 20
+
+
+def test_environment_variable_is_used(tmp_path, monkeypatch):
+    folder = write_mnist_like(str(tmp_path), n_train=300, n_test=50)
+    monkeypatch.setenv("NPVAE_DATA_DIR", folder)
+    assert load(None).source == folder
+
+
+def test_loads_keras_npz(tmp_path):
+    images, labels = synthetic_digits(250)
+    np.savez(tmp_path / "mnist.npz", x_train=images, y_train=labels, x_test=images[:20],
+             y_test=labels[:20])
+    data = load(str(tmp_path))
+    assert len(data.train) == 150 and len(data.test) == 20
+
+
+def test_any_size_dataset_needs_matching_shape(tmp_path):
+    folder = write_mnist_like(str(tmp_path), n_train=300, n_test=50, size=20)
+    with pytest.raises(DataError, match="20x20, expected 28x28"):
+        load(folder)
+    assert load(folder, image_shape=(20, 20)).train.images.shape[1] == 400
+
+
+def corrupt(folder, name, transform):
+    path = os.path.join(folder, name + ".gz")
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    with gzip.open(path, "wb") as f:
+        f.write(transform(data))
+    return path
+
+
+@pytest.mark.parametrize("name,transform,message", [
+    ("train-images-idx3-ubyte", lambda d: b"\x00\x00\x09\x99" + d[4:], "wrong magic number"),
+    ("t10k-labels-idx1-ubyte", lambda d: b"\x00\x00\x08\x03" + d[4:], "wrong magic number"),
+    ("train-images-idx3-ubyte", lambda d: d[: len(d) // 2], "truncated"),
+    ("train-labels-idx1-ubyte", lambda d: d[:6], "truncated header"),
+    ("t10k-images-idx3-ubyte", lambda d: d + b"\x00" * 10, "trailing bytes"),
+])
+def test_corrupted_files_name_the_file_and_problem(tmp_path, name, transform, message):
+    folder = write_mnist_like(str(tmp_path), n_train=300, n_test=50)
+    path = corrupt(folder, name, transform)
+    with pytest.raises(DataError, match=message) as info:
+        load(folder)
+    assert path in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    folder = write_mnist_like(str(tmp_path), n_train=300, n_test=50)
+    os.remove(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.*missing file"):
+        load(folder)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(DataError, match="no such data folder"):
+        load(str(tmp_path / "nowhere"))
+
+
+def test_image_label_count_mismatch(tmp_path):
+    folder = write_mnist_like(str(tmp_path), n_train=300, n_test=50)
+    _, labels = synthetic_digits(299)
+    write_idx(os.path.join(folder, "train-labels-idx1-ubyte"), labels)
+    with pytest.raises(DataError, match="300 images but .* 299 labels"):
+        load(folder)
+
+
+def test_not_gzip_but_named_gz(tmp_path):
+    folder = write_mnist_like(str(tmp_path), n_train=300, n_test=50)
+    with open(os.path.join(folder, "train-images-idx3-ubyte.gz"), "wb") as f:
+        f.write(b"not gzip at all")
+    with pytest.raises(DataError, match="cannot read"):
+        load(folder)
+
+
+def test_too_few_examples_for_validation(tmp_path):
+    folder = write_mnist_like(str(tmp_path), n_train=300, n_test=50)
+    with pytest.raises(DataError, match="too few"):
+        load(folder, validation_examples=299)
+
+
+@pytest.mark.parametrize("n,batch", [(129, 128), (257, 128), (7, 2), (3, 2), (10, 4)])
+def test_every_batch_has_at_least_two_examples(n, batch):
+    images = np.random.default_rng(0).random((n, 16)).astype(np.float32)
+    for shuffle in (True, False):
+        sizes = [len(b) for b in make_dataset(images, batch, shuffle=shuffle)]
+        assert min(sizes) >= 2
+        assert sum(sizes) >= n - 1 if shuffle else sum(sizes) == n
+
+
+def test_evaluation_batch_size():
+    assert evaluation_batch_size(10000, 128) == 128
+    assert 10001 % evaluation_batch_size(10001, 128) != 1
+    with pytest.raises(DataError):
+        evaluation_batch_size(1, 128)
+
+
+def test_shuffle_is_seeded_and_reshuffles_each_epoch():
+    images = np.arange(64, dtype=np.float32).reshape(32, 2)
+    ds_a = make_dataset(images, 8, shuffle=True, seed=1)
+    ds_b = make_dataset(images, 8, shuffle=True, seed=1)
+    first_a, second_a = np.concatenate(list(ds_a)), np.concatenate(list(ds_a))
+    np.testing.assert_array_equal(first_a, np.concatenate(list(ds_b)))
+    assert not np.array_equal(first_a, second_a)
+    np.testing.assert_array_equal(np.sort(first_a[:, 0]), images[:, 0])
+
+
+def test_binarize_draws_bernoulli_pixels():
+    images = np.full((400, 50), 0.3, np.float32)
+    ds = make_dataset(images, 100, shuffle=True, seed=0, binarize=True)
+    epoch1, epoch2 = np.concatenate(list(ds)), np.concatenate(list(ds))
+    assert set(np.unique(epoch1)) <= {0.0, 1.0}
+    assert abs(epoch1.mean() - 0.3) < 0.01
+    assert not np.array_equal(epoch1, epoch2)  # fresh draws every epoch
+    fixed = make_dataset(images, 100, seed=0, binarize=True)
+    np.testing.assert_array_equal(np.concatenate(list(fixed)), np.concatenate(list(fixed)))

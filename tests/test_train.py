@@ -1,0 +1,105 @@
+"""train.py end to end, as a user runs it (subprocesses), on small data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from npvae_tf.config import Config
+from npvae_tf.reference import ReferenceSet
+from tests.conftest import ROOT
+
+
+def run_train(*args, env=None):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600,
+                          env={**os.environ, **(env or {})})
+
+
+def is_real_mnist(folder):
+    path = os.path.join(folder, "train-images-idx3-ubyte.gz")
+    return os.path.isfile(path) and os.path.getsize(path) > 1_000_000
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, real_or_synthetic_data_dir):
+    out = str(tmp_path_factory.mktemp("runs") / "npvae")
+    args = ["--z_dim", "8", "--hidden", "64", "64", "--epochs", "1", "--batch_size", "64",
+            "--out", out, "--quiet"]
+    if is_real_mnist(real_or_synthetic_data_dir):
+        args += ["--train_examples", "3000"]          # real MNIST: a few thousand examples
+    else:
+        args += ["--validation_examples", "100"]      # generated: 600 training images in all
+    result = run_train(*args, "--data_dir", real_or_synthetic_data_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result, args
+
+
+def test_run_folder_contents(smoke_run):
+    out, result, _ = smoke_run
+    for name in ("config.json", "model.keras", "best.keras", "reference_set.npz",
+                 "test_metrics.json", "training_log.csv"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    assert os.path.isdir(os.path.join(out, "logs"))
+    assert not os.path.exists(os.path.join(out, "backup"))  # removed once training finished
+    assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
+    metrics = json.load(open(os.path.join(out, "test_metrics.json")))
+    for key in ("elbo", "reconstruction", "reconstruction_at_mean", "kl", "match", "lengthscale"):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["elbo"] < 0 and metrics["kl"] >= 0
+    assert "test ELBO" in result.stdout
+
+
+def test_run_folder_alone_rebuilds_the_model(smoke_run):
+    out, _, _ = smoke_run
+    config = Config.load(out)
+    assert config.z_dim == 8 and config.hidden == (64, 64) and config.epochs == 1
+    model = keras.saving.load_model(os.path.join(out, "model.keras"))
+    reference = ReferenceSet.load(out)
+    assert reference.x.shape[1] == 2 and reference.z_mean.shape[1] == 8
+    assert len(reference.x) == len(reference.labels) == len(reference.z_mean)
+    probs = model.decode_from_x(reference.x[:5], reference.x, reference.z_mean).numpy()
+    assert probs.shape == (5, 784) and np.all(np.isfinite(probs))
+
+
+def test_rerun_of_a_finished_run_does_nothing_and_keeps_files(smoke_run):
+    out, _, args = smoke_run
+    before = os.path.getmtime(os.path.join(out, "model.keras"))
+    result = run_train(*args, env={"NPVAE_DATA_DIR": "/nonexistent"})  # data not even needed
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "already trained" in result.stdout
+    assert os.path.getmtime(os.path.join(out, "model.keras")) == before
+
+
+def test_a_different_config_never_overwrites_a_run(smoke_run):
+    out, _, _ = smoke_run
+    result = run_train("--z_dim", "9", "--out", out)
+    assert result.returncode == 1
+    assert "different config (differs in: " in result.stderr and "z_dim" in result.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--z_dim", "0"], "z_dim must be >= 1"),
+    (["--batch_size", "1"], "batch_size must be >= 2"),
+    (["--model", "gan"], "invalid choice"),
+    (["--hidden", "-5"], "hidden"),
+    (["--epochs", "-1"], "epochs"),
+    (["--train_examples", "0"], "train_examples"),
+])
+def test_invalid_flags_exit_with_a_usage_error(args, message, tmp_path):
+    result = run_train(*args, "--out", str(tmp_path / "x"))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_bad_data_gives_one_line_error(tmp_path):
+    result = run_train("--data_dir", str(tmp_path), "--out", str(tmp_path / "run"))
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error: ") and "missing file" in last
+    assert "Traceback" not in result.stderr
