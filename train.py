@@ -3,6 +3,7 @@
 import argparse
 
 from npvae_tf import cli
+from npvae_tf.config import STRATEGIES
 
 
 def parse_args(argv=None):
@@ -13,9 +14,21 @@ def parse_args(argv=None):
                              "(default: $NPVAE_DATA_DIR, the Keras cache, then a download)")
     parser.add_argument("--out", default=None,
                         help="run folder (default: runs/MODEL-zZ-TIMESTAMP); rerun to resume")
+    parser.add_argument("--strategy", default="auto",
+                        choices=STRATEGIES,
+                        help="tf.distribute strategy; auto: multi_worker if TF_CONFIG is set, "
+                             "mirrored with several GPUs (or --cpu_replicas > 1), one_device "
+                             "on one GPU, default on CPU")
+    parser.add_argument("--cpu_replicas", type=cli.positive_int, default=1,
+                        help="split the CPU into N logical devices (try multi-replica "
+                             "training without GPUs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    return args, cli.config_from_args(parser, args)
+    config = cli.config_from_args(parser, args)
+    if args.cpu_replicas > 1 and config.batch_size % args.cpu_replicas:
+        parser.error(f"batch_size {config.batch_size} does not split evenly over "
+                     f"--cpu_replicas {args.cpu_replicas}")
+    return args, config
 
 
 def main(argv=None):
@@ -23,15 +36,21 @@ def main(argv=None):
     cli.quiet_tensorflow()
     from npvae_tf.config import ConfigError
     from npvae_tf.data import DataError
+    from npvae_tf.distribute import make_strategy
     from npvae_tf.training import TrainingError, check_run_dir, format_metrics, train
 
+    # The strategy comes first: it configures devices before anything else touches them.
+    strategy = make_strategy(args.strategy, args.cpu_replicas)
     run_dir = args.out or cli.default_run_dir(config)
     try:
         if check_run_dir(config, run_dir):
             print(f"{run_dir}: already trained; nothing to do.")
-        metrics = train(config, run_dir, data_dir=args.data_dir, verbose=0 if args.quiet else 1)
+        metrics = train(config, run_dir, data_dir=args.data_dir, verbose=0 if args.quiet else 1,
+                        strategy=strategy)
     except (DataError, ConfigError, TrainingError) as e:
         cli.fail("train.py", str(e))
+    if not metrics:  # a worker other than the chief: the chief reports
+        return
     print(f"run folder: {run_dir}")
     print(format_metrics(metrics))
 

@@ -12,6 +12,7 @@ import os
 from typing import Optional, Tuple
 
 MODELS = ("npvae", "vae")
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 CONFIG_FILE = "config.json"
 
 

@@ -213,27 +213,31 @@ def evaluation_batch_size(n: int, batch_size: int) -> int:
 
 
 def make_dataset(images: np.ndarray, batch_size: int, *, shuffle: bool = False,
-                 seed: int = 0, binarize: bool = False, labels: Optional[np.ndarray] = None
-                 ) -> tf.data.Dataset:
+                 seed: int = 0, binarize: bool = False, labels: Optional[np.ndarray] = None,
+                 drop_remainder: bool = False) -> tf.data.Dataset:
     """A ``tf.data`` pipeline of image batches ``[B, H*W]`` (with labels if given).
 
     Training (``shuffle=True``): reshuffled every epoch with a fixed seed; when one example
     would be left over it is dropped (a different one each epoch), so every batch holds at
     least two examples. Evaluation: a batch size is chosen so no batch holds one example.
     ``binarize``: y ~ Bernoulli(pixel), drawn anew each epoch when shuffling, fixed otherwise.
+    ``drop_remainder``: only full batches of exactly ``batch_size`` (distributed training
+    splits each batch evenly over replicas).
     """
     n = len(images)
     if n < 2:
         raise DataError(f"a split of {n} example(s) is too small: the kernel needs 2")
     tensors = images if labels is None else (images, labels)
     ds = tf.data.Dataset.from_tensor_slices(tensors)
+    if drop_remainder and n < batch_size:
+        raise DataError(f"a split of {n} examples holds no full batch of {batch_size}")
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
         if n % batch_size == 1:
             ds = ds.take(n - 1)
-    else:
+    elif not drop_remainder:
         batch_size = evaluation_batch_size(n, batch_size)
-    ds = ds.batch(batch_size, drop_remainder=False)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if binarize:
         # One stateless seed pair per batch. Training draws them from a random stream that
         # is re-randomised every epoch; evaluation uses (seed, batch index), fixed forever.
@@ -242,7 +246,10 @@ def make_dataset(images: np.ndarray, batch_size: int, *, shuffle: bool = False,
         else:
             seeds = tf.data.Dataset.range(1 << 62).map(lambda i: tf.stack([tf.constant(seed, tf.int64), i]))
         ds = tf.data.Dataset.zip(ds, seeds).map(_binarize, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Workers of a multi-worker run each take their share of every global batch.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 def _binarize(batch, seed):

@@ -44,11 +44,20 @@ def mlp(hidden: Sequence[int], out_dim: int, dropout: float, seed: Optional[int]
     return keras.Sequential(layers, name=name)
 
 
+def replica_position():
+    """``(replicas, replica_id)`` in a ``tf.distribute`` replica context, ``(1, 0)`` outside."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return 1, 0
+    return ctx.num_replicas_in_sync, tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+
+
 def replica_all_gather(values: tf.Tensor) -> tf.Tensor:
     """Concatenates ``values`` over the replicas of a ``tf.distribute`` strategy (axis 0).
 
     Outside a multi-replica context this is the identity, so the kernel sees the global
-    batch whatever the number of replicas.
+    batch whatever the number of replicas. Differentiable: each replica's gradient reaches
+    the replica that produced the values.
     """
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync == 1:
@@ -117,13 +126,27 @@ class VAE(keras.Model):
         """
         y = tf.convert_to_tensor(y, tf.float32)
         q = self.approx_posterior(y, training=training)
-        z = q.sample(seed=self.sample_seed() if seed is None else seed)
+        z = self.reparameterized_sample(q, self.sample_seed() if seed is None else seed)
         reconstruction = -self.decoder_likelihood(z, training=training).log_prob(y)
         kl = tfd.kl_divergence(q, self.prior)
         terms = {"reconstruction": reconstruction, "kl": kl}
         terms.update(self.extra_terms(y, q, training))
         terms["loss"] = self.total_loss(terms)
         return terms
+
+    def reparameterized_sample(self, q, seed) -> tf.Tensor:
+        """``z = E[z] + sigma * eps`` with ``eps ~ N(0, I)``, ``[B, Z]``.
+
+        ``eps`` is drawn for the *global* batch and each replica takes its own rows, so the
+        draw (hence the loss) does not depend on how the batch is split over replicas
+        (replicas hold equal shares: distributed batches are divisible by the replica count).
+        """
+        batch = tf.shape(q.loc)[0]
+        replicas, replica_id = replica_position()
+        eps = self.prior.sample(batch * replicas, seed=seed)
+        if replicas > 1:
+            eps = eps[replica_id * batch:(replica_id + 1) * batch]
+        return q.loc + q.stddev() * eps
 
     def extra_terms(self, y, q, training) -> Dict[str, tf.Tensor]:
         return {}
@@ -136,7 +159,12 @@ class VAE(keras.Model):
         self.reconstruction_tracker.update_state(terms["reconstruction"])
         self.kl_tracker.update_state(terms["kl"])
         self.elbo_tracker.update_state(-(terms["reconstruction"] + terms["kl"]))
-        return {m.name: m.result() for m in self.metrics}
+        results = {m.name: m.result() for m in self.metrics}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 reduces multi-worker step outputs with reduce(MEAN, axis=0), which
+            # rejects scalars: give it rank-1 values (the mean of equal values is unchanged).
+            results = {k: tf.reshape(v, [1]) for k, v in results.items()}
+        return results
 
     @property
     def metrics(self):
@@ -152,8 +180,7 @@ class VAE(keras.Model):
         With one replica this is the batch mean; with several, summing the replicas'
         gradients gives exactly the single-device gradient of the global mean.
         """
-        ctx = tf.distribute.get_replica_context()
-        replicas = 1 if ctx is None else ctx.num_replicas_in_sync
+        replicas, _ = replica_position()
         global_batch = tf.cast(tf.shape(per_example_loss)[0] * replicas, per_example_loss.dtype)
         return tf.reduce_sum(per_example_loss) / global_batch
 
@@ -216,19 +243,19 @@ class NonparametricVAE(VAE):
         """``match_i = ||E[z_i] - z~_i||^2`` with z~ from the kernel over the global batch."""
         z_mean = q.mean()
         x = self.embed(y, training=training)
-        x_all, z_all = replica_all_gather(x), replica_all_gather(z_mean)
-        if x_all is x:
+        replicas, replica_id = replica_position()
+        if replicas == 1:
             z_tilde = self.kernel(x, z_mean)
         else:
-            z_tilde = self._predict_from_global_batch(x, x_all, z_all)
+            z_tilde = self._predict_from_global_batch(x, z_mean, replica_id)
         return {"match": tf.reduce_sum(tf.square(z_mean - z_tilde), axis=-1)}
 
-    def _predict_from_global_batch(self, x, x_all, z_all):
+    def _predict_from_global_batch(self, x, z_mean, replica_id):
         # This replica's rows sit at [offset, offset + b) of the gathered batch; its own
         # points are excluded exactly as the diagonal is on one device.
-        ctx = tf.distribute.get_replica_context()
+        x_all, z_all = replica_all_gather(x), replica_all_gather(z_mean)
         b = tf.shape(x)[0]
-        offset = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * b
+        offset = replica_id * b
         logits = self.kernel.logits(x, x_all)
         own = tf.equal(tf.range(tf.shape(x_all)[0])[None, :], (tf.range(b) + offset)[:, None])
         logits = tf.where(own, tf.constant(-np.inf, logits.dtype), logits)

@@ -23,9 +23,11 @@ from typing import Dict, Optional, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from npvae_tf.config import Config, ConfigError, CONFIG_FILE
 from npvae_tf.data import load_mnist, make_dataset
+from npvae_tf.distribute import worker_dir, worker_identity
 from npvae_tf.metrics import elbo_summary
 from npvae_tf.model import build_model
 from npvae_tf.reference import atomic_write, build_reference_set
@@ -38,6 +40,40 @@ LOG_FILE = "training_log.csv"
 
 class TrainingError(RuntimeError):
     """Training could not produce a usable model (e.g. the loss became NaN)."""
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` whose backup is never half-written.
+
+    Keras writes ``latest.weights.h5`` and then its metadata in place, so a kill during or
+    between the two writes corrupts the backup or pairs weights with the wrong epoch. Here
+    each epoch's weights go to a new file (temporary name, then rename), and only then does
+    the metadata, renamed into place in one step, point at them.
+    """
+
+    META = "backup.json"
+
+    def _meta_path(self):
+        return os.path.join(self.backup_dir, self.META)
+
+    def _load_model(self):
+        if not os.path.isfile(self._meta_path()):
+            return
+        with open(self._meta_path()) as f:
+            meta = json.load(f)
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(os.path.join(self.backup_dir, meta["weights"]))
+        self.model._initial_epoch = int(meta["epoch"])
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        name = f"epoch-{self._current_epoch}.weights.h5"
+        atomic_write(os.path.join(self.backup_dir, name), self.model.save_weights)
+        save_json(self._meta_path(), {"epoch": self._current_epoch, "weights": name})
+        for old in os.listdir(self.backup_dir):  # older epochs are no longer pointed at
+            if old.endswith(".weights.h5") and old != name:
+                os.remove(os.path.join(self.backup_dir, old))
 
 
 class AtomicBestCheckpoint(keras.callbacks.Callback):
@@ -89,43 +125,67 @@ def check_run_dir(config: Config, run_dir: str) -> bool:
     return all(os.path.isfile(os.path.join(run_dir, f)) for f in (MODEL_FILE, METRICS_FILE))
 
 
-def callbacks_for(run_dir: str, extra: Sequence[keras.callbacks.Callback] = ()):
-    return [
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
-        keras.callbacks.TerminateOnNaN(),
-        AtomicBestCheckpoint(os.path.join(run_dir, BEST_FILE)),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, LOG_FILE), append=True),
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
-        *extra,
-    ]
+def callbacks_for(run_dir: str, own_dir: str, chief: bool,
+                  extra: Sequence[keras.callbacks.Callback] = ()):
+    """Backups in ``own_dir`` (one per worker); logs and checkpoints from the chief only."""
+    callbacks = [AtomicBackupAndRestore(os.path.join(own_dir, "backup")),
+                 keras.callbacks.TerminateOnNaN()]
+    if chief:
+        callbacks += [
+            AtomicBestCheckpoint(os.path.join(run_dir, BEST_FILE)),
+            keras.callbacks.CSVLogger(os.path.join(run_dir, LOG_FILE), append=True),
+            keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
+        ]
+    return callbacks + list(extra)
 
 
 def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose: int = 1,
-          extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> Dict[str, float]:
-    """Trains (or resumes) the run ``config`` describes in ``run_dir``; returns test metrics."""
+          extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+          strategy: Optional[tf.distribute.Strategy] = None) -> Dict[str, float]:
+    """Trains (or resumes) the run ``config`` describes in ``run_dir``; returns test metrics.
+
+    ``strategy``: a ``tf.distribute`` strategy (default: the current one). The model,
+    optimizer and metrics are created in its scope; ``config.batch_size`` is the global
+    batch, which must divide evenly over the replicas.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ConfigError(f"batch_size {config.batch_size} does not split evenly over "
+                          f"{replicas} replicas")
+    chief, _ = worker_identity(strategy)
+    own_dir = worker_dir(run_dir, strategy)
     if check_run_dir(config, run_dir):
         with open(os.path.join(run_dir, METRICS_FILE)) as f:
             return json.load(f)
     data = load_mnist(data_dir, config.validation_examples, config.train_examples,
                       config.image_shape)
-    config.save(run_dir)
+    if chief:
+        config.save(run_dir)
+    os.makedirs(own_dir, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                  jit_compile=config.jit_compile)
+    with strategy.scope():
+        model = build_model(config)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                      jit_compile=config.jit_compile)
+    # With several replicas every batch is full, so it splits evenly.
+    even = replicas > 1
     train_ds = make_dataset(data.train.images, config.batch_size, shuffle=True,
-                            seed=config.seed, binarize=config.binarize)
+                            seed=config.seed, binarize=config.binarize, drop_remainder=even)
     val_ds = make_dataset(data.validation.images, config.batch_size, seed=config.seed + 1,
-                          binarize=config.binarize)
+                          binarize=config.binarize, drop_remainder=even)
     started = time.time()
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, shuffle=False,
-                        callbacks=callbacks_for(run_dir, extra_callbacks), verbose=verbose)
+                        callbacks=callbacks_for(run_dir, own_dir, chief, extra_callbacks),
+                        verbose=verbose)
     seconds = time.time() - started
     losses = history.history.get("loss", [])
     if losses and not np.all(np.isfinite(losses)):
         raise TrainingError(f"training diverged (loss {losses[-1]}); see {run_dir}/{LOG_FILE}")
 
-    atomic_write(os.path.join(run_dir, MODEL_FILE), model.save)
+    atomic_write(os.path.join(own_dir, MODEL_FILE), model.save)
+    if not chief:
+        return {}
     build_reference_set(model, data.train.images, data.train.labels).save(run_dir)
     test_images = data.test.images
     if config.binarize:  # the same fixed binarisation every evaluation uses

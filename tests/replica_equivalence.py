@@ -1,0 +1,73 @@
+"""Run as a script (a fresh process: the CPU must be split before TensorFlow starts).
+
+Prints JSON with the relative differences (norm of the difference over the norm, all tensors
+together) and largest absolute differences between one device and a 2-replica
+MirroredStrategy for: the loss and gradients of one global batch, and the weights after three
+``fit`` steps. Dropout is off (its masks are per replica); the latent noise is drawn for the
+global batch, so everything else must agree.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from npvae_tf.distribute import make_strategy  # noqa: E402
+
+mirrored = make_strategy("mirrored", cpu_replicas=2)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from npvae_tf import Config, build_model  # noqa: E402
+
+CONFIG = Config(model=sys.argv[1] if len(sys.argv) > 1 else "npvae", z_dim=6, hidden=(32, 16),
+                image_shape=(4, 4), dropout=0.0, batch_size=16, seed=1)
+images = np.random.default_rng(0).random((48, 16)).astype(np.float32)
+seed = tf.constant([5, 7], tf.int32)
+
+
+def make(strategy):
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = build_model(CONFIG)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    return model
+
+
+def loss_and_grads(model, y):
+    with tf.GradientTape() as tape:
+        loss = model.scaled_loss(model.loss_terms(y, training=True, seed=seed)["loss"])
+    return [loss] + tape.gradient(loss, model.trainable_variables)
+
+
+def rel(got, expected):
+    """||got - expected|| / ||expected|| over all tensors together."""
+    got = np.concatenate([np.ravel(t) for t in got]).astype(np.float64)
+    expected = np.concatenate([np.ravel(t) for t in expected]).astype(np.float64)
+    return float(np.linalg.norm(got - expected) / np.linalg.norm(expected))
+
+
+single, multi = make(tf.distribute.get_strategy()), make(mirrored)
+assert mirrored.num_replicas_in_sync == 2
+expected = loss_and_grads(single, tf.constant(images[:16]))
+batch = next(iter(mirrored.experimental_distribute_dataset(
+    tf.data.Dataset.from_tensor_slices(images[:16]).batch(16))))
+per_replica = mirrored.run(tf.function(lambda y: loss_and_grads(multi, y)), args=(batch,))
+got = [mirrored.reduce(tf.distribute.ReduceOp.SUM, t, axis=None) for t in per_replica]
+
+dataset = tf.data.Dataset.from_tensor_slices(images).batch(16, drop_remainder=True)
+single.fit(dataset, epochs=1, verbose=0, shuffle=False)
+multi.fit(dataset, epochs=1, verbose=0, shuffle=False)
+print(json.dumps({
+    "replicas": mirrored.num_replicas_in_sync,
+    "loss_single": float(expected[0]), "loss_mirrored": float(got[0]),
+    "loss_rel": rel([got[0]], [expected[0]]),
+    "grad_rel": rel(got[1:], expected[1:]),
+    "grad_max_abs": max(float(np.max(np.abs(g - e))) for g, e in zip(got[1:], expected[1:])),
+    "weights_rel": rel(multi.get_weights(), single.get_weights()),
+    "weights_max_abs": max(float(np.max(np.abs(m - s)))
+                           for m, s in zip(multi.get_weights(), single.get_weights())),
+}))
