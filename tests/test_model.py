@@ -155,3 +155,13 @@ def test_decode_from_x_uses_the_reference_set():
     assert probs.shape == (3, 16) and np.all((probs >= 0) & (probs <= 1))
     with pytest.raises(ValueError, match="empty"):
         model.predictive_mean(np.zeros((1, 2), np.float32), np.zeros((0, 2)), np.zeros((0, 5)))
+
+
+def test_xla_compiled_training_runs():
+    keras.utils.set_random_seed(0)
+    model = build_model(Config(**SMALL))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=True)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    history = model.fit(images(32), batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert all(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
