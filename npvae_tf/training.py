@@ -7,6 +7,7 @@ A run folder::
     best.keras           the model at the best validation loss so far
     reference_set.npz    training-set E[z] (and x for the npVAE) with labels
     test_metrics.json    test-set ELBO, reconstruction (sample and mean), KL, match
+    fit_summary.json     training time
     training_log.csv     per-epoch metrics;  logs/  TensorBoard;  backup/  resume state
 
 Every file is written under a temporary name and renamed, so an interrupted run never leaves
@@ -36,6 +37,7 @@ MODEL_FILE = "model.keras"
 BEST_FILE = "best.keras"
 METRICS_FILE = "test_metrics.json"
 LOG_FILE = "training_log.csv"
+FIT_FILE = "fit_summary.json"
 
 
 class TrainingError(RuntimeError):
@@ -163,13 +165,39 @@ def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose:
     if chief:
         config.save(run_dir)
     os.makedirs(own_dir, exist_ok=True)
+    model_path = os.path.join(own_dir, MODEL_FILE)
+    if os.path.isfile(model_path):
+        # Fitting finished in an earlier, interrupted invocation: only the last steps remain.
+        model = keras.saving.load_model(model_path)
+    else:
+        model = _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbacks)
+        atomic_write(model_path, model.save)
+    if not chief:
+        return {}
+    build_reference_set(model, data.train.images, data.train.labels).save(run_dir)
+    test_images = data.test.images
+    if config.binarize:  # the same fixed binarisation every evaluation uses
+        test_images = np.concatenate(list(make_dataset(test_images, 1024, seed=config.seed + 2,
+                                                       binarize=True).as_numpy_iterator()))
+    metrics = elbo_summary(model, test_images, config.batch_size)
+    if os.path.isfile(os.path.join(run_dir, FIT_FILE)):
+        with open(os.path.join(run_dir, FIT_FILE)) as f:
+            metrics.update(json.load(f))
+    if hasattr(model, "kernel"):
+        metrics["lengthscale"] = float(model.kernel.lengthscale.numpy())
+    save_json(os.path.join(run_dir, METRICS_FILE), metrics)
+    return metrics
+
+
+def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbacks):
+    """Builds the model in the strategy's scope and fits it; writes ``fit_summary.json``."""
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = build_model(config)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       jit_compile=config.jit_compile)
     # With several replicas every batch is full, so it splits evenly.
-    even = replicas > 1
+    even = strategy.num_replicas_in_sync > 1
     train_ds = make_dataset(data.train.images, config.batch_size, shuffle=True,
                             seed=config.seed, binarize=config.binarize, drop_remainder=even)
     val_ds = make_dataset(data.validation.images, config.batch_size, seed=config.seed + 1,
@@ -182,23 +210,12 @@ def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose:
     losses = history.history.get("loss", [])
     if losses and not np.all(np.isfinite(losses)):
         raise TrainingError(f"training diverged (loss {losses[-1]}); see {run_dir}/{LOG_FILE}")
-
-    atomic_write(os.path.join(own_dir, MODEL_FILE), model.save)
-    if not chief:
-        return {}
-    build_reference_set(model, data.train.images, data.train.labels).save(run_dir)
-    test_images = data.test.images
-    if config.binarize:  # the same fixed binarisation every evaluation uses
-        test_images = np.concatenate(list(make_dataset(test_images, 1024, seed=config.seed + 2,
-                                                       binarize=True).as_numpy_iterator()))
-    metrics = elbo_summary(model, test_images, config.batch_size)
-    metrics["train_seconds"] = seconds
-    metrics["epochs_run"] = len(losses)
-    metrics["seconds_per_epoch"] = seconds / max(len(losses), 1)
-    if hasattr(model, "kernel"):
-        metrics["lengthscale"] = float(model.kernel.lengthscale.numpy())
-    save_json(os.path.join(run_dir, METRICS_FILE), metrics)
-    return metrics
+    if chief:
+        # Epochs of this invocation only: a resumed run times its remaining epochs.
+        save_json(os.path.join(run_dir, FIT_FILE), {
+            "train_seconds": seconds, "epochs_timed": len(losses),
+            "seconds_per_epoch": seconds / max(len(losses), 1)})
+    return model
 
 
 def format_metrics(metrics: Dict[str, float]) -> str:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -36,7 +37,7 @@ def smoke_run(tmp_path_factory, real_or_synthetic_data_dir):
         args += ["--validation_examples", "100"]      # generated: 600 training images in all
     result = run_train(*args, "--data_dir", real_or_synthetic_data_dir)
     assert result.returncode == 0, result.stderr[-3000:]
-    return out, result, args
+    return out, result, args + ["--data_dir", real_or_synthetic_data_dir]
 
 
 def test_run_folder_contents(smoke_run):
@@ -69,10 +70,27 @@ def test_run_folder_alone_rebuilds_the_model(smoke_run):
 def test_rerun_of_a_finished_run_does_nothing_and_keeps_files(smoke_run):
     out, _, args = smoke_run
     before = os.path.getmtime(os.path.join(out, "model.keras"))
-    result = run_train(*args, env={"NPVAE_DATA_DIR": "/nonexistent"})  # data not even needed
+    args = args[:args.index("--data_dir")]  # a finished run needs no data
+    result = run_train(*args, env={"NPVAE_DATA_DIR": "/nonexistent"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "already trained" in result.stdout
     assert os.path.getmtime(os.path.join(out, "model.keras")) == before
+
+
+def test_rerun_after_fitting_finishes_the_last_steps_without_refitting(smoke_run, tmp_path):
+    out, _, args = smoke_run
+    copy = str(tmp_path / "copy")
+    shutil.copytree(out, copy)
+    for name in ("test_metrics.json", "reference_set.npz"):
+        os.remove(os.path.join(copy, name))
+    log_before = open(os.path.join(copy, "training_log.csv")).read()
+    out_flag = args.index("--out") + 1
+    result = run_train(*args[:out_flag], copy, *args[out_flag + 1:])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert open(os.path.join(copy, "training_log.csv")).read() == log_before
+    assert os.path.isfile(os.path.join(copy, "reference_set.npz"))
+    assert json.load(open(os.path.join(copy, "test_metrics.json")))["elbo"] == \
+        pytest.approx(json.load(open(os.path.join(out, "test_metrics.json")))["elbo"], abs=2.0)
 
 
 def test_a_different_config_never_overwrites_a_run(smoke_run):
