@@ -22,6 +22,9 @@ def parse_args(argv=None):
     parser.add_argument("--cpu_replicas", type=cli.positive_int, default=1,
                         help="split the CPU into N logical devices (try multi-replica "
                              "training without GPUs)")
+    parser.add_argument("--export", default=None, metavar="EXPORT_DIR",
+                        help="after training, also write a SavedModel for serving here "
+                             "(same as: python export.py RUN_DIR --out EXPORT_DIR)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     config = cli.config_from_args(parser, args)
@@ -42,6 +45,13 @@ def main(argv=None):
     # The strategy comes first: it configures devices before anything else touches them.
     strategy = make_strategy(args.strategy, args.cpu_replicas)
     run_dir = args.out or cli.default_run_dir(config)
+    if args.export:  # fail before training, not after
+        from npvae_tf.export import ExportError, check_target, export_run
+
+        try:
+            check_target(args.export)
+        except ExportError as e:
+            cli.fail("train.py", str(e))
     try:
         if check_run_dir(config, run_dir):
             print(f"{run_dir}: already trained; nothing to do.")
@@ -53,6 +63,11 @@ def main(argv=None):
         return
     print(f"run folder: {run_dir}")
     print(format_metrics(metrics))
+    if args.export:
+        try:
+            print(f"SavedModel: {export_run(run_dir, args.export)}")
+        except (ExportError, ConfigError, OSError) as e:
+            cli.fail("train.py", str(e))
 
 
 if __name__ == "__main__":

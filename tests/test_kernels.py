@@ -98,3 +98,13 @@ def test_invalid_arguments_are_rejected():
         SquaredExponentialKernel(0.0)
     with pytest.raises(ValueError, match="chunk_size"):
         SquaredExponentialKernel(1.0, chunk_size=0)
+
+
+@pytest.mark.parametrize("d", [1, 2, 8, 9, 20])
+def test_squared_distances_both_paths(d):
+    from npvae_tf.kernels import squared_distances
+
+    rng = np.random.default_rng(d)
+    a, b = rng.normal(size=(5, d)).astype(np.float32), rng.normal(size=(7, d)).astype(np.float32)
+    expected = ((a[:, None, :].astype(np.float64) - b[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(squared_distances(a, b).numpy(), expected, rtol=1e-5, atol=1e-6)
