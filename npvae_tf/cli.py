@@ -73,3 +73,35 @@ def default_run_dir(config: Config, root: str = "runs") -> str:
 def fail(prog: str, message: str, code: int = 1) -> "NoReturn":  # noqa: F821
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
+    """The evaluation settings (:class:`npvae_tf.evaluation.Settings`) as flags."""
+    parser.add_argument("--iw_samples", type=positive_int, default=100,
+                        help="draws k of the importance-weighted log-likelihood; costs k decoder "
+                             "passes over the test set (default %(default)s; k=1 is the ELBO)")
+    parser.add_argument("--eval_seed", type=int, default=0, help="seed of every evaluation draw")
+    parser.add_argument("--trust_subset", type=positive_int, default=2000,
+                        help="test images used for trustworthiness (O(n^2) memory; "
+                             "default %(default)s)")
+    parser.add_argument("--generated", type=positive_int, default=10000,
+                        help="images generated per source for the sample metrics "
+                             "(default %(default)s)")
+    parser.add_argument("--pairs", type=positive_int, default=100,
+                        help="test-image pairs for the interpolation metric (default %(default)s)")
+    parser.add_argument("--classifier_cache", default=None,
+                        help="folder of the cached evaluation classifier (default: "
+                             "$NPVAE_CACHE_DIR, else ~/.cache/npvae_tf)")
+    parser.add_argument("--classifier_epochs", type=positive_int, default=None,
+                        help="epochs of the evaluation classifier when it must be trained "
+                             "(default 3)")
+
+
+def settings_from_args(args: argparse.Namespace, plots: bool):
+    from npvae_tf.evaluation import Settings
+
+    defaults = Settings()
+    return Settings(iw_samples=args.iw_samples, seed=args.eval_seed,
+                    trust_subset=args.trust_subset, generated=args.generated, pairs=args.pairs,
+                    plots=plots, classifier_cache=args.classifier_cache,
+                    classifier_epochs=args.classifier_epochs or defaults.classifier_epochs)

@@ -1,13 +1,27 @@
-"""Evaluation metrics computed from a trained model and a data split."""
+"""Evaluation metrics computed from a trained model and a data split.
+
+Likelihood terms (nats per image): the ELBO, reconstruction at a posterior sample and at the
+posterior mean, KL, the importance-weighted estimate (Burda et al. 2015), the npVAE's *X path*
+and active units. 2-D embedding quality: k-NN accuracy, trustworthiness, class silhouette
+(scikit-learn). Sample quality: Fréchet distance between classifier features, classifier
+confidence.
+"""
 
 from __future__ import annotations
 
-from typing import Dict
+import warnings
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from npvae_tf.data import make_dataset
+
+tfd = tfp.distributions
+
+# scikit-learn and SciPy are imported inside the functions that use them: training imports
+# this module too, and should not pay for them.
 
 
 def per_example_terms(model, images: np.ndarray, batch_size: int = 128) -> Dict[str, np.ndarray]:
@@ -39,3 +53,181 @@ def per_example_terms(model, images: np.ndarray, batch_size: int = 128) -> Dict[
 def elbo_summary(model, images: np.ndarray, batch_size: int = 128) -> Dict[str, float]:
     """Means over the split of :func:`per_example_terms` (nats per image)."""
     return {name: float(np.mean(v)) for name, v in per_example_terms(model, images, batch_size).items()}
+
+
+# --- likelihoods on the test set ---------------------------------------------------------
+
+def log_importance_weights(model, y, k: int, seed) -> Dict[str, tf.Tensor]:
+    """Terms of ``log w_k = log p(y|z_k) + log p(z_k) - log q(z_k|y)``, ``z_k ~ q(z|y)``.
+
+    All ``k`` draws for the whole batch go through the decoder as one ``[k * B, Z]`` tensor.
+
+    Args:
+      y: images ``[B, P]``.
+      k: number of draws per image.
+      seed: stateless seed ``[2]`` for the draws.
+
+    Returns:
+      ``log_likelihood`` (log p(y|z_k)), ``log_prior`` (log p(z_k)), ``log_posterior``
+      (log q(z_k|y)) and ``log_weight`` (their combination), each ``[k, B]``.
+    """
+    y = tf.convert_to_tensor(y, tf.float32)
+    q = model.approx_posterior(y)
+    z = q.sample(k, seed=seed)                                    # [k, B, Z]
+    flat = tf.reshape(z, [-1, tf.shape(z)[-1]])                   # [k * B, Z], k-major
+    tiled = tf.tile(y, [k, 1])                                    # [k * B, P], same order
+    log_likelihood = tf.reshape(model.decoder_likelihood(flat).log_prob(tiled), [k, -1])
+    log_prior = model.prior.log_prob(z)
+    log_posterior = q.log_prob(z)
+    return {"log_likelihood": log_likelihood, "log_prior": log_prior,
+            "log_posterior": log_posterior,
+            "log_weight": log_likelihood + log_prior - log_posterior}
+
+
+def importance_weighted_log_likelihood(log_weight: tf.Tensor) -> tf.Tensor:
+    """``log p(y) ~= log (1/k) sum_k w_k`` (Burda et al. 2015) from log-weights ``[k, B]``.
+
+    A lower bound on log p(y) that tightens as k grows; with k = 1 it is the one-sample
+    ELBO estimate ``log p(y|z) + log p(z) - log q(z|y)`` for the same draw. Returns ``[B]``.
+    """
+    return tfp.math.reduce_logmeanexp(log_weight, axis=0)
+
+
+def evaluation_terms(model, images: np.ndarray, k: int = 100, seed: int = 0,
+                   batch_size: Optional[int] = None, reference=None) -> Dict[str, np.ndarray]:
+    """Per-image likelihood terms on a split in evaluation mode, seeded, one pass.
+
+    Batch ``b`` draws with the stateless seed ``(seed, b)``; ``batch_size`` defaults to
+    ``min(1024, 8192 // k)`` images (at least 1), so about 8,192 rows (``k`` draws of every
+    image) go through the decoder at once. Cost: ``k + 1`` decoder passes over the split.
+
+    Returns, each ``[N]`` unless said otherwise (nats):
+      ``elbo``: ``log p(y|z_1) - KL(q(z|y) || p(z))`` (analytic KL, z_1 the first draw),
+      ``reconstruction_ll_sample``: ``log p(y|z_1)``,
+      ``reconstruction_ll_mean``: ``log p(y|E[z])``, ``kl``,
+      ``iw_ll``: the importance-weighted estimate with ``k`` draws,
+      ``z_mean``: ``[N, Z]`` posterior means.
+    With a ``reference`` set (npVAE only) also the *X path*:
+      ``x``: ``[N, D]`` embeddings ``x = f(y)``,
+      ``x_path_ll``: ``log p(y | z~(x))`` with ``z~(x) = sum_j W(x, x_j) E[z_j]``,
+      ``x_path_images``: ``[N, P]`` the decoded means ``E[y | z~(x)]``.
+    """
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    batch_size = int(batch_size or max(1, min(1024, 8192 // k)))
+    use_x = reference is not None
+    if use_x:
+        x_ref = tf.constant(reference.x, tf.float32)
+        z_ref = tf.constant(reference.z_mean, tf.float32)
+
+    @tf.function(reduce_retracing=True)
+    def step(y, seed_pair):
+        q = model.approx_posterior(y)
+        z_mean = q.mean()
+        weights = log_importance_weights(model, y, k, seed_pair)
+        out = {
+            "reconstruction_ll_sample": weights["log_likelihood"][0],
+            "reconstruction_ll_mean": model.decoder_likelihood(z_mean).log_prob(y),
+            "kl": tfd.kl_divergence(q, model.prior),
+            "iw_ll": importance_weighted_log_likelihood(weights["log_weight"]),
+            "z_mean": z_mean,
+        }
+        if use_x:
+            x = model.embed(y)
+            decoded = model.decoder_likelihood(model.predictive_mean(x, x_ref, z_ref))
+            out.update(x=x, x_path_ll=decoded.log_prob(y), x_path_images=decoded.mean())
+        return out
+
+    collected: Dict[str, list] = {}
+    for b, start in enumerate(range(0, len(images), batch_size)):
+        y = tf.constant(images[start:start + batch_size], tf.float32)
+        for name, value in step(y, tf.constant([seed, b], tf.int32)).items():
+            collected.setdefault(name, []).append(value.numpy())
+    terms = {name: np.concatenate(values) for name, values in collected.items()}
+    terms["elbo"] = terms["reconstruction_ll_sample"] - terms["kl"]
+    return terms
+
+
+def active_units(z_mean: np.ndarray, threshold: float = 0.01) -> Tuple[int, np.ndarray]:
+    """Active latent units (Burda et al. 2015): ``A_u = Var_y(E_q[z_u | y]) > threshold``.
+
+    Args:
+      z_mean: posterior means ``[N, Z]`` over a data set.
+    Returns:
+      the number of active units and the per-unit variances ``[Z]``.
+    """
+    variance = np.var(np.asarray(z_mean, np.float64), axis=0)
+    return int(np.sum(variance > threshold)), variance
+
+
+# --- 2-D embedding quality -----------------------------------------------------------------
+
+def knn_accuracy(train_embedding: np.ndarray, train_labels: np.ndarray,
+                 test_embedding: np.ndarray, test_labels: np.ndarray,
+                 ks: Sequence[int] = (1, 5, 10)) -> Dict[int, float]:
+    """Test accuracy of k-nearest-neighbour classifiers fitted on the training embedding.
+
+    ``{k: mean(knn_k(test_i) == label_i)}`` with scikit-learn's ``KNeighborsClassifier``
+    (Euclidean, uniform vote). Embeddings are ``[N, D]``, labels ``[N]``.
+    """
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return {int(k): float(KNeighborsClassifier(n_neighbors=int(k))
+                          .fit(train_embedding, train_labels)
+                          .score(test_embedding, test_labels)) for k in ks}
+
+
+def embedding_trustworthiness(high: np.ndarray, low: np.ndarray, n_neighbors: int = 5,
+                              subset: Optional[int] = 2000, seed: int = 0) -> float:
+    """scikit-learn's trustworthiness of ``low`` ``[N, d]`` as an embedding of ``high`` ``[N, D]``.
+
+    1 when every point's ``n_neighbors`` nearest neighbours in the embedding are also near it
+    in the original space. Its cost is O(n^2) memory, so it is computed on a seeded random
+    ``subset`` of the points (``None``: all of them).
+    """
+    from sklearn.manifold import trustworthiness
+
+    high, low = np.asarray(high), np.asarray(low)
+    if subset is not None and subset < len(high):
+        keep = np.random.default_rng(seed).choice(len(high), subset, replace=False)
+        high, low = high[keep], low[keep]
+    return float(trustworthiness(high, low, n_neighbors=n_neighbors))
+
+
+def class_silhouette(embedding: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette coefficient of the classes in the embedding (scikit-learn), in [-1, 1]."""
+    from sklearn.metrics import silhouette_score
+
+    return float(silhouette_score(embedding, labels))
+
+
+# --- sample quality ------------------------------------------------------------------------
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets ``[N, F]`` and ``[M, F]``.
+
+    ``||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^{1/2})`` (the FID formula, with
+    ``scipy.linalg.sqrtm``; the imaginary part rounding leaves is dropped).
+    """
+    import scipy.linalg
+
+    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    with warnings.catch_warnings():
+        # Dead ReLU features make the covariances singular; sqrtm warns but its result is
+        # still the square root we need. A non-finite result is regularised, as FID code does.
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(cov_a @ cov_b)
+        if not np.all(np.isfinite(covmean)):
+            eps = 1e-6 * np.eye(len(cov_a))
+            covmean = scipy.linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
+    covmean = np.real(covmean)
+    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b)
+                 - 2.0 * np.trace(covmean))
+
+
+def mean_confidence(probabilities: np.ndarray) -> float:
+    """Mean over images of the classifier's top class probability; ``[N, C]`` -> scalar."""
+    return float(np.mean(np.max(probabilities, axis=-1)))

@@ -1,0 +1,203 @@
+"""Metric functions against hand-computed cases and independent NumPy references."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from npvae_tf.metrics import (active_units, class_silhouette, elbo_summary,
+                              embedding_trustworthiness, frechet_distance,
+                              importance_weighted_log_likelihood, knn_accuracy,
+                              log_importance_weights, mean_confidence, per_example_terms,
+                              evaluation_terms)
+from npvae_tf.reference import ReferenceSet
+from tests.test_kernels import numpy_weights
+from tests.test_model import images, numpy_mlp, small_model, softplus
+
+tfd = tfp.distributions
+
+
+def numpy_log_weight_terms(model, y, eps):
+    """log p(y|z), log p(z), log q(z|y) for z = mu + sigma * eps, written out in NumPy."""
+    loc, raw = np.split(numpy_mlp(model.encoder, y), 2, axis=-1)
+    scale = softplus(raw) + 1e-5
+    z = loc + scale * eps                                          # [k, B, Z]
+    logits = numpy_mlp(model.decoder, z.reshape(-1, z.shape[-1])).reshape(*z.shape[:2], -1)
+    log_lik = (y * logits - softplus(logits)).sum(-1)
+    log_norm = -0.5 * np.log(2 * np.pi)
+    log_prior = (log_norm - 0.5 * z ** 2).sum(-1)
+    log_post = (log_norm - np.log(scale) - 0.5 * eps ** 2).sum(-1)
+    return log_lik, log_prior, log_post
+
+
+# --- likelihoods -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_log_importance_weights_match_numpy(k):
+    model = small_model("vae")
+    y = images(6)
+    seed = tf.constant([3, 7], tf.int32)
+    # The draw itself is TFP's: recover eps from q's stateless draw for the same seed.
+    q = model.approx_posterior(y)
+    z = q.sample(k, seed=seed).numpy().astype(np.float64)
+    eps = (z - q.mean().numpy()) / q.stddev().numpy()
+    got = {name: v.numpy() for name, v in log_importance_weights(model, y, k, seed).items()}
+    log_lik, log_prior, log_post = numpy_log_weight_terms(model, y.astype(np.float64), eps)
+    assert got["log_weight"].shape == (k, 6)
+    np.testing.assert_allclose(got["log_likelihood"], log_lik, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got["log_prior"], log_prior, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got["log_posterior"], log_post, rtol=1e-4, atol=1e-3)
+
+
+def test_k1_importance_weighted_estimate_equals_the_elbo_estimate_for_the_same_draw():
+    model = small_model("vae")
+    y = images(6)
+    seed = tf.constant([5, 1], tf.int32)
+    iw = importance_weighted_log_likelihood(
+        log_importance_weights(model, y, 1, seed)["log_weight"]).numpy()
+    # The one-sample ELBO estimate log p(y|z) + log p(z) - log q(z|y) for the same z.
+    q = model.approx_posterior(y)
+    z = q.sample(seed=seed)
+    elbo_hat = (model.decoder_likelihood(z).log_prob(y) + model.prior.log_prob(z)
+                - q.log_prob(z)).numpy()
+    np.testing.assert_allclose(iw, elbo_hat, rtol=1e-6, atol=1e-5)
+
+
+def test_log_weights_average_to_the_elbo():
+    # E_q[log p(z) - log q(z|y)] = -KL(q || p): the k = 1 estimate is unbiased for the ELBO.
+    model = small_model("vae")
+    y = images(4)
+    w = log_importance_weights(model, y, 20000, tf.constant([0, 3], tf.int32))
+    kl = tfd.kl_divergence(model.approx_posterior(y), model.prior).numpy()
+    np.testing.assert_allclose(np.mean(w["log_prior"] - w["log_posterior"], axis=0), -kl,
+                               atol=0.05)
+
+
+def test_importance_weighted_estimate_is_log_mean_exp():
+    log_w = np.log(np.array([[1.0, 4.0], [3.0, 2.0]]))          # [k=2, B=2]
+    got = importance_weighted_log_likelihood(tf.constant(log_w)).numpy()
+    np.testing.assert_allclose(got, np.log([2.0, 3.0]), rtol=1e-12)
+
+
+def test_more_samples_tighten_the_bound():
+    model = small_model("vae")
+    y = images(32)
+    elbo = evaluation_terms(model, y, k=1, seed=0)
+    iw = evaluation_terms(model, y, k=64, seed=0)
+    assert np.mean(iw["iw_ll"]) > np.mean(elbo["iw_ll"]) + 0.1
+    assert np.mean(iw["iw_ll"]) > np.mean(elbo["elbo"]) + 0.1
+
+
+def test_evaluation_terms_agree_with_per_example_terms():
+    model = small_model("vae")
+    y = images(20)
+    got = evaluation_terms(model, y, k=3, seed=1, batch_size=7)
+    ref = per_example_terms(model, y, batch_size=8)
+    np.testing.assert_allclose(got["kl"], ref["kl"], rtol=1e-5)
+    np.testing.assert_allclose(-got["reconstruction_ll_mean"], ref["reconstruction_at_mean"],
+                               rtol=1e-5)
+    np.testing.assert_allclose(got["elbo"], got["reconstruction_ll_sample"] - got["kl"])
+    assert got["z_mean"].shape == (20, 5)
+    # Seeded: the same call twice gives the same draws; another seed does not.
+    again = evaluation_terms(model, y, k=3, seed=1, batch_size=7)
+    np.testing.assert_array_equal(got["iw_ll"], again["iw_ll"])
+    assert not np.array_equal(got["iw_ll"], evaluation_terms(model, y, k=3, seed=2)["iw_ll"])
+    assert set(elbo_summary(model, y)) >= {"elbo", "kl"}  # the old summary still works
+
+
+def test_x_path_matches_numpy():
+    model = small_model("npvae")
+    y = images(9, seed=1)
+    rng = np.random.default_rng(0)
+    reference = ReferenceSet(z_mean=rng.normal(size=(30, 5)).astype(np.float32),
+                             labels=np.zeros(30, np.int64),
+                             x=rng.normal(size=(30, 2)).astype(np.float32))
+    got = evaluation_terms(model, y, k=2, seed=0, batch_size=4, reference=reference)
+    x = numpy_mlp(model.x_encoder, y.astype(np.float64))
+    w = numpy_weights(x, reference.x.astype(np.float64), float(model.kernel.lengthscale), False)
+    logits = numpy_mlp(model.decoder, w @ reference.z_mean)
+    expected = (y * logits - softplus(logits)).sum(-1)
+    np.testing.assert_allclose(got["x"], x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["x_path_ll"], expected, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got["x_path_images"], 1 / (1 + np.exp(-logits)), atol=1e-5)
+
+
+def test_k_must_be_positive():
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        evaluation_terms(small_model("vae"), images(4), k=0)
+
+
+def test_active_units_counts_units_whose_mean_varies():
+    rng = np.random.default_rng(0)
+    z = np.stack([rng.normal(0, 1.0, 1000), rng.normal(0, 0.05, 1000),   # var 1, var 0.0025
+                  np.full(1000, 3.0), rng.normal(0, 0.2, 1000)], axis=1)  # var 0, var 0.04
+    count, variance = active_units(z)
+    assert count == 2
+    np.testing.assert_allclose(variance, [1.0, 0.0025, 0.0, 0.04], rtol=0.15, atol=1e-12)
+
+
+# --- embeddings --------------------------------------------------------------------------------
+
+def test_knn_accuracy_is_one_on_a_perfectly_separated_embedding():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [100, 0], [0, 100]], float)
+    train_labels = np.repeat([0, 1, 2], 20)
+    test_labels = np.repeat([0, 1, 2], 7)
+    train = centres[train_labels] + rng.normal(size=(60, 2))
+    test = centres[test_labels] + rng.normal(size=(21, 2))
+    assert knn_accuracy(train, train_labels, test, test_labels) == {1: 1.0, 5: 1.0, 10: 1.0}
+
+
+def test_knn_accuracy_hand_computed():
+    train = np.array([[0.0], [1.0], [2.0]])
+    train_labels = np.array([0, 0, 1])
+    test = np.array([[1.9], [0.1]])
+    # 1-NN: 1.9 -> 2 (class 1), 0.1 -> 0 (class 0); 3-NN: both vote class 0.
+    assert knn_accuracy(train, train_labels, test, np.array([1, 0]), ks=(1, 3)) == {1: 1.0, 3: 0.5}
+
+
+def test_trustworthiness_of_the_identity_embedding_is_one():
+    x = np.random.default_rng(0).normal(size=(300, 2))
+    assert embedding_trustworthiness(x, x, subset=None) == pytest.approx(1.0)
+    assert embedding_trustworthiness(x, x, subset=100) == pytest.approx(1.0)
+    high = np.random.default_rng(1).normal(size=(300, 10))
+    shuffled = embedding_trustworthiness(high, x, subset=None)  # unrelated embedding
+    assert shuffled < 0.7
+
+
+def test_silhouette_hand_computed():
+    # Classes {0, 1} and {10, 11}: for every point a = 1, b = 10.5 (or 9.5 and 10.5 averaged
+    # the other way round): s(0) = 1 - 1/10.5, s(1) = 1 - 1/9.5, symmetric for class 1.
+    x = np.array([[0.0], [1.0], [10.0], [11.0]])
+    expected = np.mean([1 - 1 / 10.5, 1 - 1 / 9.5, 1 - 1 / 9.5, 1 - 1 / 10.5])
+    assert class_silhouette(x, np.array([0, 0, 1, 1])) == pytest.approx(expected)
+
+
+# --- samples -----------------------------------------------------------------------------------
+
+def test_frechet_distance_of_a_set_with_itself_is_zero():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 8)) @ rng.normal(size=(8, 8))
+    assert abs(frechet_distance(a, a)) < 1e-6
+
+
+def test_frechet_distance_hand_computed_for_diagonal_gaussians():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2000, 3))
+    b = rng.normal(size=(3000, 3)) * [1.0, 2.0, 3.0] + [1.0, 0.0, -2.0]
+    # Diagonal (here: nearly) covariances: sum_d (mu_a - mu_b)^2 + (s_a - s_b)^2.
+    expected = np.sum((a.mean(0) - b.mean(0)) ** 2 + (a.std(0, ddof=1) - b.std(0, ddof=1)) ** 2)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=0.02)
+    assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-6)
+
+
+def test_frechet_distance_with_singular_covariances_is_finite():
+    a = np.random.default_rng(0).normal(size=(100, 4))
+    a[:, 2] = 0.0                                          # a dead feature
+    value = frechet_distance(a, a + 1.0)                 # same covariance, every mean + 1
+    assert value == pytest.approx(4.0, abs=1e-3)
+
+
+def test_mean_confidence():
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5]])
+    assert mean_confidence(probs) == pytest.approx((0.9 + 0.7 + 0.5) / 3)
