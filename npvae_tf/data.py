@@ -252,6 +252,15 @@ def make_dataset(images: np.ndarray, batch_size: int, *, shuffle: bool = False,
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
+def evaluation_images(images: np.ndarray, binarize: bool, seed: int) -> np.ndarray:
+    """Images as every evaluation sees them: as they are, or (for runs trained on binarised
+    images) binarised once with the fixed seed ``seed + 2``, the same draw every time."""
+    if not binarize:
+        return images
+    return np.concatenate(list(make_dataset(images, 1024, seed=seed + 2,
+                                            binarize=True).as_numpy_iterator()))
+
+
 def _binarize(batch, seed):
     """y ~ Bernoulli(pixel) for the images of a batch (labels, if any, pass through)."""
     images = batch[0] if isinstance(batch, tuple) else batch

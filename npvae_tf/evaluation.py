@@ -43,7 +43,7 @@ import tensorflow as tf
 from npvae_tf import plots, sampling
 from npvae_tf.classifier import CLASSIFIER_EPOCHS, load_or_train_classifier
 from npvae_tf.config import CONFIG_FILE, Config, ConfigError
-from npvae_tf.data import DataError, Dataset, load_mnist, make_dataset
+from npvae_tf.data import DataError, Dataset, evaluation_images, load_mnist
 from npvae_tf.metrics import (active_units, class_silhouette, embedding_trustworthiness,
                               frechet_distance, knn_accuracy, mean_confidence, evaluation_terms)
 from npvae_tf.model import VAE  # noqa: F401  registers the model classes for loading
@@ -216,12 +216,8 @@ def load_data_for(run: Run, data_dir: Optional[str], cache: Dict) -> Dataset:
 
 
 def test_images_for(config: Config, data: Dataset) -> np.ndarray:
-    """Test images as training evaluated them: binarised with the fixed seed ``seed + 2``
-    when the run was trained on binarised images (see ``npvae_tf.training.train``)."""
-    if not config.binarize:
-        return data.test.images
-    return np.concatenate(list(make_dataset(data.test.images, 1024, seed=config.seed + 2,
-                                            binarize=True).as_numpy_iterator()))
+    """Test images as training evaluated them (see ``npvae_tf.data.evaluation_images``)."""
+    return evaluation_images(data.test.images, config.binarize, config.seed)
 
 
 # --- decoding -------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from npvae_tf.config import Config, ConfigError, CONFIG_FILE
-from npvae_tf.data import load_mnist, make_dataset
+from npvae_tf.data import evaluation_images, load_mnist, make_dataset
 from npvae_tf.distribute import worker_dir, worker_identity
 from npvae_tf.metrics import elbo_summary
 from npvae_tf.model import build_model
@@ -175,10 +175,7 @@ def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose:
     if not chief:
         return {}
     build_reference_set(model, data.train.images, data.train.labels).save(run_dir)
-    test_images = data.test.images
-    if config.binarize:  # the same fixed binarisation every evaluation uses
-        test_images = np.concatenate(list(make_dataset(test_images, 1024, seed=config.seed + 2,
-                                                       binarize=True).as_numpy_iterator()))
+    test_images = evaluation_images(data.test.images, config.binarize, config.seed)
     metrics = elbo_summary(model, test_images, config.batch_size)
     if os.path.isfile(os.path.join(run_dir, FIT_FILE)):
         with open(os.path.join(run_dir, FIT_FILE)) as f:
