@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from npvae_tf.reference import atomic_write
+from npvae_tf.files import atomic_write
 
 CACHE_ENV = "NPVAE_CACHE_DIR"
 CLASSIFIER_EPOCHS = 3

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from typing import NoReturn
 
 from npvae_tf.config import MODELS, Config, ConfigError
 
@@ -70,7 +71,7 @@ def default_run_dir(config: Config, root: str = "runs") -> str:
     return os.path.join(root, f"{config.model}-z{config.z_dim}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def fail(prog: str, message: str, code: int = 1) -> "NoReturn":  # noqa: F821
+def fail(prog: str, message: str, code: int = 1) -> NoReturn:
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(code)
 

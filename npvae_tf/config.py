@@ -11,6 +11,8 @@ import json
 import os
 from typing import Optional, Tuple
 
+from npvae_tf.files import write_json
+
 MODELS = ("npvae", "vae")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 CONFIG_FILE = "config.json"
@@ -116,11 +118,7 @@ class Config:
         """Writes ``run_dir/config.json`` atomically and returns its path."""
         os.makedirs(run_dir, exist_ok=True)
         path = os.path.join(run_dir, CONFIG_FILE)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
+        write_json(path, self.to_dict())
         return path
 
     @classmethod

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import os
 import time
@@ -46,8 +45,9 @@ from npvae_tf.config import CONFIG_FILE, Config, ConfigError
 from npvae_tf.data import DataError, Dataset, evaluation_images, load_mnist
 from npvae_tf.metrics import (active_units, class_silhouette, embedding_trustworthiness,
                               frechet_distance, knn_accuracy, mean_confidence, evaluation_terms)
+from npvae_tf.files import atomic_write, write_json, write_text
 from npvae_tf.model import VAE  # noqa: F401  registers the model classes for loading
-from npvae_tf.reference import REFERENCE_FILE, ReferenceSet, atomic_write
+from npvae_tf.reference import REFERENCE_FILE, ReferenceSet
 
 MODEL_FILE = "model.keras"
 LOG_FILE = "training_log.csv"
@@ -511,27 +511,6 @@ def comparison_markdown(results: Sequence[Dict], reference: Dict, settings: Sett
               "(the floor). Published 5-NN accuracies on MNIST in 2-D: parametric UMAP 0.961, "
               "UMAP 0.954, t-SNE 0.950, a VAE 0.765, PCA 0.420."]
     return "\n".join(lines) + "\n"
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
-
-
-def write_json(path: str, values) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(values, f, indent=2, sort_keys=True, default=_json_default, allow_nan=True)
-            f.write("\n")
-    atomic_write(path, write)
-
-
-def write_text(path: str, text: str) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    atomic_write(path, write)
 
 
 # --- the whole evaluation -------------------------------------------------------------------

@@ -16,7 +16,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from npvae_tf.config import Config
-from npvae_tf.reference import atomic_write
+from npvae_tf.files import write_text
 
 FIGURES = ("fig3_spaces.png", "fig4_interpolations.png")
 
@@ -197,9 +197,5 @@ def write_results(summary: Dict, run_paths: Sequence[str], docs_dir: str,
         lines += [f"![{caption}](figures/{name})", "", caption, ""]
     path = os.path.join(docs_dir, "results.md")
 
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write("\n".join(lines) + "\n")
-
-    atomic_write(path, write)
+    write_text(path, "\n".join(lines) + "\n")
     return path

@@ -38,7 +38,6 @@ the ``[M, Z]`` matrix to pad it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil

@@ -13,6 +13,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from npvae_tf.files import atomic_write
+
 REFERENCE_FILE = "reference_set.npz"
 
 
@@ -39,21 +41,6 @@ class ReferenceSet:
             raise FileNotFoundError(f"{path}: missing reference set; did training finish?")
         with np.load(path) as f:
             return cls(z_mean=f["z_mean"], labels=f["labels"], x=f["x"] if "x" in f else None)
-
-
-def atomic_write(path: str, write) -> None:
-    """Calls ``write(tmp_path)`` then renames onto ``path``: never a half-written file.
-
-    The temporary name keeps the extension (Keras and NumPy check it).
-    """
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def encode_means(model, images: np.ndarray, batch_size: int = 1024):

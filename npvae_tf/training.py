@@ -31,7 +31,8 @@ from npvae_tf.data import evaluation_images, load_mnist, make_dataset
 from npvae_tf.distribute import worker_dir, worker_identity
 from npvae_tf.metrics import elbo_summary
 from npvae_tf.model import build_model
-from npvae_tf.reference import atomic_write, build_reference_set
+from npvae_tf.files import atomic_write, write_json
+from npvae_tf.reference import build_reference_set
 
 MODEL_FILE = "model.keras"
 BEST_FILE = "best.keras"
@@ -72,7 +73,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         os.makedirs(self.backup_dir, exist_ok=True)
         name = f"epoch-{self._current_epoch}.weights.h5"
         atomic_write(os.path.join(self.backup_dir, name), self.model.save_weights)
-        save_json(self._meta_path(), {"epoch": self._current_epoch, "weights": name})
+        write_json(self._meta_path(), {"epoch": self._current_epoch, "weights": name})
         for old in os.listdir(self.backup_dir):  # older epochs are no longer pointed at
             if old.endswith(".weights.h5") and old != name:
                 os.remove(os.path.join(self.backup_dir, old))
@@ -101,18 +102,8 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         if value is None or not math.isfinite(value) or value >= self._best():
             return
         atomic_write(self.path, self.model.save)
-        atomic_write(self.state_path, lambda tmp: _write_json(tmp, {
-            "best": float(value), "epoch": epoch + 1, "monitor": self.monitor}))
-
-
-def _write_json(path: str, values: dict) -> None:
-    with open(path, "w") as f:
-        json.dump(values, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-
-def save_json(path: str, values: dict) -> None:
-    atomic_write(path, lambda tmp: _write_json(tmp, values))
+        write_json(self.state_path, {"best": float(value), "epoch": epoch + 1,
+                                     "monitor": self.monitor})
 
 
 def check_run_dir(config: Config, run_dir: str) -> bool:
@@ -182,7 +173,7 @@ def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose:
             metrics.update(json.load(f))
     if hasattr(model, "kernel"):
         metrics["lengthscale"] = float(model.kernel.lengthscale.numpy())
-    save_json(os.path.join(run_dir, METRICS_FILE), metrics)
+    write_json(os.path.join(run_dir, METRICS_FILE), metrics)
     return metrics
 
 
@@ -209,7 +200,7 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
         raise TrainingError(f"training diverged (loss {losses[-1]}); see {run_dir}/{LOG_FILE}")
     if chief:
         # Epochs of this invocation only: a resumed run times its remaining epochs.
-        save_json(os.path.join(run_dir, FIT_FILE), {
+        write_json(os.path.join(run_dir, FIT_FILE), {
             "train_seconds": seconds, "epochs_timed": len(losses),
             "seconds_per_epoch": seconds / max(len(losses), 1)})
     return model
