@@ -1,0 +1,881 @@
+"""Training throughput of the VAE and the npVAE, as ratios to this machine's own limits.
+
+    python benchmarks/bench_train.py                 # full run (~8 minutes on 2 CPU cores)
+    python benchmarks/bench_train.py --quick         # CI smoke test (small layers, few steps)
+
+In one process it measures, for each model (VAE, npVAE), z_dim (2, 20, 500; batch 128) and
+``jit_compile`` setting:
+
+* **step time**: the compiled Keras train function that ``model.fit`` (hence ``train.py``)
+  calls once per batch, built by ``model.compile(optimizer=Adam(1e-3), jit_compile=...)`` as
+  ``npvae_tf.training.train`` does and fed by ``npvae_tf.data.make_dataset(..., shuffle=True)``
+  over the MNIST training split. Timing covers windows of consecutive steps inside an epoch
+  (after warm-up: tracing, XLA compilation, first steps); the mean step of a window is one
+  sample and the median over rounds is reported. Callbacks, validation and the progress bar
+  are per-epoch costs and left out; one ``model.fit`` epoch is timed as a cross-check.
+* **matmul peak at the model's shapes**: the step's matmuls alone -- ``tf.matmul`` (fp32, in a
+  ``tf.function``) at exactly the forward and both backward shapes of every Dense layer and
+  of the kernel's ``W @ E[z]``, chained back to back -- as TensorFlow graph ops (oneDNN on
+  x86) and XLA-compiled, each timed like the step, right after it in every round; the faster
+  is the fastest the step could be if it were nothing but its matmuls. Peak FLOP/s "at the
+  model's shapes" = the step's matmul FLOPs / that time; fraction of peak = that time / the
+  step time, per round (median and range over rounds). Each shape on its own (best of a few
+  calls per round) is tabulated in the JSON as well.
+* **FLOPs** per step: each Dense layer ``2*B*in*out`` forward, the same for the gradient with
+  respect to the weights and for the gradient with respect to its input (left out for layers
+  that read the images); the kernel: ``3*B*B*D`` for the distances and ``2*B*B*Z`` for
+  ``W @ E[z]``, each forward plus twice backward. Biases, activations, the loss and Adam are
+  not counted (they are the overhead the fraction of peak exposes).
+* **input wait**: the time the step spends blocked in ``IteratorGetNext`` (from a
+  ``tf.profiler`` trace of the step on the training pipeline), plus the first batch of every
+  epoch, which waits for the shuffle buffer to fill (Keras starts a new iterator each epoch),
+  spread over the epoch's steps. The same step fed from one batch held in memory is also
+  timed; the difference (``input_pipeline_cost_vs_memory``) adds the pipeline's CPU use.
+* **ratios**: npVAE/VAE step time at each z_dim and ``jit_compile`` setting.
+* **breakdown**: forward, forward+backward and the kernel alone, compiled like the step, and a
+  ``tf.profiler`` trace of the step: op time by category (matmul, optimizer, random, other)
+  and the largest ops.
+
+Every timing is repeated in rounds that interleave all configurations and the matmul peaks, so
+that load from other processes hits them alike; ratios are taken within a round and the median
+over rounds is reported. Results go to
+``benchmarks/results/bench_train.{json,md}`` (``--out`` to change).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results")
+TARGETS = {"npvae_over_vae_max": 1.4, "fraction_of_peak_min": 0.60, "input_wait_max": 0.05}
+
+
+# --- FLOP accounting ------------------------------------------------------------------------
+
+def dense_layers(config):
+    """``(name, fan_in, fan_out, needs_input_grad)`` of every Dense layer of the model."""
+    layers = []
+
+    def mlp(name, d_in, d_out, input_grad):
+        dims = [d_in, *config.hidden, d_out]
+        for i in range(len(dims) - 1):
+            layers.append((f"{name}/{i}", dims[i], dims[i + 1], input_grad or i > 0))
+
+    mlp("encoder", config.image_dim, 2 * config.z_dim, False)
+    mlp("decoder", config.z_dim, config.image_dim, True)
+    if config.model == "npvae":
+        mlp("x_encoder", config.image_dim, config.x_dim, False)
+    return layers
+
+
+def matmuls(config):
+    """Every matmul of one training step: ``(name, m, k, n, transpose_a, transpose_b)``.
+
+    Shapes are those TensorFlow's MatMul gradient uses: forward ``x @ W``, weight gradient
+    ``x^T @ dy`` (``transpose_a``), input gradient ``dy @ W^T`` (``transpose_b``).
+    """
+    b = config.batch_size
+    out = []
+    for name, d_in, d_out, input_grad in dense_layers(config):
+        out.append((f"{name}/fwd", b, d_in, d_out, False, False))
+        out.append((f"{name}/dW", d_in, b, d_out, True, False))
+        if input_grad:
+            out.append((f"{name}/dX", b, d_out, d_in, False, True))
+    if config.model == "npvae":
+        z = config.z_dim
+        out.append(("kernel/W@mu", b, b, z, False, False))
+        out.append(("kernel/dW", b, z, b, False, True))
+        out.append(("kernel/dmu", b, b, z, True, False))
+    return out
+
+
+def step_flops(config):
+    """``(total, matmul)`` FLOPs of one training step (see the module docstring)."""
+    mm = sum(2 * m * k * n for _, m, k, n, _, _ in matmuls(config))
+    other = 0
+    if config.model == "npvae":
+        other = 3 * (3 * config.batch_size ** 2 * config.x_dim)  # distances, fwd + 2x bwd
+    return mm + other, mm
+
+
+# --- matmul peak ----------------------------------------------------------------------------
+
+class MatmulPeak:
+    """Times one matmul shape as a chain of ``chain`` back-to-back products in one call.
+
+    Every product is returned whole, so neither Grappler nor XLA can drop or shrink one
+    (XLA would turn a slice of a product into a smaller product).
+    """
+
+    def __init__(self, m, k, n, transpose_a, transpose_b, xla, target_flops=2e8, max_chain=32):
+        import tensorflow as tf
+
+        self.flops = 2 * m * k * n
+        self.chain = int(min(max_chain, max(4, math.ceil(target_flops / self.flops))))
+        rng = np.random.default_rng(0)
+        a_shape = (k, m) if transpose_a else (m, k)
+        b_shape = (n, k) if transpose_b else (k, n)
+        # Distinct left operands, so no two products are the same computation.
+        self.a = [tf.constant(rng.standard_normal(a_shape, dtype=np.float32))
+                  for _ in range(min(self.chain, 8))]
+        self.b = tf.constant(rng.standard_normal(b_shape, dtype=np.float32))
+
+        def chain_fn(a_list, b):
+            outputs = []
+            for i in range(self.chain):
+                with tf.control_dependencies(outputs[-1:]):
+                    outputs.append(tf.matmul(a_list[i % len(a_list)], b,
+                                             transpose_a=transpose_a, transpose_b=transpose_b))
+            return outputs
+
+        self.fn = tf.function(chain_fn, jit_compile=xla)
+        self.fn(self.a, self.b)  # trace / compile
+
+    def seconds_per_matmul(self, min_seconds=0.03):
+        """Fastest call of a short window (at least 3 calls), per product."""
+        best, spent, calls = math.inf, 0.0, 0
+        while calls < 3 or spent < min_seconds:
+            t0 = time.perf_counter()
+            self.fn(self.a, self.b)
+            dt = time.perf_counter() - t0
+            best, spent, calls = min(best, dt), spent + dt, calls + 1
+        return best / self.chain
+
+
+class ModelMatmuls:
+    """Every matmul of one training step, alone: a chain of products at the step's shapes.
+
+    Timed like the step (windows of the same number of calls, right after it), it is the
+    fastest the step could run if it were nothing but its matmuls.
+    """
+
+    def __init__(self, config, xla):
+        import tensorflow as tf
+
+        rng = np.random.default_rng(1)
+        self.operands = []
+        self.flags = []
+        for _, m, k, n, ta, tb in matmuls(config):
+            a = rng.standard_normal((k, m) if ta else (m, k), dtype=np.float32)
+            b = rng.standard_normal((n, k) if tb else (k, n), dtype=np.float32)
+            self.operands.append((tf.constant(a), tf.constant(b)))
+            self.flags.append((ta, tb))
+
+        def chain_fn(operands):
+            outputs = []
+            for (a, b), (ta, tb) in zip(operands, self.flags):
+                with tf.control_dependencies(outputs[-1:]):
+                    outputs.append(tf.matmul(a, b, transpose_a=ta, transpose_b=tb))
+            return outputs
+
+        self.fn = tf.function(chain_fn, jit_compile=xla)
+        self.fn(self.operands)
+
+    def time_window(self, calls):
+        """Mean seconds per call (one pass over all the step's matmuls)."""
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            self.fn(self.operands)
+        return (time.perf_counter() - t0) / calls
+
+
+# --- training steps -------------------------------------------------------------------------
+
+def make_optimizer(config):
+    """The optimizer ``npvae_tf.training.train`` compiles with.
+
+    ``training.make_optimizer(config)`` when the package has it, else Keras Adam as
+    ``train`` builds it inline.
+    """
+    import keras
+
+    from npvae_tf import training
+
+    make = getattr(training, "make_optimizer", None)
+    return make(config) if make else keras.optimizers.Adam(config.learning_rate)
+
+
+class BatchStream:
+    """The training pipeline and one shared iterator, renewed (untimed) before it runs out."""
+
+    def __init__(self, images, batch_size, seed):
+        from npvae_tf.data import make_dataset
+
+        self.dataset = make_dataset(images, batch_size, shuffle=True, seed=seed)
+        self.steps_per_epoch = len(images) // batch_size
+        self.epoch_start_seconds = []  # iter() + first batch: waits for the shuffle buffer
+        self.iterator, self.left = None, 0
+
+    def renew(self):
+        # Dropping an iterator mid-epoch (as the benchmark does, unlike fit) can block for
+        # seconds while its background threads stop: that is done, and collected, untimed.
+        self.iterator = None
+        gc.collect()
+        t0 = time.perf_counter()
+        self.iterator = iter(self.dataset)
+        next(self.iterator)
+        self.epoch_start_seconds.append(time.perf_counter() - t0)
+        self.left = self.steps_per_epoch - 1
+
+    def reserve(self, steps):
+        """An iterator good for ``steps`` more batches."""
+        if steps > self.steps_per_epoch - 1:
+            raise ValueError(f"{steps} steps do not fit in an epoch of {self.steps_per_epoch}")
+        if self.left < steps:
+            self.renew()
+        self.left -= steps
+        return self.iterator
+
+    def next_seconds(self, batches=50):
+        """Pulling prefetched batches with nothing else running: the pipeline's own pace."""
+        batches = min(batches, self.steps_per_epoch - 1)
+        iterator = self.reserve(batches)
+        time.sleep(0.2)  # let prefetch fill
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            next(iterator)
+        return (time.perf_counter() - t0) / batches
+
+
+class StepRunner:
+    """One compiled model, its Keras train function (what ``fit`` calls per batch) and parts.
+
+    The parts, compiled with the same ``jit_compile`` setting, split the step for the
+    breakdown: ``forward`` (the loss), ``gradients`` (loss and gradients, no optimizer) and,
+    for the npVAE, ``kernel`` (the kernel's forward and backward alone at the step's shapes).
+    """
+
+    def __init__(self, config, jit, cached_batch):
+        import keras
+        import tensorflow as tf
+
+        from npvae_tf.model import build_model
+
+        keras.utils.set_random_seed(config.seed)
+        self.config, self.jit = config, jit
+        self.model = model = build_model(config)
+        model.compile(optimizer=make_optimizer(config), jit_compile=jit)
+        model.make_train_function()
+        self.train_function = model.train_function
+        # The same batch over and over from memory, with the training pipeline's element
+        # spec ([None, P]): the very same compiled step runs, without the pipeline's work.
+        self.cached = iter(tf.data.Dataset.from_tensors(cached_batch).unbatch()
+                           .batch(config.batch_size).cache().repeat())
+        self.compile_seconds = None
+
+        def forward(y):
+            return model.scaled_loss(model.loss_terms(y, training=True)["loss"])
+
+        def gradients(y):
+            with tf.GradientTape() as tape:
+                loss = model.scaled_loss(model.loss_terms(y, training=True)["loss"])
+            return loss, tape.gradient(loss, model.trainable_variables)
+
+        forward = tf.function(forward, jit_compile=jit)
+        gradients = tf.function(gradients, jit_compile=jit)
+        self.parts = {"forward": lambda: forward(cached_batch),
+                      "gradients": lambda: gradients(cached_batch)}
+        if config.model == "npvae":
+            rng = np.random.default_rng(config.seed)
+            x = tf.constant(rng.standard_normal((config.batch_size, config.x_dim), np.float32))
+            z = tf.constant(rng.standard_normal((config.batch_size, config.z_dim), np.float32))
+            kernel = model.kernel
+
+            def kernel_step(x, z):
+                with tf.GradientTape() as tape:
+                    tape.watch([x, z])
+                    loss = tf.reduce_mean(tf.reduce_sum(tf.square(z - kernel(x, z)), axis=-1))
+                return loss, tape.gradient(loss, [x, z] + kernel.trainable_variables)
+
+            kernel_step = tf.function(kernel_step, jit_compile=jit)
+            self.parts["kernel"] = lambda: kernel_step(x, z)
+
+    def warm_up(self, stream, steps):
+        t0 = time.perf_counter()
+        self._run(stream.reserve(1), 1)
+        self._run(self.cached, 1)
+        self.compile_seconds = time.perf_counter() - t0
+        self._run(stream.reserve(steps), steps)
+        self._run(self.cached, steps)
+        for part in self.parts.values():
+            for _ in range(2):
+                part()
+
+    def _run(self, source, steps):
+        logs = None
+        for _ in range(steps):
+            logs = self.train_function(source)
+        loss = float(logs["loss"])
+        if not math.isfinite(loss):
+            raise RuntimeError(f"{self.name}: loss is {loss}")
+        return loss
+
+    def time_window(self, source, steps):
+        """Mean seconds per training step over ``steps`` consecutive steps."""
+        t0 = time.perf_counter()
+        self._run(source, steps)
+        return (time.perf_counter() - t0) / steps
+
+    def time_part(self, name, calls):
+        part = self.parts[name]
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            part()
+        return (time.perf_counter() - t0) / calls
+
+    @property
+    def name(self):
+        return config_name(self.config.model, self.config.z_dim, self.jit)
+
+
+def first_batch_timer():
+    """A Keras callback; ``.seconds``: from the start of the epoch to the end of its first step."""
+    import keras
+
+    class FirstBatchTimer(keras.callbacks.Callback):
+        seconds = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 0:
+                self.seconds = time.perf_counter() - self.started
+
+    return FirstBatchTimer()
+
+
+def config_name(model, z_dim, jit):
+    return f"{model} z{z_dim} jit={'on' if jit else 'off'}"
+
+
+# --- profile --------------------------------------------------------------------------------
+
+# Events that schedule, wait or dispatch rather than compute. Their own time inside an op
+# (e.g. ``ParallelFor`` shards) counts for that op; elsewhere it is left out.
+WRAPPERS = ("ExecutorState", "ExecutorDoneCallback", "ParallelFor", "ThunkExecutor",
+            "BlockUntilReady", "CpuExecutable", "ThreadpoolListener", "SlinkyThreadPool", "Eager",
+            "TFE_", "KernelAndDevice", "FunctionRun", "multi_step_on_iterator",
+            "one_step_on_data", "ValidateInputTypeAndPlacement", "Iterator::", "MakeIterator",
+            "Prefetch", "optional:", "end: ")
+
+
+def op_category(name):
+    lower = name.lower()
+    if "matmul" in lower or lower.startswith("dot"):
+        return "matmul"
+    if "adam/" in lower or "assign" in lower or "resourceapply" in lower:
+        return "optimizer"
+    if "random" in lower or "dropout" in lower:
+        return "random"
+    return "other"
+
+
+def op_self_times(space, steps):
+    """Milliseconds per step of every op (TF op or XLA thunk), from an ``XSpace``.
+
+    An op's time is its own (self) time plus that of scheduling events nested in it, so work
+    done in nested ``ParallelFor`` shards is not lost; summed over threads.
+    """
+    totals = {}
+    for plane in space.planes:
+        if not plane.name.startswith("/host:"):
+            continue
+        for line in plane.lines:
+            events = sorted(line.events, key=lambda e: (e.offset_ps, -e.duration_ps))
+            stack = []  # [end_ps, owner name or None]
+            for ev in events:
+                while stack and stack[-1][0] <= ev.offset_ps:
+                    stack.pop()
+                name = plane.event_metadata[ev.metadata_id].name
+                owner = stack[-1][1] if stack else None
+                if stack and owner is not None:
+                    totals[owner] = totals.get(owner, 0.0) - ev.duration_ps / 1e9 / steps
+                if not name.startswith(WRAPPERS):
+                    owner = name
+                if owner is not None:
+                    totals[owner] = totals.get(owner, 0.0) + ev.duration_ps / 1e9 / steps
+                stack.append([ev.offset_ps + ev.duration_ps, owner])
+    return {k: v for k, v in totals.items() if v > 1e-6}
+
+
+def profile_steps(runner, stream, steps, logdir):
+    """Traces ``steps`` training steps on the training pipeline.
+
+    Returns op time per step by category and the largest ops, and the time the step spent
+    blocked in ``IteratorGetNext`` (waiting for the input pipeline).
+
+    Graph mode (jit off): ops are TensorFlow ops ``name:Type``. XLA (jit on): ops are HLO
+    thunks and fusions (``MatMul.28``, ``bitcast_concatenate_fusion.4``); what a fusion
+    computes is in the HLO dump (``XLA_FLAGS=--xla_dump_to=DIR --xla_dump_hlo_as_text``).
+    """
+    import glob
+    import shutil
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    shutil.rmtree(logdir, ignore_errors=True)
+    iterator = stream.reserve(steps)  # a new epoch's shuffle buffer fill is not traced
+    tf.profiler.experimental.start(logdir)
+    t0 = time.perf_counter()
+    try:
+        runner._run(iterator, steps)
+    finally:
+        wall = (time.perf_counter() - t0) / steps
+        tf.profiler.experimental.stop()
+    try:
+        space = xplane_pb2.XSpace()
+        paths = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+        with open(paths[0], "rb") as f:
+            space.ParseFromString(f.read())
+    finally:
+        shutil.rmtree(logdir, ignore_errors=True)
+    totals = op_self_times(space, steps)
+    get_next = sum(v for k, v in totals.items() if k.startswith("IteratorGetNext"))
+    totals = {k: v for k, v in totals.items() if not k.startswith("IteratorGetNext")}
+    summed = sum(totals.values()) or 1.0
+    categories = {}
+    for name, ms in totals.items():
+        key = op_category(name)
+        categories[key] = categories.get(key, 0.0) + ms
+    top = sorted(totals.items(), key=lambda kv: -kv[1])[:12]
+    return {
+        "wall_ms_per_step_under_profiler": 1e3 * wall,
+        "input_wait_ms_per_step": get_next,
+        "op_ms_per_step_summed_over_threads": summed,
+        "categories_ms": {k: round(v, 3) for k, v in sorted(categories.items())},
+        "top_ops": [{"op": n, "ms": round(v, 3), "share": round(v / summed, 4)} for n, v in top],
+    }
+
+
+# --- the benchmark --------------------------------------------------------------------------
+
+def machine_info():
+    import tensorflow as tf
+
+    cpu, fields = platform.processor() or platform.machine(), {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    cpu = fields.get("model name", cpu)
+    flags = fields.get("flags", "").split()
+    vector = next((v for v in ("avx512f", "avx2", "avx", "neon") if v in flags), None)
+    return {
+        "cpu": cpu,
+        "cpu_family_model": (f"{fields['cpu family']}/{fields['model']}"
+                             if "cpu family" in fields and "model" in fields else None),
+        "widest_vector_isa": vector,
+        "logical_cpus": os.cpu_count(),
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": __import__("keras").__version__,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 Linux)"),
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or "default",
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads() or "default",
+    }
+
+
+def median(values):
+    return float(statistics.median(values))
+
+
+def run_benchmark(args):
+    import keras
+    import tensorflow as tf
+
+    from npvae_tf.config import Config
+    from npvae_tf.data import load_mnist, make_dataset
+
+    tf.get_logger().setLevel("ERROR")  # one tf.function per matmul shape: retracing notes
+    load_start = os.getloadavg()
+    started = time.time()
+    data = load_mnist(args.data_dir, validation_examples=args.validation_examples,
+                      train_examples=args.train_examples)
+    images = data.train.images
+    stream = BatchStream(images, args.batch_size, args.seed)
+    cached_batch = tf.constant(images[:args.batch_size])
+
+    configs = {}
+    for z in args.z_dims:
+        for jit in args.jit:
+            for model in args.models:
+                configs[(model, z, jit)] = Config(
+                    model=model, z_dim=z, hidden=tuple(args.hidden), batch_size=args.batch_size,
+                    seed=args.seed, image_shape=data.image_shape,
+                    validation_examples=args.validation_examples, jit_compile=jit)
+
+    # Unique matmul shapes over all configurations, timed as TF ops and XLA-compiled.
+    shapes = sorted({mm[1:] for c in configs.values() for mm in matmuls(c)})
+    peaks = {}
+    for shape in shapes:
+        for xla in (False, True):
+            peaks[(shape, xla)] = MatmulPeak(*shape, xla=xla, target_flops=args.matmul_flops,
+                                             max_chain=args.max_chain)
+    log(args, f"[{time.time() - started:5.0f} s] compiled {len(peaks)} matmul chains "
+              f"({len(shapes)} shapes)")
+
+    model_matmuls = {(key, xla): ModelMatmuls(config, xla)
+                     for key, config in configs.items() for xla in (False, True)}
+
+    runners = {}
+    for key, config in configs.items():
+        runners[key] = StepRunner(config, key[2], cached_batch)
+        runners[key].warm_up(stream, args.warmup_steps)
+        log(args, f"[{time.time() - started:5.0f} s] warmed up {runners[key].name} "
+                  f"(trace/compile and first steps {runners[key].compile_seconds:.1f} s)")
+
+    pipeline_next = []
+    matmul_times = {k: [] for k in peaks}
+    step_iter = {k: [] for k in runners}
+    step_cached = {k: [] for k in runners}
+    parts = {(k, p): [] for k, r in runners.items() for p in r.parts}
+    order = list(runners)
+    matmul_only = {k: [] for k in model_matmuls}
+    # (Not gc.disable(): with the collector off, dropping a tf.data iterator mid-epoch was
+    # seen to block for ~10 s.)
+    gc.collect()
+    for r in range(args.rounds):
+        pipeline_next.append(stream.next_seconds())
+        for k, peak in peaks.items():
+            matmul_times[k].append(peak.seconds_per_matmul())
+        for key in (order if r % 2 == 0 else order[::-1]):
+            runner = runners[key]
+            step_iter[key].append(runner.time_window(stream.reserve(args.steps), args.steps))
+            for xla in (False, True):
+                matmul_only[(key, xla)].append(model_matmuls[(key, xla)].time_window(args.steps))
+            step_cached[key].append(runner.time_window(runner.cached, args.steps))
+            for part in runner.parts:
+                parts[(key, part)].append(runner.time_part(part, args.steps))
+        log(args, f"[{time.time() - started:5.0f} s] round {r + 1}/{args.rounds}: " + ", ".join(
+            f"{runners[k].name} {1e3 * step_iter[k][-1]:.1f} ms" for k in order))
+
+    # One epoch of model.fit, as train.py runs it (no validation or callbacks), for one config.
+    fit_check = None
+    fit_key = (args.models[-1], max(args.z_dims), args.jit[0])
+    if args.fit_check and fit_key in runners:
+        runner = runners[fit_key]
+        dataset = make_dataset(images, args.batch_size, shuffle=True, seed=args.seed)
+        first_batch = first_batch_timer()
+        t0 = time.perf_counter()
+        runner.model.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[first_batch])
+        seconds = time.perf_counter() - t0
+        steps = math.ceil(len(images) / args.batch_size)
+        fit_check = {"config": runner.name, "epoch_s": seconds, "steps": steps,
+                     "ms_per_step": 1e3 * seconds / steps,
+                     "first_batch_s": first_batch.seconds,
+                     "benchmark_step_ms": 1e3 * median(step_iter[fit_key])}
+        log(args, f"[{time.time() - started:5.0f} s] fit epoch {runner.name}: {seconds:.1f} s")
+
+    profiles = {}
+    if args.profile_steps:
+        for key, runner in runners.items():
+            try:
+                profiles[runner.name] = profile_steps(
+                    runner, stream, args.profile_steps,
+                    os.path.join(args.out, f".profile-{os.getpid()}"))
+            except Exception as e:  # noqa: BLE001 - the profile is evidence, not the result
+                profiles[runner.name] = {"error": f"{type(e).__name__}: {e}"}
+        log(args, f"[{time.time() - started:5.0f} s] profiled {len(profiles)} configurations")
+    log(args, f"[{time.time() - started:5.0f} s] summarising")
+
+
+    epoch_start = median(stream.epoch_start_seconds)
+    rows = []
+    for key, runner in runners.items():
+        model, z, jit = key
+        config = configs[key]
+        total, mm_flops = step_flops(config)
+        # The step's matmuls alone in the same round, right after the step: TF ops or XLA,
+        # whichever was faster.
+        mm_round = [min(a, b) for a, b in zip(matmul_only[(key, False)],
+                                              matmul_only[(key, True)])]
+        fractions = [m / t for m, t in zip(mm_round, step_iter[key])]
+        mm_seconds = median(mm_round)
+        step = median(step_iter[key])
+        # Waiting for the input pipeline: the time the step spends blocked in IteratorGetNext
+        # (profiled), plus the epoch's first batch (shuffle buffer fill) spread over the epoch.
+        # The difference to the step fed from memory also counts the pipeline's CPU use.
+        steady_wait = median([(t - tc) / t for t, tc in zip(step_iter[key], step_cached[key])])
+        epoch_wait = epoch_start / stream.steps_per_epoch / step
+        profile = profiles.get(runner.name, {})
+        if "input_wait_ms_per_step" in profile:
+            blocked = (profile["input_wait_ms_per_step"]
+                       / profile["wall_ms_per_step_under_profiler"])
+        else:
+            blocked = max(steady_wait, 0.0)
+        row = {
+            "model": model, "z_dim": z, "jit_compile": jit,
+            "step_ms": 1e3 * step,
+            "step_ms_min": 1e3 * min(step_iter[key]),
+            "step_ms_max": 1e3 * max(step_iter[key]),
+            "examples_per_s": args.batch_size / step,
+            "gflop_per_step": total / 1e9,
+            "matmul_gflop_per_step": mm_flops / 1e9,
+            "effective_gflops": total / step / 1e9,
+            "peak_gflops_at_shapes": mm_flops / mm_seconds / 1e9,
+            "fraction_of_peak": median(fractions),
+            "fraction_of_peak_range": [min(fractions), max(fractions)],
+            "matmul_only_ms_tf": 1e3 * median(matmul_only[(key, False)]),
+            "matmul_only_ms_xla": 1e3 * median(matmul_only[(key, True)]),
+            "input_wait": blocked + epoch_wait,
+            "input_wait_blocked": blocked,
+            "input_wait_epoch_start": epoch_wait,
+            "input_pipeline_cost_vs_memory": steady_wait,
+            "breakdown_ms": {
+                "step_cached_batch": 1e3 * median(step_cached[key]),
+                "forward": 1e3 * median(parts[(key, "forward")]),
+                "forward_backward": 1e3 * median(parts[(key, "gradients")]),
+                "optimizer_and_metrics": 1e3 * median(
+                    [a - b for a, b in zip(step_cached[key], parts[(key, "gradients")])]),
+                "matmuls_at_peak": 1e3 * mm_seconds,
+                "kernel_forward_backward": (1e3 * median(parts[(key, "kernel")])
+                                            if (key, "kernel") in parts else 0.0),
+            },
+            "compile_and_first_step_s": runner.compile_seconds,
+        }
+        if model == "npvae" and ("vae", z, jit) in runners:
+            ratios = [a / b for a, b in zip(step_iter[key], step_iter[("vae", z, jit)])]
+            row["npvae_over_vae"] = median(ratios)
+            row["npvae_over_vae_flops"] = total / step_flops(configs[("vae", z, jit)])[0]
+        rows.append(row)
+
+    matmul_rows = []
+    for shape in shapes:
+        m, k, n, ta, tb = shape
+        flops = 2 * m * k * n
+        matmul_rows.append({
+            "m": m, "k": k, "n": n, "transpose_a": ta, "transpose_b": tb,
+            "gflops_tf": flops / median(matmul_times[(shape, False)]) / 1e9,
+            "gflops_xla": flops / median(matmul_times[(shape, True)]) / 1e9,
+            "gflops_tf_best": flops / min(matmul_times[(shape, False)]) / 1e9,
+            "gflops_xla_best": flops / min(matmul_times[(shape, True)]) / 1e9})
+
+    checks = {}
+    for row in rows:
+        check = {"fraction_of_peak": row["fraction_of_peak"] >= TARGETS["fraction_of_peak_min"],
+                 "input_wait": row["input_wait"] < TARGETS["input_wait_max"]}
+        if "npvae_over_vae" in row:
+            check["npvae_over_vae"] = row["npvae_over_vae"] <= TARGETS["npvae_over_vae_max"]
+        checks[config_name(row["model"], row["z_dim"], row["jit_compile"])] = check
+
+    return {
+        "benchmark": "bench_train",
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": machine_info(),
+        "load": {"loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg()),
+                 "note": args.load_note},
+        "settings": {"batch_size": args.batch_size, "hidden": list(args.hidden),
+                     "z_dims": args.z_dims, "models": args.models, "jit_compile": args.jit,
+                     "rounds": args.rounds, "steps_per_window": args.steps,
+                     "warmup_steps": args.warmup_steps, "data_source": data.source,
+                     "train_examples": len(images),
+                     "optimizer": type(make_optimizer(Config())).__name__,
+                     "learning_rate": Config().learning_rate,
+                     "keras_backend": keras.backend.backend(), "seconds": None},
+        "input_pipeline": {"epoch_start_s": epoch_start,
+                           "epoch_start_s_all": stream.epoch_start_seconds,
+                           "steps_per_epoch": stream.steps_per_epoch,
+                           "next_batch_ms_alone": 1e3 * median(pipeline_next)},
+        "matmul": matmul_rows,
+        "results": rows,
+        "fit_check": fit_check,
+        "profiles": profiles,
+        "targets": {"thresholds": TARGETS, "checks": checks},
+        "_elapsed": time.time() - started,
+    }
+
+
+def markdown(result):
+    m, s, p = result["machine"], result["settings"], result["input_pipeline"]
+    load = result["load"]
+    lines = [
+        f"Training benchmark ({result['date']}{', quick mode' if result['quick'] else ''}): "
+        f"{m['cpu']}"
+        + (f" (family/model {m['cpu_family_model']}, {m['widest_vector_isa']})"
+           if m.get("cpu_family_model") else "")
+        + f", {m['logical_cpus']} logical CPUs"
+        + (f", GPUs {m['gpus']}" if m["gpus"] else ", no GPU")
+        + f"; TensorFlow {m['tensorflow']}, Keras {m['keras']}.",
+        f"Batch {s['batch_size']}, hidden {s['hidden']}, {s['optimizer']}, data {s['data_source']} "
+        f"({s['train_examples']} training images); median of {s['rounds']} interleaved rounds "
+        f"of {s['steps_per_window']} steps. Load average (1 min) at start / end: "
+        f"{load['loadavg_start'][0]:.2f} / {load['loadavg_end'][0]:.2f}"
+        + (f" ({load['note']})" if load["note"] else "") + ".",
+        "",
+        "| model | z | jit | step ms | examples/s | GFLOP/step | GFLOP/s | matmul peak GFLOP/s "
+        "| of peak (range) | npVAE/VAE time (FLOPs) | input wait |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["results"]:
+        ratio = (f"{r['npvae_over_vae']:.2f} ({r['npvae_over_vae_flops']:.2f})"
+                 if "npvae_over_vae" in r else "")
+        lines.append(
+            f"| {r['model']} | {r['z_dim']} | {'on' if r['jit_compile'] else 'off'} "
+            f"| {r['step_ms']:.1f} | {r['examples_per_s']:.0f} | {r['gflop_per_step']:.3f} "
+            f"| {r['effective_gflops']:.1f} | {r['peak_gflops_at_shapes']:.1f} "
+            f"| {100 * r['fraction_of_peak']:.0f}% ({100 * r['fraction_of_peak_range'][0]:.0f}-"
+            f"{100 * r['fraction_of_peak_range'][1]:.0f}%) "
+            f"| {ratio} | {100 * r['input_wait']:.1f}% |")
+    lines += [
+        "",
+        "Step time breakdown (ms; each part compiled and timed on its own, same rounds):",
+        "",
+        "| model | z | jit | step | forward | forward+backward | optimizer+metrics "
+        "| matmuls at peak | kernel fwd+bwd |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["results"]:
+        b = r["breakdown_ms"]
+        kernel = f"{b['kernel_forward_backward']:.2f}" if r["model"] == "npvae" else ""
+        lines.append(
+            f"| {r['model']} | {r['z_dim']} | {'on' if r['jit_compile'] else 'off'} "
+            f"| {b['step_cached_batch']:.1f} | {b['forward']:.1f} | {b['forward_backward']:.1f} "
+            f"| {b['optimizer_and_metrics']:.1f} | {b['matmuls_at_peak']:.1f} | {kernel} |")
+    profiles = result.get("profiles") or {}
+    if any("categories_ms" in v for v in profiles.values()):
+        lines += [
+            "",
+            "Op time per step under tf.profiler (ms, summed over threads; XLA fusions are "
+            "'other'):",
+            "",
+            "| configuration | step ms | matmul | optimizer | random | other | largest op (ms) |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for name, prof in profiles.items():
+            if "categories_ms" not in prof:
+                lines.append(f"| {name} | {prof.get('error', '')} ||||||")
+                continue
+            c = prof["categories_ms"]
+            top = prof["top_ops"][0] if prof["top_ops"] else {"op": "", "ms": 0.0}
+            op = top["op"].replace("StatefulPartitionedCall/", "").replace("|", "/")
+            lines.append(
+                f"| {name} | {prof['wall_ms_per_step_under_profiler']:.1f} "
+                + "".join(f"| {c.get(k, 0.0):.1f} " for k in ("matmul", "optimizer", "random",
+                                                               "other"))
+                + f"| `{op[-60:]}` ({top['ms']:.1f}) |")
+    lines += [
+        "",
+        f"Input pipeline: {p['next_batch_ms_alone']:.3f} ms per prefetched batch on its own; "
+        f"{1e3 * p['epoch_start_s']:.0f} ms to the first batch of an epoch (shuffle buffer "
+        f"fill), over {p['steps_per_epoch']} steps per epoch.",
+    ]
+    fit = result.get("fit_check")
+    if fit:
+        lines.append(f"One `model.fit` epoch of {fit['config']} (no validation or callbacks): "
+                     f"{fit['epoch_s']:.1f} s, {fit['ms_per_step']:.1f} ms per step (benchmark "
+                     f"step: {fit['benchmark_step_ms']:.1f} ms); its first step ended "
+                     f"{1e3 * fit['first_batch_s']:.0f} ms after the epoch began.")
+    lines += [
+        "",
+        "Targets: npVAE/VAE step time <= 1.4, >= 60% of the matmul peak at the same shapes, "
+        "input wait < 5% of step time.",
+    ]
+    if result["quick"]:
+        lines.append("Quick mode (small layers, few steps) checks that the benchmark runs; its "
+                     "numbers mean nothing.")
+    return "\n".join(lines) + "\n"
+
+
+def log(args, message):
+    if not args.quiet:
+        print(message, flush=True)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny CI smoke run: one z_dim, small layers, few steps")
+    parser.add_argument("--z_dims", type=int, nargs="+", default=None,
+                        help="latent sizes (default 2 20 500; quick: 8)")
+    parser.add_argument("--models", nargs="+", choices=("vae", "npvae"), default=["vae", "npvae"])
+    parser.add_argument("--jit", nargs="+", choices=("off", "on"), default=["off", "on"],
+                        help="jit_compile settings to measure")
+    parser.add_argument("--hidden", type=int, nargs="+", default=None,
+                        help="hidden widths (default 500 500; quick: 64 64)")
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=None, help="repeats (default 7; quick 2)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="steps per timed window (default 20; quick 3)")
+    parser.add_argument("--warmup_steps", type=int, default=None,
+                        help="untimed steps after compilation (default 10; quick 2)")
+    parser.add_argument("--matmul_flops", type=float, default=None,
+                        help="FLOPs per timed matmul chain (default 2e8; quick 2e7)")
+    parser.add_argument("--max_chain", type=int, default=None,
+                        help="most matmuls per timed chain (default 32; quick 4)")
+    parser.add_argument("--data_dir", default=None,
+                        help="MNIST folder (default: $NPVAE_DATA_DIR, then the Keras cache)")
+    parser.add_argument("--train_examples", type=int, default=None,
+                        help="use the first N training images (default all; quick 2048)")
+    parser.add_argument("--validation_examples", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile_steps", type=int, default=None,
+                        help="steps traced with tf.profiler per configuration for the op "
+                             "breakdown (default 10; quick 2; 0: no profile)")
+    parser.add_argument("--no_fit_check", dest="fit_check", action="store_false",
+                        help="skip the one-epoch model.fit cross-check")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help="folder for bench_train.json and bench_train.md")
+    parser.add_argument("--load_note", default="",
+                        help="free text recorded with the load averages (e.g. other jobs)")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    defaults = dict(z_dims=[8] if quick else [2, 20, 500], hidden=[64, 64] if quick else [500, 500],
+                    rounds=2 if quick else 7, steps=3 if quick else 20,
+                    warmup_steps=2 if quick else 10, matmul_flops=2e7 if quick else 2e8,
+                    train_examples=2048 if quick else None,
+                    profile_steps=2 if quick else 10,
+                    max_chain=4 if quick else 32)
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.jit = [j == "on" for j in dict.fromkeys(args.jit)]
+    if args.train_examples is not None and args.train_examples < args.batch_size * 2:
+        parser.error("train_examples must hold at least two batches")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    result = run_benchmark(args)
+    result["settings"]["seconds"] = round(result.pop("_elapsed"), 1)
+    os.makedirs(args.out, exist_ok=True)
+    json_path = os.path.join(args.out, "bench_train.json")
+    md_path = os.path.join(args.out, "bench_train.md")
+    with open(json_path + ".tmp", "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    os.replace(json_path + ".tmp", json_path)
+    table = markdown(result)
+    with open(md_path + ".tmp", "w") as f:
+        f.write(table)
+    os.replace(md_path + ".tmp", md_path)
+    print(table)
+    print(f"wrote {json_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()
