@@ -20,5 +20,8 @@ train: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+bench: $(STAMP)
+	$(PY) benchmarks/bench_train.py
+
 clean:
 	rm -rf $(VENV)

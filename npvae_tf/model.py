@@ -32,14 +32,39 @@ tfd = tfp.distributions
 MIN_SCALE = 1e-5
 
 
+# Random draws name their generator, Philox. Without XLA, TensorFlow's default (auto-select)
+# is Philox on CPU, so the numbers are unchanged (checked); under XLA (jit_compile=True) on
+# CPU the default compiles to a random-bit fusion ~25x slower than explicit Philox (29 ms
+# against 1.2 ms for a [128, 500] draw), which made the jit-compiled training step ~2x slower
+# than the plain one at z_dim 500.
+RNG_ALG = "philox"
+
+
+@keras.saving.register_keras_serializable(package="npvae_tf")
+class Dropout(keras.layers.Dropout):
+    """``keras.layers.Dropout`` drawing its mask with Philox (see ``RNG_ALG``).
+
+    Same masks as ``keras.layers.Dropout`` without XLA; fast under XLA.
+    """
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0 or self.noise_shape is not None:
+            return super().call(inputs, training=training)
+        seed = self.seed_generator.next()
+        if seed.dtype != tf.int32:  # as Keras' TensorFlow backend casts seeds
+            seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+        return tf.nn.experimental.stateless_dropout(inputs, rate=self.rate, seed=seed,
+                                                    rng_alg=RNG_ALG)
+
+
 def mlp(hidden: Sequence[int], out_dim: int, dropout: float, seed: Optional[int], name: str):
     """ReLU MLP ``[B, in] -> [B, out_dim]`` with dropout after every hidden layer."""
     layers = []
     for i, width in enumerate(hidden):
         layers.append(keras.layers.Dense(width, activation="relu", name=f"dense_{i}"))
         if dropout > 0:
-            layers.append(keras.layers.Dropout(dropout, seed=None if seed is None else seed + i,
-                                               name=f"dropout_{i}"))
+            layers.append(Dropout(dropout, seed=None if seed is None else seed + i,
+                                  name=f"dropout_{i}"))
     layers.append(keras.layers.Dense(out_dim, name="out"))
     return keras.Sequential(layers, name=name)
 
@@ -143,7 +168,9 @@ class VAE(keras.Model):
         """
         batch = tf.shape(q.loc)[0]
         replicas, replica_id = replica_position()
-        eps = self.prior.sample(batch * replicas, seed=seed)
+        # = self.prior.sample(batch * replicas, seed=seed), with the generator named.
+        eps = tf.random.stateless_normal([batch * replicas, self.z_dim], seed=seed,
+                                         alg=RNG_ALG)
         if replicas > 1:
             eps = eps[replica_id * batch:(replica_id + 1) * batch]
         return q.loc + q.stddev() * eps

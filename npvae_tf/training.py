@@ -31,6 +31,7 @@ from npvae_tf.data import evaluation_images, load_mnist, make_dataset
 from npvae_tf.distribute import worker_dir, worker_identity
 from npvae_tf.metrics import elbo_summary
 from npvae_tf.model import build_model
+from npvae_tf.optimizers import FusedAdam
 from npvae_tf.files import atomic_write, write_json
 from npvae_tf.reference import build_reference_set
 
@@ -132,6 +133,11 @@ def callbacks_for(run_dir: str, own_dir: str, chief: bool,
     return callbacks + list(extra)
 
 
+def make_optimizer(config: Config) -> keras.optimizers.Optimizer:
+    """The optimizer training compiles with (``benchmarks/bench_train.py`` measures it)."""
+    return FusedAdam(config.learning_rate)
+
+
 def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose: int = 1,
           extra_callbacks: Sequence[keras.callbacks.Callback] = (),
           strategy: Optional[tf.distribute.Strategy] = None) -> Dict[str, float]:
@@ -182,7 +188,7 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = build_model(config)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+        model.compile(optimizer=make_optimizer(config),
                       jit_compile=config.jit_compile)
     # With several replicas every batch is full, so it splits evenly.
     even = strategy.num_replicas_in_sync > 1
