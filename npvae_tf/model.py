@@ -181,7 +181,7 @@ class VAE(keras.Model):
     def total_loss(self, terms) -> tf.Tensor:
         return terms["reconstruction"] + terms["kl"]
 
-    def _update_metrics(self, terms, y) -> Dict[str, tf.Tensor]:
+    def _update_metrics(self, terms) -> Dict[str, tf.Tensor]:
         self.loss_tracker.update_state(terms["loss"])
         self.reconstruction_tracker.update_state(terms["reconstruction"])
         self.kl_tracker.update_state(terms["kl"])
@@ -218,12 +218,12 @@ class VAE(keras.Model):
             loss = self.scaled_loss(terms["loss"])
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        return self._update_metrics(terms, y)
+        return self._update_metrics(terms)
 
     def test_step(self, data):
         y = self._images(data)
         terms = self.loss_terms(y, training=False)
-        return self._update_metrics(terms, y)
+        return self._update_metrics(terms)
 
     # --- inference -------------------------------------------------------------------------
     def build(self, input_shape=None):
@@ -291,9 +291,9 @@ class NonparametricVAE(VAE):
     def total_loss(self, terms):
         return terms["reconstruction"] + terms["kl"] + self.match_weight * terms["match"]
 
-    def _update_metrics(self, terms, y):
+    def _update_metrics(self, terms):
         self.match_tracker.update_state(terms["match"])
-        return super()._update_metrics(terms, y)
+        return super()._update_metrics(terms)
 
     @property
     def metrics(self):
