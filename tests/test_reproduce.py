@@ -34,7 +34,7 @@ def test_reproduce_end_to_end(tmp_path, mnist_like_dir):
     for heading in ("## Settings", "## Comparison", "## The paper's claims", "## Figures"):
         assert heading in text
     assert "| npVAE z2 |" in text and "| VAE z2 |" in text and "1 epochs" in text
-    assert "### npVAE: match 0, X path 1, own decoder" in text  # the X-path scheme's verdicts
+    assert "### npVAE: match 0, X path 1, own decoder, E[z] held" in text  # X-path verdicts
     assert "**supported**" in text or "**not supported**" in text
 
     # results.json: every run's metrics with its config, machine-readable.
@@ -49,7 +49,7 @@ def test_reproduce_end_to_end(tmp_path, mnist_like_dir):
             assert run["metrics"]["x_path_log_likelihood"] < 0
             assert run["metrics"]["effective_neighbours"] >= 1
         if run["name"].startswith("npvae-xpath"):
-            assert config.x_path_weight == 1.0 and config.match_weight == 0.0
+            assert config.x_path_weight == 1.0 and config.x_path_stop_gradient
     figures = sorted(os.listdir(docs / "figures"))
     assert {"fig3_spaces.png", "fig4_interpolations.png", "fig2_npvae-z2.png"} <= set(figures)
     for name in figures:
