@@ -35,6 +35,7 @@ def main(argv=None):
     args = parse_args(argv)
     cli.quiet_tensorflow()
     from npvae_tf.config import ConfigError
+    from npvae_tf.runs import RunError
     from npvae_tf.data import DataError
     from npvae_tf.evaluation import EvaluationError, evaluate, find_latest_run
 
@@ -43,7 +44,7 @@ def main(argv=None):
     try:
         runs = args.runs or [find_latest_run(args.runs_root)]
         evaluate(runs, out=args.out, data_dir=args.data_dir, settings=settings)
-    except (EvaluationError, DataError, ConfigError) as e:
+    except (EvaluationError, DataError, ConfigError, RunError) as e:
         cli.fail("evaluate.py", str(e))
     print(f"\nevaluated {len(runs)} run(s) in {time.time() - started:.0f} s")
 

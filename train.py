@@ -38,6 +38,7 @@ def main(argv=None):
     args, config = parse_args(argv)
     cli.quiet_tensorflow()
     from npvae_tf.config import ConfigError
+    from npvae_tf.runs import RunError
     from npvae_tf.data import DataError
     from npvae_tf.distribute import make_strategy
     from npvae_tf.training import TrainingError, check_run_dir, format_metrics, train
@@ -57,7 +58,7 @@ def main(argv=None):
             print(f"{run_dir}: already trained; nothing to do.")
         metrics = train(config, run_dir, data_dir=args.data_dir, verbose=0 if args.quiet else 1,
                         strategy=strategy)
-    except (DataError, ConfigError, TrainingError) as e:
+    except (DataError, ConfigError, RunError, TrainingError) as e:
         cli.fail("train.py", str(e))
     if not metrics:  # a worker other than the chief: the chief reports
         return

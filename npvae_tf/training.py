@@ -1,16 +1,6 @@
 """Training a run: data, model, callbacks, and the files a run folder holds.
 
-A run folder::
-
-    config.json          the Config (enough to rebuild the model)
-    model.keras          the final model
-    best.keras           the model at the best validation loss so far
-    reference_set.npz    training-set E[z] (and x for the npVAE) with labels
-    test_metrics.json    test-set ELBO, reconstruction (sample and mean), KL, match
-    fit_summary.json     training time
-    training_log.csv     per-epoch metrics;  logs/  TensorBoard;  backup/  resume state
-
-Every file is written under a temporary name and renamed, so an interrupted run never leaves
+The run folder's layout is :mod:`npvae_tf.runs`. Every file is written under a temporary name and renamed, so an interrupted run never leaves
 a half-written model; rerunning the same command resumes from ``backup/``.
 """
 
@@ -26,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from npvae_tf.config import Config, ConfigError, CONFIG_FILE
+from npvae_tf.config import Config, ConfigError
 from npvae_tf.data import evaluation_images, load_mnist, make_dataset
 from npvae_tf.distribute import worker_dir, worker_identity
 from npvae_tf.metrics import elbo_summary
@@ -34,12 +24,8 @@ from npvae_tf.model import build_model
 from npvae_tf.optimizers import FusedAdam
 from npvae_tf.files import atomic_write, write_json
 from npvae_tf.reference import build_reference_set
-
-MODEL_FILE = "model.keras"
-BEST_FILE = "best.keras"
-METRICS_FILE = "test_metrics.json"
-LOG_FILE = "training_log.csv"
-FIT_FILE = "fit_summary.json"
+from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, FIT_FILE, LOG_FILE, LOGS_DIR,  # noqa: F401
+                           METRICS_FILE, MODEL_FILE, check_run_dir as check_folder)
 
 
 class TrainingError(RuntimeError):
@@ -108,27 +94,24 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
 
 
 def check_run_dir(config: Config, run_dir: str) -> bool:
-    """Refuses to reuse a folder made by another config; True if the run already finished."""
-    path = os.path.join(run_dir, CONFIG_FILE)
-    if os.path.isfile(path):
-        previous = Config.load(run_dir)
-        if previous != config:
-            differ = sorted(k for k, v in config.to_dict().items() if previous.to_dict()[k] != v)
-            raise ConfigError(f"{run_dir} holds a run with a different config (differs in: "
-                              f"{', '.join(differ)}); choose another --out")
+    """Refuses a folder made by another config (:class:`npvae_tf.runs.RunError`); True if
+    the run already finished."""
+    if not os.path.exists(os.path.join(run_dir, "config.json")):
+        return False
+    check_folder(run_dir, config, finished=False)
     return all(os.path.isfile(os.path.join(run_dir, f)) for f in (MODEL_FILE, METRICS_FILE))
 
 
 def callbacks_for(run_dir: str, own_dir: str, chief: bool,
                   extra: Sequence[keras.callbacks.Callback] = ()):
     """Backups in ``own_dir`` (one per worker); logs and checkpoints from the chief only."""
-    callbacks = [AtomicBackupAndRestore(os.path.join(own_dir, "backup")),
+    callbacks = [AtomicBackupAndRestore(os.path.join(own_dir, BACKUP_DIR)),
                  keras.callbacks.TerminateOnNaN()]
     if chief:
         callbacks += [
             AtomicBestCheckpoint(os.path.join(run_dir, BEST_FILE)),
             keras.callbacks.CSVLogger(os.path.join(run_dir, LOG_FILE), append=True),
-            keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
+            keras.callbacks.TensorBoard(os.path.join(run_dir, LOGS_DIR), write_graph=False),
         ]
     return callbacks + list(extra)
 
