@@ -125,6 +125,15 @@ def check_run_dir(path: str, config: Optional[Config] = None, finished: bool = T
     return found
 
 
+def check_for_training(config: Config, path: str) -> bool:
+    """Before training ``config`` into ``path``: refuses another configuration's run folder
+    (:class:`RunError`); True if the run there is already finished."""
+    if not is_run(path):
+        return False
+    check_run_dir(path, config, finished=False)
+    return is_finished(path)
+
+
 def find_latest_run(root: str = DEFAULT_ROOT) -> str:
     """The *finished* run under ``root`` whose ``config.json`` was written last.
 

@@ -164,7 +164,7 @@ def test_bad_run_folders_give_one_line_errors(runs, tmp_path, mnist_like_dir, ca
                           "model.keras", "reference_set.npz", "rerun the same train.py")
 
     assert_one_line_error(*run_in_process(capsys, "--runs_root", str(tmp_path / "empty"))[::2],
-                          "no run folder given and none found")
+                          "no run folder given and no finished run found")
 
     broken = tmp_path / "broken"
     shutil.copytree(paths["vae-z2"], broken)
