@@ -194,6 +194,9 @@ class ServingModule(tf.Module):
         self.x_dim, self.chunk_size = int(model.x_dim), int(chunk_size)
         self.jit_compile = bool(jit_compile)
         self.reference_size = len(reference.x)
+        # The serving lengthscale chosen after training (reference.py), else the learned one.
+        self.lengthscale = float(reference.lengthscale if reference.lengthscale is not None
+                                 else model.kernel.lengthscale.numpy())
         x_pad, z_pad = _pad_reference(np.asarray(reference.x, np.float32),
                                       np.asarray(reference.z_mean, np.float32), self.chunk_size)
         self.reference_x = tf.Variable(x_pad, trainable=False, name="reference_x")
@@ -254,7 +257,7 @@ class ServingModule(tf.Module):
 
     def _kernel_mean(self, x):
         return self._model.kernel.predictive_mean(x, self.reference_x, self.reference_z_mean,
-                                                  self.chunk_size)
+                                                  self.chunk_size, lengthscale=self.lengthscale)
 
     def _predictive_mean(self, x):
         """``z~(x)`` ``[N, Z]`` in blocks of QUERY_BLOCK queries; the rest padded to a bucket."""
@@ -280,13 +283,13 @@ class ServingModule(tf.Module):
 
     def _generate_from_x(self, x):
         z = self._predictive_mean(_checked_matrix(x, self.x_dim, "x"))
-        return {"images": self._model.decode(z), "z": z}
+        return {"images": self._model.x_path_likelihood(z).mean(), "z": z}
 
     def _sample_mixture(self, count, seed):
         x = mixture_sample(**self.x_density, count=_checked_count(count),
                            seed=_checked_seed(seed))
         z = self._predictive_mean(x)
-        return {"images": self._model.decode(z), "z": z, "x": x}
+        return {"images": self._model.x_path_likelihood(z).mean(), "z": z, "x": x}
 
     def info(self) -> dict:
         """What the export holds, written to ``assets.extra/npvae_export.json``."""
@@ -296,7 +299,8 @@ class ServingModule(tf.Module):
         if self.is_npvae:
             info.update(
                 x_dim=self.x_dim, reference_size=self.reference_size,
-                lengthscale=float(self._model.kernel.lengthscale.numpy()),
+                lengthscale=self.lengthscale,
+                learned_lengthscale=float(self._model.kernel.lengthscale.numpy()),
                 chunk_size=self.chunk_size, jit_compile=self.jit_compile,
                 query_buckets=list(QUERY_BUCKETS),
                 x_density={"kind": "gaussian_mixture",

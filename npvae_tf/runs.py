@@ -222,16 +222,19 @@ def consistency_problems(config: Config, model, reference) -> List[str]:
     and another run's weights is refused rather than used.
     """
     problems = []
-    expected = {"image_dim": config.image_dim, "z_dim": config.z_dim,
-                "hidden": tuple(config.hidden), "dropout": config.dropout,
-                "seed": config.seed}
-    if config.model == "npvae":
-        expected.update(x_dim=config.x_dim, match_weight=config.match_weight,
-                        initial_lengthscale=config.initial_lengthscale)
-    for key, want in expected.items():
-        got = getattr(model, key, None)
-        if isinstance(got, list):
-            got = tuple(got)
+    try:
+        saved = model.get_config()  # the settings model.keras was built with
+    except Exception:  # noqa: BLE001 - a foreign model: compare what can be compared
+        saved = {}
+    wanted = {"image_dim": config.image_dim, **config.to_dict()}
+    if config.model != "npvae":  # a VAE has no X settings
+        wanted = {k: v for k, v in wanted.items()
+                  if k not in ("x_dim", "match_weight", "initial_lengthscale")
+                  and not k.startswith("x_path")}
+    for key, want in wanted.items():
+        if key not in saved:
+            continue
+        got = tuple(saved[key]) if isinstance(saved[key], list) else saved[key]
         if got != want:
             problems.append(f"{key}: config {want}, model {got}")
     if (config.model == "npvae") != hasattr(model, "embed"):

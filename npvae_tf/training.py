@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from npvae_tf.config import Config, ConfigError
-from npvae_tf.data import evaluation_images, load_mnist, make_dataset
+from npvae_tf.data import evaluation_images, load_mnist, make_dataset, steps_per_epoch
 from npvae_tf.distribute import worker_dir, worker_identity
 from npvae_tf.metrics import elbo_summary
 from npvae_tf.model import build_model
@@ -341,13 +341,21 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
                      log)
         atomic_write(model_path, model.save)
     if chief:
+        # The model trained on (and evaluation uses) binarised images with --binarize: so
+        # are the reference set's embeddings and the validation images that choose its
+        # serving lengthscale.
         train_images = evaluation_images(data.train.images, config.binarize, config.seed)
-        build_reference_set(model, train_images, data.train.labels).save(run_dir)
+        validation_images = evaluation_images(data.validation.images, config.binarize,
+                                              config.seed)
+        reference = build_reference_set(model, train_images, data.train.labels,
+                                        validation_images)
+        reference.save(run_dir)
         test_images = evaluation_images(data.test.images, config.binarize, config.seed)
         metrics = elbo_summary(model, test_images, config.batch_size,
                                seed=stream_seed(config.seed, "test_metrics"))
         if hasattr(model, "kernel"):
             metrics["lengthscale"] = float(model.kernel.lengthscale.numpy())
+            metrics["serving_lengthscale"] = reference.lengthscale
         write_json(os.path.join(run_dir, METRICS_FILE), metrics)  # marks the run finished
     else:
         metrics = {}
@@ -371,17 +379,23 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
             f"({initial_epoch} done)")
     # With several replicas every batch is full, so it splits evenly.
     even = strategy.num_replicas_in_sync > 1
+    # Fit resumes at this epoch; the data must start there too (each epoch's order depends
+    # on (seed, epoch) only, so a resumed run sees the same batches).
     train_ds = make_dataset(data.train.images, config.batch_size, shuffle=True,
-                            seed=config.seed, binarize=config.binarize, drop_remainder=even)
+                            seed=config.seed, binarize=config.binarize, drop_remainder=even,
+                            first_epoch=initial_epoch, epochs=config.epochs)
     val_ds = make_dataset(data.validation.images, config.batch_size, seed=config.seed + 1,
                           binarize=config.binarize, drop_remainder=even)
     progress = None
     if verbose:
         live = verbose > 1 and sys.stdout.isatty()
-        progress = Progress(config.epochs, None, live)
+        progress = Progress(config.epochs, steps_per_epoch(len(data.train.images),
+                                                           config.batch_size, even), live)
     started = time.time()
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, shuffle=False,
                         initial_epoch=initial_epoch,
+                        steps_per_epoch=steps_per_epoch(len(data.train.images),
+                                                        config.batch_size, even),
                         callbacks=callbacks_for(run_dir, own_dir, chief, initial_epoch,
                                                 extra_callbacks, progress),
                         verbose=0)
