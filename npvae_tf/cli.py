@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
-import time
 from typing import NoReturn
 
 from npvae_tf.config import MODELS, X_PATH_DECODERS, Config, ConfigError
@@ -124,11 +124,20 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
                       validation_examples=args.validation_examples,
                       jit_compile=args.jit_compile)
     except ConfigError as e:
-        parser.error(str(e))
+        parser.error(flag_message(str(e)))
 
 
-def default_run_dir(config: Config, root: str = "runs") -> str:
-    return os.path.join(root, f"{config.model}-z{config.z_dim}-{time.strftime('%Y%m%d-%H%M%S')}")
+# Config fields whose command-line flag has another name.
+FLAGS = {"learning_rate": "lr"}
+
+
+def flag_message(message: str) -> str:
+    """A Config error as the command line says it: ``learning_rate must be > 0`` becomes
+    ``--lr must be > 0`` (the user typed --lr), ``z_dim must ...`` ``--z_dim must ...``."""
+    field = message.split(" ", 1)[0]
+    if field in {f.name for f in dataclasses.fields(Config)}:
+        return f"--{FLAGS.get(field, field)}{message[len(field):]}"
+    return message
 
 
 def fail(prog: str, message: str, code: int = 1) -> NoReturn:

@@ -45,12 +45,23 @@ from npvae_tf.metrics import (active_units, class_silhouette, embedding_trustwor
                               frechet_distance, knn_accuracy, mean_confidence, evaluation_terms)
 from npvae_tf.files import atomic_write, write_json, write_text
 from npvae_tf.model import VAE  # noqa: F401  registers the model classes for loading
+from npvae_tf.seeds import stream_seed
 from npvae_tf.runs import (EVAL_DIR, Run, check_run_dir, find_latest_run,  # noqa: F401
                            load_run, read_training_log)
 
 METRICS_FILE = "metrics.json"
+# Each random consumer of an evaluation draws from its own stream of the evaluation seed
+# (``Settings.seed``), so no two share raw bits (the prior sample used to reuse the
+# importance-weighting seed of batch 1; the mixture was fitted and sampled with one seed).
+EVALUATION_STREAMS = ("importance_weights", "prior_samples", "x_density_fit",
+                      "x_density_samples", "trustworthiness_subset", "interpolation_pairs")
 KNN_KS = (1, 5, 10)
 TRUST_NEIGHBOURS = 5
+
+
+def evaluation_seeds(seed: int) -> Dict[str, int]:
+    """The seed of every stream in :data:`EVALUATION_STREAMS`, split from ``seed``."""
+    return {name: stream_seed(seed, f"evaluation/{name}") for name in EVALUATION_STREAMS}
 
 
 class EvaluationError(ValueError):
@@ -186,7 +197,7 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
     """All metrics of one run; returns ``(metrics, artifacts)`` (arrays for the figures)."""
     started = time.time()
     timings = {}
-    cfg, seed = run.config, settings.seed
+    cfg, seeds = run.config, evaluation_seeds(settings.seed)
     images, labels = test_images_for(cfg, data), data.test.labels
     n_ref = len(run.reference.labels)
     train_labels = run.reference.labels
@@ -203,7 +214,7 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
 
     # Likelihoods, X path, active units: one batched pass over the test set.
     t = time.time()
-    terms = evaluation_terms(run.model, images, settings.iw_samples, seed,
+    terms = evaluation_terms(run.model, images, settings.iw_samples, seeds["importance_weights"],
                              reference=run.reference if run.has_x else None)
     metrics.update(
         elbo=float(np.mean(terms["elbo"])),
@@ -233,7 +244,8 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
         for k, acc in knn_accuracy(train_emb, train_labels, test_emb, labels, KNN_KS).items():
             metrics[f"knn_accuracy_{k}"] = acc
         metrics["trustworthiness"] = embedding_trustworthiness(
-            images, test_emb, TRUST_NEIGHBOURS, settings.trust_subset, seed)
+            images, test_emb, TRUST_NEIGHBOURS, settings.trust_subset,
+            seeds["trustworthiness_subset"])
         metrics["silhouette"] = class_silhouette(test_emb, labels)
     else:
         train_emb = test_emb = None
@@ -243,12 +255,14 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
 
     # Generated images.
     t = time.time()
-    z_prior = run.model.prior.sample(settings.generated, seed=tf.constant([seed, 1])).numpy()
+    z_prior = run.model.prior.sample(settings.generated,
+                                     seed=tf.constant([seeds["prior_samples"], 0])).numpy()
     generated = {"prior": decode_latents(run, z_prior, settings.batch_size)}
     decode_at = decoder_for(run, settings.batch_size)
     if run.has_x:
-        density = sampling.fit_x_density(run.reference.x, seed)
-        generated["x_density"] = decode_at(sampling.sample_x(density, settings.generated, seed))
+        density = sampling.fit_x_density(run.reference.x, seeds["x_density_fit"])
+        generated["x_density"] = decode_at(sampling.sample_x(density, settings.generated,
+                                                             seeds["x_density_samples"]))
         generated["test_locations"] = terms["x_path_images"]
     else:
         generated["test_locations"] = decode_latents(run, terms["z_mean"], settings.batch_size)
@@ -262,7 +276,7 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
 
     # Interpolations between fixed test pairs, in X (npVAE) or Z (VAE).
     t = time.time()
-    pairs = sampling.interpolation_pairs(labels, settings.pairs, seed)
+    pairs = sampling.interpolation_pairs(labels, settings.pairs, seeds["interpolation_pairs"])
     ends = terms["x"] if run.has_x else terms["z_mean"]
     paths = sampling.interpolation_paths(ends[pairs[:, 0]], ends[pairs[:, 1]], settings.steps)
     path_images = decode_at(paths.reshape(-1, paths.shape[-1]))

@@ -75,9 +75,10 @@ def mixture_parameters(x: np.ndarray) -> dict:
     ``weights`` ``[C]``, ``means`` ``[C, D]``, ``scale_tril`` ``[C, D, D]`` (``S_c = L_c L_c^T``).
     """
     from npvae_tf.sampling import fit_x_density
+    from npvae_tf.seeds import stream_seed
 
-    try:
-        mixture = fit_x_density(x)
+    try:  # fitted as evaluate.py fits it with its default --eval_seed 0
+        mixture = fit_x_density(x, stream_seed(0, "evaluation/x_density_fit"))
     except ValueError as e:
         raise ExportError(f"cannot fit the density over X for sampling: {e}") from None
     return {"weights": mixture.weights_.astype(np.float32),

@@ -171,6 +171,34 @@ class EpochLog(keras.callbacks.Callback):
             os.fsync(f.fileno())
 
 
+class FitTimer(keras.callbacks.Callback):
+    """``fit_summary.json``: the seconds each finished epoch took, over every invocation.
+
+    Written with the epoch's log row, before its resume state; on resume at epoch ``k`` the
+    times of epochs ``>= k`` are dropped (they are redone), as in :class:`EpochLog`.
+    """
+
+    def __init__(self, path: str, initial_epoch: int = 0):
+        super().__init__()
+        self.path, self.initial_epoch = path, initial_epoch
+        self.seconds: List[float] = []
+
+    def on_train_begin(self, logs=None):
+        if os.path.isfile(self.path):
+            with open(self.path) as f:
+                self.seconds = list(json.load(f).get("epoch_seconds", []))[:self.initial_epoch]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.time() - self.started)
+        total = float(sum(self.seconds))
+        write_json(self.path, {"train_seconds": total, "epochs_timed": len(self.seconds),
+                               "seconds_per_epoch": total / len(self.seconds),
+                               "epoch_seconds": self.seconds})
+
+
 class Progress(keras.callbacks.Callback):
     """Progress in at most ``width`` (100) columns.
 
@@ -274,6 +302,7 @@ def callbacks_for(run_dir: str, own_dir: str, chief: bool, initial_epoch: int = 
     if chief:
         callbacks += [
             EpochLog(os.path.join(run_dir, LOG_FILE), initial_epoch),
+            FitTimer(os.path.join(run_dir, FIT_FILE), initial_epoch),
             AtomicBestCheckpoint(os.path.join(run_dir, BEST_FILE)),
             keras.callbacks.TensorBoard(os.path.join(run_dir, LOGS_DIR), write_graph=False),
         ]
@@ -344,9 +373,10 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
         # The model trained on (and evaluation uses) binarised images with --binarize: so
         # are the reference set's embeddings and the validation images that choose its
         # serving lengthscale.
-        train_images = evaluation_images(data.train.images, config.binarize, config.seed)
+        train_images = evaluation_images(data.train.images, config.binarize, config.seed,
+                                         "train")
         validation_images = evaluation_images(data.validation.images, config.binarize,
-                                              config.seed)
+                                              config.seed, "validation")
         reference = build_reference_set(model, train_images, data.train.labels,
                                         validation_images)
         reference.save(run_dir)
@@ -364,10 +394,7 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
 
 
 def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbacks, log):
-    """Builds the model in the strategy's scope, restores the resume state, fits.
-
-    Adds this invocation's time to ``fit_summary.json``.
-    """
+    """Builds the model in the strategy's scope, restores the resume state, fits."""
     keras.utils.set_random_seed(config.seed)
     backup = ResumeState(os.path.join(own_dir, BACKUP_DIR))
     with strategy.scope():
@@ -384,14 +411,14 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
     train_ds = make_dataset(data.train.images, config.batch_size, shuffle=True,
                             seed=config.seed, binarize=config.binarize, drop_remainder=even,
                             first_epoch=initial_epoch, epochs=config.epochs)
-    val_ds = make_dataset(data.validation.images, config.batch_size, seed=config.seed + 1,
+    val_ds = make_dataset(data.validation.images, config.batch_size,
+                          seed=stream_seed(config.seed, "validation_binarize"),
                           binarize=config.binarize, drop_remainder=even)
     progress = None
     if verbose:
         live = verbose > 1 and sys.stdout.isatty()
         progress = Progress(config.epochs, steps_per_epoch(len(data.train.images),
                                                            config.batch_size, even), live)
-    started = time.time()
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, shuffle=False,
                         initial_epoch=initial_epoch,
                         steps_per_epoch=steps_per_epoch(len(data.train.images),
@@ -399,21 +426,9 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
                         callbacks=callbacks_for(run_dir, own_dir, chief, initial_epoch,
                                                 extra_callbacks, progress),
                         verbose=0)
-    seconds = time.time() - started
     losses = history.history.get("loss", [])
     if losses and not np.all(np.isfinite(losses)):
         raise TrainingError(f"training diverged (loss {losses[-1]}); see {run_dir}/{LOG_FILE}")
-    if chief and losses:
-        path = os.path.join(run_dir, FIT_FILE)
-        before = {"train_seconds": 0.0, "epochs_timed": 0, "invocations": 0}
-        if os.path.isfile(path):
-            with open(path) as f:
-                before.update(json.load(f))
-        total, epochs = before["train_seconds"] + seconds, before["epochs_timed"] + len(losses)
-        # Seconds of the epochs that finished, over every invocation of the run.
-        write_json(path, {"train_seconds": total, "epochs_timed": epochs,
-                          "seconds_per_epoch": total / epochs,
-                          "invocations": before["invocations"] + 1})
     return model
 
 
