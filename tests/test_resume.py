@@ -86,7 +86,7 @@ def uninterrupted(tmp_path_factory, mnist_like_dir):
 
 
 def weights(path):
-    return keras.saving.load_model(path).get_weights()
+    return keras.saving.load_model(path, compile=False).get_weights()
 
 
 def assert_same_run(a, b):
