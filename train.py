@@ -47,6 +47,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args, config = parse_args(argv)
+    # One line at a time even into a file or pipe (nohup, tee): a kill loses no finished line.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     run_dir = args.out or default_run_dir(config)
     try:
         _main(args, config, run_dir)

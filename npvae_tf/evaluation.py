@@ -46,8 +46,8 @@ from npvae_tf.metrics import (active_units, class_silhouette, embedding_trustwor
 from npvae_tf.files import atomic_write, write_json, write_text
 from npvae_tf.model import VAE  # noqa: F401  registers the model classes for loading
 from npvae_tf.seeds import stream_seed
-from npvae_tf.runs import (EVAL_DIR, Run, check_run_dir, find_latest_run,  # noqa: F401
-                           load_run, read_training_log)
+from npvae_tf.runs import (EVAL_DIR, Run, check_run_dir, check_writable,  # noqa: F401
+                           find_latest_run, load_run, read_training_log)
 
 METRICS_FILE = "metrics.json"
 # Each random consumer of an evaluation draws from its own stream of the evaluation seed
@@ -458,6 +458,8 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
         raise EvaluationError(f"the runs were trained on different image sizes {sorted(shapes)}; "
                               "evaluate them separately")
     run_dirs, comparison_dir = output_dirs(paths, out)
+    for folder in run_dirs + ([comparison_dir] if comparison_dir else []):
+        check_writable(folder)  # a read-only output fails now, not after the metrics
     # Load every run and its data before evaluating any: a bad folder fails in seconds.
     runs = [load_run(p) for p in paths]
     data_cache: Dict = {}

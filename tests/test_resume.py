@@ -18,7 +18,9 @@ import pytest
 
 import npvae_tf.model  # noqa: F401  registers the classes model.keras names
 from npvae_tf.reference import ReferenceSet
-from npvae_tf.runs import BACKUP_DIR, BEST_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE
+from npvae_tf.config import Config
+from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE,
+                           default_run_dir)
 from tests.conftest import ROOT
 
 # Runs train.py's main() with one kill planted. argv: KILL ARGS...; KILL is one of
@@ -28,8 +30,8 @@ from tests.conftest import ROOT
 #   none
 DRIVER = textwrap.dedent("""
     import os, signal, sys
-    sys.path.insert(0, os.getcwd())
-    kill, argv = sys.argv[1], sys.argv[2:]
+    root, kill, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+    sys.path.insert(0, root)
     import train as cli
     from npvae_tf import cli as npvae_cli
     npvae_cli.quiet_tensorflow()
@@ -66,23 +68,31 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def run_train(kill, args):
-    return subprocess.run([sys.executable, "-c", DRIVER, kill, *args], cwd=ROOT,
+def run_train(kill, args, cwd):
+    return subprocess.run([sys.executable, "-c", DRIVER, ROOT, kill, *args], cwd=cwd,
                           capture_output=True, text=True, timeout=600)
 
 
-def train_args(out, data_dir):
+# No --out: the run folder is the default one, which the same flags find again.
+CONFIG = Config(z_dim=4, hidden=(32, 32), epochs=3, batch_size=64, validation_examples=100,
+                binarize=True)
+
+
+def train_args(data_dir):
     return ["--z_dim", "4", "--hidden", "32", "32", "--epochs", "3", "--batch_size", "64",
-            "--validation_examples", "100", "--binarize", "--data_dir", data_dir,
-            "--out", out]
+            "--validation_examples", "100", "--binarize", "--data_dir", data_dir]
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, mnist_like_dir):
-    out = str(tmp_path_factory.mktemp("resume") / "uninterrupted")
-    result = run_train("none", train_args(out, mnist_like_dir))
+    cwd = str(tmp_path_factory.mktemp("uninterrupted"))
+    result = run_train("none", train_args(mnist_like_dir), cwd)
     assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    assert "\r" not in result.stdout and "\x1b" not in result.stdout  # not a terminal
+    epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/3", "2/3", "3/3"]
+    assert all(len(line) <= 100 for line in result.stdout.splitlines())
+    return os.path.join(cwd, default_run_dir(CONFIG))
 
 
 def weights(path):
@@ -105,45 +115,46 @@ def assert_same_run(a, b):
 
 def test_a_run_killed_again_and_again_ends_as_if_never_interrupted(uninterrupted, tmp_path,
                                                                     mnist_like_dir):
-    out = str(tmp_path / "killed")
-    args = train_args(out, mnist_like_dir)
+    out = str(tmp_path / default_run_dir(CONFIG))
+    args = train_args(mnist_like_dir)
+    cwd = str(tmp_path)
 
     # 1. SIGKILL in the middle of the first epoch: no resume state yet.
-    result = run_train("batch:SIGKILL:0:2", args)
+    result = run_train("batch:SIGKILL:0:2", args, cwd)
     assert result.returncode == -9
     assert not os.path.exists(os.path.join(out, BACKUP_DIR, "backup.json"))
 
     # 2. Ctrl-C in the middle of the second epoch: one line, no traceback, exit 130.
-    result = run_train("batch:SIGINT:1:3", args)
+    result = run_train("batch:SIGINT:1:3", args, cwd)
     assert result.returncode == 130, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == \
-        f"interrupted: rerun the same command to resume {out}"
+        f"interrupted: rerun the same command to resume {default_run_dir(CONFIG)}"
     with open(os.path.join(out, LOG_FILE)) as f:
         assert len(f.read().splitlines()) == 2  # header and epoch 0
 
     # 3. SIGKILL after epoch 1's log row, before its resume state: the rerun redoes epoch 1
     #    and its row is not doubled.
-    result = run_train("epoch_end:SIGKILL:1", args)
+    result = run_train("epoch_end:SIGKILL:1", args, cwd)
     assert result.returncode == -9
-    assert "resuming" in result.stdout and "from epoch 2 of 3 (1 done)" in result.stdout
+    assert f"resuming {default_run_dir(CONFIG)} from epoch 2 of 3 (1 done)" in result.stdout
     with open(os.path.join(out, LOG_FILE)) as f:
         assert len(f.read().splitlines()) == 3
 
     # 4. SIGKILL once fitting is over and model.keras written, before the reference set.
-    result = run_train("call:SIGKILL:build_reference_set", args)
+    result = run_train("call:SIGKILL:build_reference_set", args, cwd)
     assert result.returncode == -9
     assert os.path.isfile(os.path.join(out, MODEL_FILE))
     assert os.path.isdir(os.path.join(out, BACKUP_DIR))  # still there: nothing is lost
 
     # 5. SIGKILL after test_metrics.json, as the backup is about to be removed.
-    result = run_train("call:SIGKILL:shutil.rmtree", args)
+    result = run_train("call:SIGKILL:shutil.rmtree", args, cwd)
     assert result.returncode == -9
     assert "all 3 epochs done; finishing the run" in result.stdout
     assert os.path.isfile(os.path.join(out, METRICS_FILE))
 
     # 6. The rerun finds a finished run: it only removes the leftover backup.
-    result = run_train("none", args)
+    result = run_train("none", args, cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "already trained; nothing to do" in result.stdout
     assert not os.path.exists(os.path.join(out, BACKUP_DIR))
