@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from npvae_tf.config import Config, ConfigError
+from npvae_tf.config import Config
 from npvae_tf.export import (INFO_FILE, MAX_SAMPLE_COUNT, QUERY_BLOCK, ExportError,
                              ServingModule, atomic_write_dir, export_run, load_run,
                              mixture_parameters, mixture_sample)
 from npvae_tf.model import build_model
 from npvae_tf.reference import ReferenceSet, build_reference_set
-from npvae_tf.training import MODEL_FILE
+from npvae_tf.files import write_json
+from npvae_tf.runs import METRICS_FILE, MODEL_FILE
 from tests.conftest import ROOT, synthetic_digits
 
 P = 784
@@ -47,6 +48,7 @@ def make_run(folder, images, labels, **settings):
         model.kernel.log_lengthscale.assign(np.log(0.2 * reference.x.std()))
     model.save(os.path.join(folder, MODEL_FILE))
     reference.save(folder)
+    write_json(os.path.join(folder, METRICS_FILE), {"elbo": 0.0})  # marks the run finished
 
 
 @pytest.fixture(scope="module")
@@ -412,18 +414,19 @@ def test_a_reference_set_that_does_not_fit_the_model_is_refused(runs):
 
 
 def test_export_of_an_unfinished_or_foreign_folder_fails_clearly(runs, tmp_path):
-    with pytest.raises(ConfigError, match="no config.json"):
+    with pytest.raises(ExportError, match="not a run folder"):
         export_run(str(tmp_path), str(tmp_path / "out"))
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     shutil.copy(os.path.join(runs["npvae"].run, "config.json"), unfinished)
-    with pytest.raises(ExportError, match="missing model; did training finish"):
+    with pytest.raises(ExportError, match="unfinished run, missing model.keras"):
         export_run(str(unfinished), str(tmp_path / "out"))
     shutil.copy(os.path.join(runs["npvae"].run, MODEL_FILE), unfinished)
-    with pytest.raises(ExportError, match="missing reference set"):
+    shutil.copy(os.path.join(runs["npvae"].run, METRICS_FILE), unfinished)
+    with pytest.raises(ExportError, match="unfinished run, missing reference_set.npz"):
         export_run(str(unfinished), str(tmp_path / "out"))
     (unfinished / "reference_set.npz").write_bytes(b"not a zip file")
-    with pytest.raises(ExportError, match="cannot read the reference set"):
+    with pytest.raises(ExportError, match="cannot load the reference set"):
         export_run(str(unfinished), str(tmp_path / "out"))
     assert not os.path.exists(tmp_path / "out")
 
@@ -454,9 +457,10 @@ def load_cli():
 
 
 @pytest.mark.parametrize("make,message", [
-    (lambda tmp, runs: str(tmp / "nothing"), "no config.json"),
+    (lambda tmp, runs: str(tmp / "nothing"), "no such run folder"),
+    (lambda tmp, runs: str(tmp), "not a run folder (no config.json)"),
     (lambda tmp, runs: os.path.dirname(shutil.copy(os.path.join(runs["vae"].run, "config.json"),
-                                                   tmp)), "missing model; did training finish"),
+                                                   tmp)), "unfinished run, missing model.keras"),
 ])
 def test_cli_bad_run_folder_gives_one_line_error(runs, tmp_path, capsys, make, message):
     # In-process (TensorFlow is loaded already); the exit path is the one a shell sees.
@@ -507,3 +511,15 @@ def test_export_serves_the_recorded_serving_lengthscale_and_the_x_path_decoder(t
     shared = model.decode(model.predictive_mean(x, reference.x, reference.z_mean,
                                                 lengthscale=serving)).numpy()
     assert not np.allclose(got, learned, **TOL) and not np.allclose(got, shared, **TOL)
+
+
+def test_cli_unwritable_out_fails_before_any_work(runs, tmp_path, capsys):
+    from tests.test_runs import unwritable_folder
+
+    target = os.path.join(unwritable_folder(tmp_path), "serving")
+    with pytest.raises(SystemExit) as exit_info:
+        load_cli().main([runs["vae"].run, "--out", target])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"export.py: error: {target}: cannot write the export folder in "
+                   f"{os.path.dirname(target)} (Permission denied)"]
