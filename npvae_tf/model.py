@@ -33,7 +33,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from npvae_tf.config import Config
-from npvae_tf.kernels import SquaredExponentialKernel
+from npvae_tf.kernels import SquaredExponentialKernel, masked_softmax, neighbour_affinities
 from npvae_tf.seeds import stream_seed
 
 tfd = tfp.distributions
@@ -267,7 +267,7 @@ class NonparametricVAE(VAE):
     def __init__(self, x_dim: int = 2, match_weight: float = 1.0,
                  initial_lengthscale: float = 1.0, x_path_weight: float = 0.0,
                  x_path_decoder: str = "shared", x_path_stop_gradient: bool = False,
-                 **kwargs):
+                 neighbour_weight: float = 0.0, neighbour_perplexity: float = 10.0, **kwargs):
         super().__init__(**kwargs)
         self.x_dim = int(x_dim)
         self.match_weight = float(match_weight)
@@ -275,6 +275,8 @@ class NonparametricVAE(VAE):
         self.x_path_weight = float(x_path_weight)
         self.x_path_decoder_kind = str(x_path_decoder)
         self.x_path_stop_gradient = bool(x_path_stop_gradient)
+        self.neighbour_weight = float(neighbour_weight)
+        self.neighbour_perplexity = float(neighbour_perplexity)
         self.x_encoder = mlp(self.hidden, self.x_dim, self.dropout, self.seed, "x_encoder")
         # The X path's own decoder, or None: decode z~ with the VAE's decoder.
         self.x_path_decoder = (mlp(self.hidden, self.image_dim, self.dropout, self.seed,
@@ -283,6 +285,7 @@ class NonparametricVAE(VAE):
         self.kernel = SquaredExponentialKernel(self.initial_lengthscale, name="kernel")
         self.match_tracker = keras.metrics.Mean(name="match")
         self.x_path_tracker = keras.metrics.Mean(name="x_path")
+        self.neighbour_tracker = keras.metrics.Mean(name="neighbour")
         self.lengthscale_tracker = keras.metrics.Mean(name="lengthscale")
         self.relative_lengthscale_tracker = keras.metrics.Mean(name="lengthscale_over_x_std")
 
@@ -311,9 +314,12 @@ class NonparametricVAE(VAE):
         """
         z_mean = q.mean()
         x = self.embed(y, training=training)
-        weights = self._in_batch_weights(x)                       # [B, global batch]
+        logits, own = self._in_batch_logits(x)                   # [b, global batch]
+        weights = masked_softmax(tf.where(own, tf.constant(-np.inf, logits.dtype), logits))
         z_tilde = tf.matmul(weights, replica_all_gather(z_mean))
         terms = {"match": tf.reduce_sum(tf.square(z_mean - z_tilde), axis=-1)}
+        if self.neighbour_weight > 0:
+            terms["neighbour"] = self._neighbour_divergence(logits, own, z_mean)
         if self.x_path_weight > 0:
             if self.x_path_stop_gradient:
                 # E[z_j] held constant; the weights stay differentiable (X, lengthscale).
@@ -326,31 +332,49 @@ class NonparametricVAE(VAE):
         terms["lengthscale_over_x_std"] = lengthscale / tf.maximum(spread, 1e-12) * ones
         return terms
 
-    def _in_batch_weights(self, x):
-        """W of this replica's points ``[b, D]`` against the global batch, ``[b, B]``, W_ii = 0."""
+    def _in_batch_logits(self, x):
+        """Kernel logits of this replica's points ``[b, D]`` against the global batch, ``[b, B]``,
+        and the mask ``[b, B]`` of each point's own position (excluded: W_ii = 0)."""
         replicas, replica_id = replica_position()
-        if replicas == 1:
-            return self.kernel.kernel_weights(x)
-        # This replica's rows sit at [offset, offset + b) of the gathered batch; its own
-        # points are excluded exactly as the diagonal is on one device.
         x_all = replica_all_gather(x)
         b = tf.shape(x)[0]
-        offset = replica_id * b
-        logits = self.kernel.logits(x, x_all)
+        # This replica's rows sit at [offset, offset + b) of the gathered batch (the diagonal
+        # on one device).
+        offset = replica_id * b if replicas > 1 else 0
         own = tf.equal(tf.range(tf.shape(x_all)[0])[None, :], (tf.range(b) + offset)[:, None])
-        logits = tf.where(own, tf.constant(-np.inf, logits.dtype), logits)
-        return tf.nn.softmax(logits, axis=-1)
+        return self.kernel.logits(x, x_all), own
+
+    def _neighbour_divergence(self, logits, own, z_mean):
+        """``neighbour_i = KL(P_i || W_i)``: X's kernel weights against Z's neighbourhoods.
+
+        ``P_ij`` are SNE affinities of the latent means (perplexity ``neighbour_perplexity``)
+        over the global batch, constants: the term moves X (and l) so that the points the
+        kernel averages are the image's neighbours in Z, never the VAE. ``[b]``.
+        """
+        z_const = tf.stop_gradient(z_mean)
+        z_all = replica_all_gather(z_const)
+        sq_dist = tf.maximum(tf.reduce_sum(tf.square(z_const), 1, keepdims=True)
+                             - 2.0 * tf.matmul(z_const, z_all, transpose_b=True)
+                             + tf.reduce_sum(tf.square(z_all), 1)[None, :], 0.0)
+        p = tf.stop_gradient(neighbour_affinities(sq_dist, own, self.neighbour_perplexity))
+        log_p = tf.math.log(tf.maximum(p, 1e-30))
+        log_w = tf.nn.log_softmax(tf.where(own, tf.constant(-1e9, logits.dtype), logits), axis=1)
+        return tf.reduce_sum(tf.where(own, tf.zeros_like(p), p * (log_p - log_w)), axis=1)
 
     def total_loss(self, terms):
         loss = terms["reconstruction"] + terms["kl"] + self.match_weight * terms["match"]
         if self.x_path_weight > 0:
             loss += self.x_path_weight * terms["x_path"]
+        if self.neighbour_weight > 0:
+            loss += self.neighbour_weight * terms["neighbour"]
         return loss
 
     def _update_metrics(self, terms):
         self.match_tracker.update_state(terms["match"])
         if "x_path" in terms:
             self.x_path_tracker.update_state(terms["x_path"])
+        if "neighbour" in terms:
+            self.neighbour_tracker.update_state(terms["neighbour"])
         self.lengthscale_tracker.update_state(terms["lengthscale"])
         self.relative_lengthscale_tracker.update_state(terms["lengthscale_over_x_std"])
         return super()._update_metrics(terms)
@@ -360,6 +384,8 @@ class NonparametricVAE(VAE):
         extra = [self.match_tracker]
         if self.x_path_weight > 0:
             extra.append(self.x_path_tracker)
+        if self.neighbour_weight > 0:
+            extra.append(self.neighbour_tracker)
         return super().metrics + extra + [self.lengthscale_tracker,
                                           self.relative_lengthscale_tracker]
 
@@ -390,7 +416,9 @@ class NonparametricVAE(VAE):
         config.update(x_dim=self.x_dim, match_weight=self.match_weight,
                       initial_lengthscale=self.initial_lengthscale,
                       x_path_weight=self.x_path_weight, x_path_decoder=self.x_path_decoder_kind,
-                      x_path_stop_gradient=self.x_path_stop_gradient)
+                      x_path_stop_gradient=self.x_path_stop_gradient,
+                      neighbour_weight=self.neighbour_weight,
+                      neighbour_perplexity=self.neighbour_perplexity)
         return config
 
 
@@ -403,7 +431,9 @@ def build_model(config: Config) -> VAE:
                                  initial_lengthscale=config.initial_lengthscale,
                                  x_path_weight=config.x_path_weight,
                                  x_path_decoder=config.x_path_decoder,
-                                 x_path_stop_gradient=config.x_path_stop_gradient, **common)
+                                 x_path_stop_gradient=config.x_path_stop_gradient,
+                                 neighbour_weight=config.neighbour_weight,
+                                 neighbour_perplexity=config.neighbour_perplexity, **common)
     else:
         model = VAE(**common)
     model.build()
