@@ -99,11 +99,6 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--x_path_stop_gradient", action="store_true",
                         help="the X-path term does not train the VAE's encoder (E[z_j] held "
                              "constant)")
-    parser.add_argument("--neighbour_weight", type=float, default=d.neighbour_weight,
-                        help="weight of KL(P || W): the kernel's weights in X fitted to the "
-                             "latent means' neighbourhoods (0: paper; see README 'Schemes')")
-    parser.add_argument("--neighbour_perplexity", type=float, default=d.neighbour_perplexity,
-                        help="effective number of neighbours in P (default %(default)s)")
     parser.add_argument("--initial_lengthscale", type=float, default=d.initial_lengthscale,
                         help="initial kernel lengthscale l (learned)")
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed")
@@ -124,8 +119,6 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
                       match_weight=args.match_weight, x_path_weight=args.x_path_weight,
                       x_path_decoder=args.x_path_decoder,
                       x_path_stop_gradient=args.x_path_stop_gradient,
-                      neighbour_weight=args.neighbour_weight,
-                      neighbour_perplexity=args.neighbour_perplexity,
                       initial_lengthscale=args.initial_lengthscale, seed=args.seed,
                       binarize=args.binarize, train_examples=args.train_examples,
                       validation_examples=args.validation_examples,

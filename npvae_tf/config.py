@@ -50,11 +50,6 @@ class Config:
         constants, so it trains the X encoder, the lengthscale and the X-path decoder but never
         moves the VAE's encoder (with ``match_weight`` 0 and a separate decoder the VAE is
         then trained exactly as a plain VAE).
-      neighbour_weight: weight of the *neighbour* term ``KL(P_i || W_i)`` (not in the
-        paper): the kernel's weights W in X are fitted to SNE affinities P of the latent means
-        in the batch, so that the points the kernel averages are each image's neighbours in Z.
-        P is a constant (the term never moves the VAE). 0 = off.
-      neighbour_perplexity: the effective number of neighbours of each row of P.
       initial_lengthscale: starting value of the learned kernel lengthscale l.
       seed: seeds weight initialisation, dropout, sampling and shuffling.
       binarize: dynamically binarise training images (y ~ Bernoulli(pixel) per epoch).
@@ -77,8 +72,6 @@ class Config:
     x_path_weight: float = 0.0
     x_path_decoder: str = "shared"
     x_path_stop_gradient: bool = False
-    neighbour_weight: float = 0.0
-    neighbour_perplexity: float = 10.0
     initial_lengthscale: float = 1.0
     seed: int = 0
     binarize: bool = False
@@ -110,9 +103,6 @@ class Config:
                 parts.append("own decoder")
             if self.x_path_stop_gradient:
                 parts.append("E[z] held")
-        if self.neighbour_weight > 0:
-            parts.append(f"neighbour {self.neighbour_weight:g} (perplexity "
-                         f"{self.neighbour_perplexity:g})")
         return "npVAE: " + ", ".join(parts) if parts else "npVAE"
 
     @property
@@ -140,16 +130,10 @@ class Config:
         require(self.x_path_weight >= 0, f"x_path_weight must be >= 0, got {self.x_path_weight}")
         require(self.x_path_decoder in X_PATH_DECODERS,
                 f"x_path_decoder must be one of {X_PATH_DECODERS}, got {self.x_path_decoder!r}")
-        require(self.neighbour_weight >= 0,
-                f"neighbour_weight must be >= 0, got {self.neighbour_weight}")
-        require(self.neighbour_perplexity > 1,
-                f"neighbour_perplexity must be > 1, got {self.neighbour_perplexity}")
         require(self.model == "npvae" or (self.x_path_weight == 0 and self.match_weight == 1.0
                                          and self.x_path_decoder == "shared"
-                                         and not self.x_path_stop_gradient
-                                         and self.neighbour_weight == 0),
-                "match_weight, neighbour_weight and the x_path_* settings apply to model "
-                "'npvae' only")
+                                         and not self.x_path_stop_gradient),
+                "match_weight and the x_path_* settings apply to model 'npvae' only")
         require(self.initial_lengthscale > 0,
                 f"initial_lengthscale must be > 0, got {self.initial_lengthscale}")
         require(self.train_examples is None or self.train_examples >= 2,

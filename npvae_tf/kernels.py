@@ -57,44 +57,6 @@ def masked_softmax(logits: tf.Tensor) -> tf.Tensor:
     return tf.where(has_neighbour, tf.nn.softmax(safe, axis=-1), tf.zeros_like(logits))
 
 
-def neighbour_affinities(sq_dist: tf.Tensor, excluded: tf.Tensor, perplexity: float,
-                         iterations: int = 32) -> tf.Tensor:
-    """SNE affinities ``P_ij ∝ exp(-beta_i d_ij)`` with each row's entropy = log(perplexity).
-
-    Args:
-      sq_dist: ``[N, M]`` squared distances ``d_ij`` (e.g. between latent means).
-      excluded: ``[N, M]`` bool, True where ``P_ij`` must be 0 (a point and itself).
-      perplexity: the effective number of neighbours of each row (Hinton & Roweis 2002;
-        van der Maaten & Hinton 2008), clipped to the number of candidates.
-
-    Returns ``[N, M]`` rows summing to 1. ``beta_i`` is found by bisection on ``log beta``
-    (distances scaled by their row mean first, so one bracket fits every row).
-    """
-    sq_dist = tf.convert_to_tensor(sq_dist)
-    valid = tf.cast(tf.logical_not(excluded), sq_dist.dtype)
-    count = tf.reduce_sum(valid, axis=1, keepdims=True)
-    scale = tf.reduce_sum(sq_dist * valid, axis=1, keepdims=True) / tf.maximum(count, 1.0)
-    d = sq_dist / tf.maximum(scale, 1e-12)
-    target = tf.math.log(tf.minimum(tf.cast(perplexity, d.dtype), tf.maximum(count - 1.0, 1.0)))
-    # A large finite logit, not -inf: p * logit stays 0 where p underflows.
-    masked = tf.constant(-1e9, d.dtype)
-
-    def logits_at(log_beta):
-        return tf.where(excluded, masked, -tf.exp(log_beta) * d)
-
-    lo = tf.fill(tf.shape(count), tf.constant(-12.0, d.dtype))
-    hi = tf.fill(tf.shape(count), tf.constant(12.0, d.dtype))
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        logits = logits_at(mid)
-        p = tf.nn.softmax(logits, axis=1)
-        entropy = -tf.reduce_sum(p * tf.nn.log_softmax(logits, axis=1), axis=1, keepdims=True)
-        too_flat = entropy > target            # a larger beta lowers the entropy
-        lo = tf.where(too_flat, mid, lo)
-        hi = tf.where(too_flat, hi, mid)
-    return tf.nn.softmax(logits_at(0.5 * (lo + hi)), axis=1)
-
-
 @keras.saving.register_keras_serializable(package="npvae_tf")
 class SquaredExponentialKernel(keras.layers.Layer):
     """Row-normalised squared-exponential kernel weights with a learned lengthscale.

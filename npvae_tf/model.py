@@ -33,7 +33,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from npvae_tf.config import Config
-from npvae_tf.kernels import SquaredExponentialKernel, masked_softmax, neighbour_affinities
+from npvae_tf.kernels import SquaredExponentialKernel, masked_softmax
 from npvae_tf.seeds import stream_seed
 
 tfd = tfp.distributions
@@ -267,7 +267,7 @@ class NonparametricVAE(VAE):
     def __init__(self, x_dim: int = 2, match_weight: float = 1.0,
                  initial_lengthscale: float = 1.0, x_path_weight: float = 0.0,
                  x_path_decoder: str = "shared", x_path_stop_gradient: bool = False,
-                 neighbour_weight: float = 0.0, neighbour_perplexity: float = 10.0, **kwargs):
+                 **kwargs):
         super().__init__(**kwargs)
         self.x_dim = int(x_dim)
         self.match_weight = float(match_weight)
@@ -275,8 +275,6 @@ class NonparametricVAE(VAE):
         self.x_path_weight = float(x_path_weight)
         self.x_path_decoder_kind = str(x_path_decoder)
         self.x_path_stop_gradient = bool(x_path_stop_gradient)
-        self.neighbour_weight = float(neighbour_weight)
-        self.neighbour_perplexity = float(neighbour_perplexity)
         self.x_encoder = mlp(self.hidden, self.x_dim, self.dropout, self.seed, "x_encoder")
         # The X path's own decoder, or None: decode z~ with the VAE's decoder.
         self.x_path_decoder = (mlp(self.hidden, self.image_dim, self.dropout, self.seed,
@@ -285,7 +283,6 @@ class NonparametricVAE(VAE):
         self.kernel = SquaredExponentialKernel(self.initial_lengthscale, name="kernel")
         self.match_tracker = keras.metrics.Mean(name="match")
         self.x_path_tracker = keras.metrics.Mean(name="x_path")
-        self.neighbour_tracker = keras.metrics.Mean(name="neighbour")
         self.lengthscale_tracker = keras.metrics.Mean(name="lengthscale")
         self.relative_lengthscale_tracker = keras.metrics.Mean(name="lengthscale_over_x_std")
 
@@ -318,8 +315,6 @@ class NonparametricVAE(VAE):
         weights = masked_softmax(tf.where(own, tf.constant(-np.inf, logits.dtype), logits))
         z_tilde = tf.matmul(weights, replica_all_gather(z_mean))
         terms = {"match": tf.reduce_sum(tf.square(z_mean - z_tilde), axis=-1)}
-        if self.neighbour_weight > 0:
-            terms["neighbour"] = self._neighbour_divergence(logits, own, z_mean)
         if self.x_path_weight > 0:
             if self.x_path_stop_gradient:
                 # E[z_j] held constant; the weights stay differentiable (X, lengthscale).
@@ -344,37 +339,16 @@ class NonparametricVAE(VAE):
         own = tf.equal(tf.range(tf.shape(x_all)[0])[None, :], (tf.range(b) + offset)[:, None])
         return self.kernel.logits(x, x_all), own
 
-    def _neighbour_divergence(self, logits, own, z_mean):
-        """``neighbour_i = KL(P_i || W_i)``: X's kernel weights against Z's neighbourhoods.
-
-        ``P_ij`` are SNE affinities of the latent means (perplexity ``neighbour_perplexity``)
-        over the global batch, constants: the term moves X (and l) so that the points the
-        kernel averages are the image's neighbours in Z, never the VAE. ``[b]``.
-        """
-        z_const = tf.stop_gradient(z_mean)
-        z_all = replica_all_gather(z_const)
-        sq_dist = tf.maximum(tf.reduce_sum(tf.square(z_const), 1, keepdims=True)
-                             - 2.0 * tf.matmul(z_const, z_all, transpose_b=True)
-                             + tf.reduce_sum(tf.square(z_all), 1)[None, :], 0.0)
-        p = tf.stop_gradient(neighbour_affinities(sq_dist, own, self.neighbour_perplexity))
-        log_p = tf.math.log(tf.maximum(p, 1e-30))
-        log_w = tf.nn.log_softmax(tf.where(own, tf.constant(-1e9, logits.dtype), logits), axis=1)
-        return tf.reduce_sum(tf.where(own, tf.zeros_like(p), p * (log_p - log_w)), axis=1)
-
     def total_loss(self, terms):
         loss = terms["reconstruction"] + terms["kl"] + self.match_weight * terms["match"]
         if self.x_path_weight > 0:
             loss += self.x_path_weight * terms["x_path"]
-        if self.neighbour_weight > 0:
-            loss += self.neighbour_weight * terms["neighbour"]
         return loss
 
     def _update_metrics(self, terms):
         self.match_tracker.update_state(terms["match"])
         if "x_path" in terms:
             self.x_path_tracker.update_state(terms["x_path"])
-        if "neighbour" in terms:
-            self.neighbour_tracker.update_state(terms["neighbour"])
         self.lengthscale_tracker.update_state(terms["lengthscale"])
         self.relative_lengthscale_tracker.update_state(terms["lengthscale_over_x_std"])
         return super()._update_metrics(terms)
@@ -384,8 +358,6 @@ class NonparametricVAE(VAE):
         extra = [self.match_tracker]
         if self.x_path_weight > 0:
             extra.append(self.x_path_tracker)
-        if self.neighbour_weight > 0:
-            extra.append(self.neighbour_tracker)
         return super().metrics + extra + [self.lengthscale_tracker,
                                           self.relative_lengthscale_tracker]
 
@@ -416,9 +388,7 @@ class NonparametricVAE(VAE):
         config.update(x_dim=self.x_dim, match_weight=self.match_weight,
                       initial_lengthscale=self.initial_lengthscale,
                       x_path_weight=self.x_path_weight, x_path_decoder=self.x_path_decoder_kind,
-                      x_path_stop_gradient=self.x_path_stop_gradient,
-                      neighbour_weight=self.neighbour_weight,
-                      neighbour_perplexity=self.neighbour_perplexity)
+                      x_path_stop_gradient=self.x_path_stop_gradient)
         return config
 
 
@@ -431,9 +401,7 @@ def build_model(config: Config) -> VAE:
                                  initial_lengthscale=config.initial_lengthscale,
                                  x_path_weight=config.x_path_weight,
                                  x_path_decoder=config.x_path_decoder,
-                                 x_path_stop_gradient=config.x_path_stop_gradient,
-                                 neighbour_weight=config.neighbour_weight,
-                                 neighbour_perplexity=config.neighbour_perplexity, **common)
+                                 x_path_stop_gradient=config.x_path_stop_gradient, **common)
     else:
         model = VAE(**common)
     model.build()

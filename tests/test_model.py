@@ -238,31 +238,3 @@ def test_xla_compiled_training_runs():
     assert np.isfinite(history.history["loss"][0])
     assert all(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
 
-
-def test_neighbour_term_matches_numpy_and_never_moves_the_vae():
-    from npvae_tf.kernels import neighbour_affinities
-
-    model = small_model("npvae", match_weight=0.0, neighbour_weight=0.5, neighbour_perplexity=3.0)
-    y = images(10, seed=4)
-    seed = tf.constant([5, 6])
-    terms = model.loss_terms(y, training=False, seed=seed)
-    loc = np.split(numpy_mlp(model.encoder, y), 2, axis=-1)[0]
-    x = numpy_mlp(model.x_encoder, y)
-    w = numpy_weights(x, x, float(model.kernel.lengthscale), exclude_diagonal=True)
-    sq = ((loc[:, None, :] - loc[None, :, :]) ** 2).sum(-1)
-    eye = np.eye(10, dtype=bool)
-    p = neighbour_affinities(tf.constant(sq, tf.float32), tf.constant(eye), 3.0).numpy()
-    p = p.astype(np.float64)
-    safe = ~eye
-    expected = np.where(safe, p * (np.log(np.where(safe, p, 1)) - np.log(np.where(safe, w, 1))),
-                        0.0).sum(1)
-    np.testing.assert_allclose(terms["neighbour"].numpy(), expected, rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(terms["loss"].numpy(), (terms["reconstruction"] + terms["kl"]
-                                                       + 0.5 * terms["neighbour"]).numpy(),
-                               rtol=1e-6)
-    grads = _gradients(model, tf.constant(y), seed)
-    elbo_only = _gradients(model, tf.constant(y), seed, neighbour_weight=0.0)
-    for path in (p for p in grads if p.startswith(("encoder/", "decoder/"))):
-        np.testing.assert_allclose(grads[path], elbo_only[path], rtol=1e-5, atol=1e-7)
-    moved = [p for p in grads if p.startswith("x_encoder/") or "lengthscale" in p]
-    assert moved and all(grads[p] is not None and np.any(grads[p] != 0) for p in moved)
