@@ -1,7 +1,9 @@
-"""Reproduce the paper: train VAE and npVAE at several Z, evaluate them, write docs/results.md.
+"""Reproduce the paper: train each scheme at several Z, evaluate them, write docs/results.md.
 
-    python reproduce.py                       # Z = 2, 20, 500 with the default epochs
-    python reproduce.py --z_dims 2 500 --epochs 20
+    python reproduce.py                       # every scheme at its Z values, default epochs
+    python reproduce.py --schemes vae paper --z_dims 2 500 --epochs 20
+
+Schemes (npvae_tf/experiments.py): vae and paper at Z = 2, 20, 500; xpath at Z = 20, 500.
 
 Finished runs are kept and interrupted ones resume, so rerunning the command continues.
 """
@@ -12,17 +14,20 @@ import sys
 import time
 
 from npvae_tf import cli
-from npvae_tf.config import MODELS, Config
+from npvae_tf.config import Config
+from npvae_tf.experiments import SCHEMES
 
 
 def parse_args(argv=None):
     d = Config()
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--z_dims", type=cli.positive_int, nargs="+", default=[2, 20, 500],
-                        help="latent sizes Z to train (default: 2 20 500)")
-    parser.add_argument("--models", choices=MODELS, nargs="+", default=["vae", "npvae"],
-                        help="models to train at each Z (default: vae npvae)")
+    parser.add_argument("--schemes", choices=list(SCHEMES), nargs="+", default=list(SCHEMES),
+                        help="training schemes to run (default: all: %(default)s)")
+    parser.add_argument("--z_dims", type=cli.positive_int, nargs="+", default=None,
+                        help="latent sizes Z for every scheme (default: each scheme's own: "
+                             + "; ".join(f"{k} {' '.join(map(str, v.z_dims))}"
+                                         for k, v in SCHEMES.items()) + ")")
     parser.add_argument("--epochs", type=cli.positive_int, default=d.epochs,
                         help="training epochs of every run")
     parser.add_argument("--hidden", type=cli.positive_int, nargs="+", default=list(d.hidden),
@@ -55,13 +60,13 @@ def main(argv=None):
     from npvae_tf.config import ConfigError
     from npvae_tf.data import DataError
     from npvae_tf.evaluation import EvaluationError, evaluate
-    from npvae_tf.experiments import run_grid, write_results
+    from npvae_tf.experiments import grid, run_grid, write_results
     from npvae_tf.training import TrainingError
 
     started = time.time()
     command = "python " + " ".join(shlex.quote(a) for a in ["reproduce.py", *sys.argv[1:]])
     try:
-        paths = run_grid(base, args.models, args.z_dims, args.runs_dir, args.data_dir)
+        paths = run_grid(base, grid(args.schemes, args.z_dims), args.runs_dir, args.data_dir)
         summary = evaluate(paths, out=None, data_dir=args.data_dir,
                            settings=cli.settings_from_args(args, plots=True))
         path = write_results(summary, paths, args.docs, command, time.time() - started)
