@@ -2,6 +2,7 @@
 
     python reproduce.py                       # every scheme at its Z values, default epochs
     python reproduce.py --schemes vae paper --z_dims 2 500 --epochs 20
+    python reproduce.py --runs vae:2 vae:500 xpath:500      # exactly these runs
 
 Schemes (npvae_tf/experiments.py): vae and paper at Z = 2, 20, 500; xpath at Z = 20, 500.
 
@@ -18,6 +19,15 @@ from npvae_tf.config import Config
 from npvae_tf.experiments import SCHEMES
 
 
+def run_spec(text: str):
+    """``SCHEME:Z`` -> ``(scheme, z_dim)``."""
+    scheme, _, z = text.partition(":")
+    if scheme not in SCHEMES or not z.isdigit() or int(z) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected SCHEME:Z with SCHEME one of {', '.join(SCHEMES)} and Z >= 1, got {text!r}")
+    return scheme, int(z)
+
+
 def parse_args(argv=None):
     d = Config()
     parser = argparse.ArgumentParser(description=__doc__,
@@ -28,6 +38,9 @@ def parse_args(argv=None):
                         help="latent sizes Z for every scheme (default: each scheme's own: "
                              + "; ".join(f"{k} {' '.join(map(str, v.z_dims))}"
                                          for k, v in SCHEMES.items()) + ")")
+    parser.add_argument("--runs", type=run_spec, nargs="+", default=None, metavar="SCHEME:Z",
+                        help="exactly these runs, e.g. vae:2 xpath:500 (instead of --schemes "
+                             "and --z_dims)")
     parser.add_argument("--epochs", type=cli.positive_int, default=d.epochs,
                         help="training epochs of every run")
     parser.add_argument("--hidden", type=cli.positive_int, nargs="+", default=list(d.hidden),
@@ -66,7 +79,8 @@ def main(argv=None):
     started = time.time()
     command = "python " + " ".join(shlex.quote(a) for a in ["reproduce.py", *sys.argv[1:]])
     try:
-        paths = run_grid(base, grid(args.schemes, args.z_dims), args.runs_dir, args.data_dir)
+        pairs = args.runs or grid(args.schemes, args.z_dims)
+        paths = run_grid(base, pairs, args.runs_dir, args.data_dir)
         summary = evaluate(paths, out=None, data_dir=args.data_dir,
                            settings=cli.settings_from_args(args, plots=True))
         path = write_results(summary, paths, args.docs, command, time.time() - started)

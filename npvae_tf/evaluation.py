@@ -43,7 +43,8 @@ from npvae_tf.classifier import CLASSIFIER_EPOCHS, load_or_train_classifier
 from npvae_tf.config import Config
 from npvae_tf.data import DataError, Dataset, evaluation_images, load_mnist
 from npvae_tf.metrics import (active_units, class_silhouette, embedding_trustworthiness,
-                              frechet_distance, knn_accuracy, mean_confidence, evaluation_terms)
+                              frechet_distance, knn_accuracy, mean_confidence, evaluation_terms,
+                              neighbour_average_log_likelihood)
 from npvae_tf.files import atomic_write, write_json, write_text
 from npvae_tf.model import VAE  # noqa: F401  registers the model classes for loading
 from npvae_tf.seeds import stream_seed
@@ -57,6 +58,7 @@ METRICS_FILE = "metrics.json"
 EVALUATION_STREAMS = ("importance_weights", "prior_samples", "x_density_fit",
                       "x_density_samples", "trustworthiness_subset", "interpolation_pairs")
 KNN_KS = (1, 5, 10)
+NEIGHBOUR_KS = (1, 10, 100)
 TRUST_NEIGHBOURS = 5
 
 
@@ -242,6 +244,13 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
         effective_neighbours_learned=(float(np.median(terms["effective_neighbours_learned"]))
                                       if run.has_x else None),
     )
+    if run.has_x:
+        # What the X path could reach if X kept Z's own neighbourhoods (see the function).
+        ceiling = neighbour_average_log_likelihood(run.model, images, terms["z_mean"],
+                                                   run.reference.z_mean, NEIGHBOUR_KS)
+        best_k = max(ceiling, key=ceiling.get)
+        metrics.update(neighbour_average_ll=ceiling[best_k], neighbour_average_k=best_k,
+                       neighbour_average_ll_by_k={str(k): v for k, v in ceiling.items()})
     # The central claim in one row: how well a 2-D code reconstructs the test images.
     metrics["two_d_reconstruction_ll"] = (
         metrics["x_path_log_likelihood"] if run.has_x and cfg.x_dim == 2 else
@@ -382,6 +391,8 @@ TABLE_ROWS = [
     ("kl", "KL(q(z|y) || p(z)) (nats)", ".2f"),
     ("active_units", "active units (Var E[z_u] > 0.01)", ""),
     ("x_path_log_likelihood", "X path log p(y|z~(f(y))) (nats)", ".2f"),
+    ("neighbour_average_ll", "decoding the mean of the k nearest training E[z] in Z, "
+     "best k of 1/10/100 (nats)", ".2f"),
     ("effective_neighbours", "reference points per query, median 1/Σ W² (serving l)", ".0f"),
     ("effective_neighbours_learned", "reference points per query at the learned l", ".0f"),
     ("serving_lengthscale", "serving lengthscale (chosen on validation)", ".4g"),

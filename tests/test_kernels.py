@@ -182,3 +182,4 @@ def test_far_away_queries_give_finite_predictions():
     exact = kernel(queries[3:], z_ref, x_ref).numpy()  # an ordinary query is unchanged
     np.testing.assert_allclose(z[3:], exact, rtol=1e-5, atol=1e-6)
     assert np.all(np.isfinite(kernel.effective_neighbours(queries, x_ref).numpy()))
+

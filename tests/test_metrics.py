@@ -9,7 +9,7 @@ from npvae_tf.metrics import (active_units, class_silhouette, elbo_summary,
                               embedding_trustworthiness, frechet_distance,
                               importance_weighted_log_likelihood, knn_accuracy,
                               log_importance_weights, mean_confidence, per_example_terms,
-                              evaluation_terms)
+                              evaluation_terms, neighbour_average_log_likelihood)
 from npvae_tf.reference import ReferenceSet
 from tests.test_kernels import numpy_weights
 from tests.test_model import images, numpy_mlp, small_model, softplus
@@ -220,3 +220,18 @@ def test_frechet_distance_with_singular_covariances_is_finite():
 def test_mean_confidence():
     probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5]])
     assert mean_confidence(probs) == pytest.approx((0.9 + 0.7 + 0.5) / 3)
+
+
+def test_neighbour_average_log_likelihood_matches_numpy():
+    model = small_model("npvae", x_path_weight=1.0, x_path_decoder="separate")
+    rng = np.random.default_rng(3)
+    train_z = rng.normal(size=(40, 5)).astype(np.float32)
+    test_z = rng.normal(size=(7, 5)).astype(np.float32)
+    y = images(7, seed=6)
+    got = neighbour_average_log_likelihood(model, y, test_z, train_z, ks=(1, 3), batch_size=3)
+    distances = ((test_z[:, None, :] - train_z[None, :, :]) ** 2).sum(-1)
+    for k in (1, 3):
+        z = train_z[np.argsort(distances, axis=1)[:, :k]].mean(1)
+        logits = numpy_mlp(model.x_path_decoder, z)
+        expected = (y * logits - softplus(logits)).sum(-1).mean()
+        assert got[k] == pytest.approx(expected, rel=1e-4)

@@ -71,3 +71,17 @@ def test_results_say_whether_the_nats_are_of_grayscale_or_binarised_pixels():
     assert "grayscale" in pixel_likelihood(Config()) and "not comparable" in \
         pixel_likelihood(Config())
     assert "binarised pixels" in pixel_likelihood(Config(binarize=True))
+
+
+def test_runs_flag_picks_exact_runs_and_rejects_bad_ones(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce_cli", os.path.join(ROOT, "reproduce.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    args, _ = cli.parse_args(["--runs", "vae:2", "xpath:500"])
+    assert args.runs == [("vae", 2), ("xpath", 500)]
+    for bad in ("vae", "nope:2", "vae:0", "vae:x"):
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "reproduce.py"), "--runs", bad],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and "SCHEME:Z" in result.stderr, bad
