@@ -24,9 +24,10 @@ def parse_args(argv=None):
     parser.add_argument("--chunk_size", type=cli.positive_int, default=None,
                         help="reference points per kernel chunk in generate_from_x "
                              "(default: 1024)")
-    parser.add_argument("--no_xla", action="store_true",
-                        help="do not compile the kernel with XLA (slower; no per-batch-size "
-                             "compilation on first use)")
+    parser.add_argument("--xla", action="store_true",
+                        help="compile generate_from_x's kernel with XLA, for serving from "
+                             "Python (a stock TensorFlow Serving CPU build does not run XLA; "
+                             "each new batch size compiles on first use)")
     return parser.parse_args(argv)
 
 
@@ -41,7 +42,7 @@ def main(argv=None):
         cli.fail("export.py", str(e))
     try:
         path = export_run(args.run_dir, out, chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
-                          jit_compile=not args.no_xla)
+                          jit_compile=args.xla)
     except (ConfigError, ExportError) as e:
         cli.fail("export.py", str(e))
     with open(os.path.join(path, INFO_FILE)) as f:

@@ -347,8 +347,9 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
     generated = {"prior": decode_latents(run, z_prior, settings.batch_size)}
     decode_at = decoder_for(run, settings.batch_size)
     if run.has_x:
-        density = sampling.fit_x_density(run.reference.x, seed)
-        generated["x_density"] = decode_at(sampling.sample_x(density, settings.generated, seed))
+        # The density training stored in the run folder (the one the export samples too).
+        density = sampling.x_density_for(run.path, run.reference.x, cfg.seed)
+        generated["x_density"] = decode_at(density.sample(settings.generated, seed))
         generated["test_locations"] = terms["x_path_images"]
     else:
         generated["test_locations"] = decode_latents(run, terms["z_mean"], settings.batch_size)

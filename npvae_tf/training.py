@@ -6,6 +6,7 @@ A run folder::
     model.keras          the final model
     best.keras           the model at the best validation loss so far
     reference_set.npz    training-set E[z] (and x for the npVAE) with labels
+    x_density.npz        npVAE: the Gaussian mixture over the training X that sampling uses
     test_metrics.json    test-set ELBO, reconstruction (sample and mean), KL, match
     fit_summary.json     training time
     training_log.csv     per-epoch metrics;  logs/  TensorBoard;  backup/  resume state
@@ -34,6 +35,7 @@ from npvae_tf.model import build_model
 from npvae_tf.optimizers import FusedAdam
 from npvae_tf.files import atomic_write, write_json
 from npvae_tf.reference import build_reference_set
+from npvae_tf.sampling import XDensity
 
 MODEL_FILE = "model.keras"
 BEST_FILE = "best.keras"
@@ -171,7 +173,11 @@ def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose:
         atomic_write(model_path, model.save)
     if not chief:
         return {}
-    build_reference_set(model, data.train.images, data.train.labels).save(run_dir)
+    reference = build_reference_set(model, data.train.images, data.train.labels)
+    reference.save(run_dir)
+    if reference.x is not None:
+        # Fitted once, here: evaluation and the export both sample this density.
+        XDensity.fit(reference.x, config.seed).save(run_dir)
     test_images = evaluation_images(data.test.images, config.binarize, config.seed)
     metrics = elbo_summary(model, test_images, config.batch_size)
     if os.path.isfile(os.path.join(run_dir, FIT_FILE)):
