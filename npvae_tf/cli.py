@@ -8,7 +8,7 @@ import sys
 import time
 from typing import NoReturn
 
-from npvae_tf.config import MODELS, Config, ConfigError
+from npvae_tf.config import MODELS, X_PATH_DECODERS, Config, ConfigError
 
 
 def quiet_tensorflow() -> None:
@@ -41,6 +41,14 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
     parser.add_argument("--match_weight", type=float, default=d.match_weight,
                         help="weight of ||E[z_i] - z~_i||^2 (1: paper; 0: plain VAE objective)")
+    parser.add_argument("--x_path_weight", type=float, default=d.x_path_weight,
+                        help="weight of the X-path term -log p(y_i | z~_i), each image decoded "
+                             "from its kernel prediction (0: paper; see README 'Schemes')")
+    parser.add_argument("--x_path_decoder", choices=X_PATH_DECODERS, default=d.x_path_decoder,
+                        help="decode z~ with the model's decoder or with a decoder of its own")
+    parser.add_argument("--x_path_stop_gradient", action="store_true",
+                        help="the X-path term does not train the VAE's encoder (E[z_j] held "
+                             "constant)")
     parser.add_argument("--initial_lengthscale", type=float, default=d.initial_lengthscale,
                         help="initial kernel lengthscale l (learned)")
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed")
@@ -58,7 +66,9 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         return Config(model=args.model, z_dim=args.z_dim, x_dim=args.x_dim,
                       hidden=tuple(args.hidden), dropout=args.dropout,
                       batch_size=args.batch_size, learning_rate=args.lr, epochs=args.epochs,
-                      match_weight=args.match_weight,
+                      match_weight=args.match_weight, x_path_weight=args.x_path_weight,
+                      x_path_decoder=args.x_path_decoder,
+                      x_path_stop_gradient=args.x_path_stop_gradient,
                       initial_lengthscale=args.initial_lengthscale, seed=args.seed,
                       binarize=args.binarize, train_examples=args.train_examples,
                       validation_examples=args.validation_examples,

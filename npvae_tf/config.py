@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 from npvae_tf.files import write_json
 
 MODELS = ("npvae", "vae")
+X_PATH_DECODERS = ("shared", "separate")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 CONFIG_FILE = "config.json"
 
@@ -39,6 +40,16 @@ class Config:
       epochs: passes over the training split.
       match_weight: weight of ``||E[z_i] - z~_i||^2`` in the loss; 1 is the paper's objective,
         0 reduces the npVAE to a VAE with an unused X encoder.
+      x_path_weight: weight of the *X-path* term ``-log p(y_i | z~_i)`` in the loss, the
+        likelihood of each image decoded from its kernel prediction z~_i (0 is the paper).
+        It trains what X is used for after training: y -> x -> z~ -> decoder.
+      x_path_decoder: ``"shared"`` decodes z~ with the model's decoder; ``"separate"`` gives
+        the X path a decoder of its own (same architecture), so the VAE's decoder keeps
+        decoding posterior samples only.
+      x_path_stop_gradient: the X-path term treats the latent means E[z_j] it averages as
+        constants, so it trains the X encoder, the lengthscale and the X-path decoder but never
+        moves the VAE's encoder (with ``match_weight`` 0 and a separate decoder the VAE is
+        then trained exactly as a plain VAE).
       initial_lengthscale: starting value of the learned kernel lengthscale l.
       seed: seeds weight initialisation, dropout, sampling and shuffling.
       binarize: dynamically binarise training images (y ~ Bernoulli(pixel) per epoch).
@@ -58,6 +69,9 @@ class Config:
     learning_rate: float = 1e-3
     epochs: int = 50
     match_weight: float = 1.0
+    x_path_weight: float = 0.0
+    x_path_decoder: str = "shared"
+    x_path_stop_gradient: bool = False
     initial_lengthscale: float = 1.0
     seed: int = 0
     binarize: bool = False
@@ -93,6 +107,13 @@ class Config:
         require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         require(self.match_weight >= 0, f"match_weight must be >= 0, got {self.match_weight}")
+        require(self.x_path_weight >= 0, f"x_path_weight must be >= 0, got {self.x_path_weight}")
+        require(self.x_path_decoder in X_PATH_DECODERS,
+                f"x_path_decoder must be one of {X_PATH_DECODERS}, got {self.x_path_decoder!r}")
+        require(self.model == "npvae" or (self.x_path_weight == 0 and self.match_weight == 1.0
+                                         and self.x_path_decoder == "shared"
+                                         and not self.x_path_stop_gradient),
+                "match_weight and the x_path_* settings apply to model 'npvae' only")
         require(self.initial_lengthscale > 0,
                 f"initial_lengthscale must be > 0, got {self.initial_lengthscale}")
         require(self.train_examples is None or self.train_examples >= 2,

@@ -21,6 +21,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from npvae_tf.seeds import stream_seed
+
 DATA_DIR_ENV = "NPVAE_DATA_DIR"
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -212,44 +214,85 @@ def evaluation_batch_size(n: int, batch_size: int) -> int:
     return size
 
 
+def steps_per_epoch(n: int, batch_size: int, drop_remainder: bool = False) -> int:
+    """Batches in one training epoch of ``n`` examples (see :func:`make_dataset`)."""
+    if drop_remainder:
+        return n // batch_size
+    used = n - 1 if n % batch_size == 1 else n
+    return -(-used // batch_size)
+
+
 def make_dataset(images: np.ndarray, batch_size: int, *, shuffle: bool = False,
                  seed: int = 0, binarize: bool = False, labels: Optional[np.ndarray] = None,
-                 drop_remainder: bool = False) -> tf.data.Dataset:
+                 drop_remainder: bool = False, first_epoch: int = 0,
+                 epochs: int = 1) -> tf.data.Dataset:
     """A ``tf.data`` pipeline of image batches ``[B, H*W]`` (with labels if given).
 
-    Training (``shuffle=True``): reshuffled every epoch with a fixed seed; when one example
-    would be left over it is dropped (a different one each epoch), so every batch holds at
+    Training (``shuffle=True``): the batches of epochs ``first_epoch, ..., epochs - 1`` in a
+    row (:func:`steps_per_epoch` batches each). Epoch ``e`` visits the examples in the order
+    of a permutation drawn from the stateless seed ``(stream_seed(seed, "data_order"), e)``,
+    so it depends on the seed and the epoch only: a run resumed at epoch k sees exactly the
+    batches an uninterrupted run sees there. When one example would be left over it is
+    dropped (the permutation's last: a different one each epoch), so every batch holds at
     least two examples. Evaluation: a batch size is chosen so no batch holds one example.
-    ``binarize``: y ~ Bernoulli(pixel), drawn anew each epoch when shuffling, fixed otherwise.
+    ``binarize``: y ~ Bernoulli(pixel), drawn per (seed, epoch, batch) when shuffling,
+    per (seed, batch) otherwise.
     ``drop_remainder``: only full batches of exactly ``batch_size`` (distributed training
     splits each batch evenly over replicas).
     """
     n = len(images)
     if n < 2:
         raise DataError(f"a split of {n} example(s) is too small: the kernel needs 2")
-    tensors = images if labels is None else (images, labels)
-    ds = tf.data.Dataset.from_tensor_slices(tensors)
     if drop_remainder and n < batch_size:
         raise DataError(f"a split of {n} examples holds no full batch of {batch_size}")
     if shuffle:
-        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        if n % batch_size == 1:
-            ds = ds.take(n - 1)
-    elif not drop_remainder:
-        batch_size = evaluation_batch_size(n, batch_size)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if binarize:
-        # One stateless seed pair per batch. Training draws them from a random stream that
-        # is re-randomised every epoch; evaluation uses (seed, batch index), fixed forever.
-        if shuffle:
-            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        else:
-            seeds = tf.data.Dataset.range(1 << 62).map(lambda i: tf.stack([tf.constant(seed, tf.int64), i]))
-        ds = tf.data.Dataset.zip(ds, seeds).map(_binarize, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = _shuffled_epochs(images, labels, batch_size, seed, first_epoch, epochs,
+                              drop_remainder, binarize)
+    else:
+        tensors = images if labels is None else (images, labels)
+        if not drop_remainder:
+            batch_size = evaluation_batch_size(n, batch_size)
+        ds = tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size,
+                                                               drop_remainder=drop_remainder)
+        if binarize:
+            # One stateless seed pair per batch: (seed, batch index), fixed forever.
+            seeds = tf.data.Dataset.range(1 << 62).map(
+                lambda i: tf.stack([tf.constant(seed, tf.int64), i]))
+            ds = tf.data.Dataset.zip(ds, seeds).map(_binarize,
+                                                    num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     # Workers of a multi-worker run each take their share of every global batch.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _shuffled_epochs(images, labels, batch_size, seed, first_epoch, epochs, drop_remainder,
+                     binarize):
+    """Batches of epochs ``[first_epoch, epochs)``, each in its own seeded order."""
+    n = len(images)
+    used = n // batch_size * batch_size if drop_remainder else (n - 1 if n % batch_size == 1 else n)
+    order_seed = tf.constant(stream_seed(seed, "data_order"), tf.int64)
+    binarize_seed = tf.constant(stream_seed(seed, "binarize"), tf.int64)
+    images_t = tf.constant(images)
+    labels_t = None if labels is None else tf.constant(labels)
+
+    def epoch_batches(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=tf.stack([order_seed, epoch]))[:used]
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        # (epoch, batch) identifies a batch's binarisation draw: 2**32 batches per epoch.
+        return batches.enumerate().map(
+            lambda b, idx: (idx, tf.stack([binarize_seed, epoch * (1 << 32) + b])))
+
+    def gather(idx, binarize_pair):
+        batch = tf.gather(images_t, idx)
+        if binarize:
+            batch = _binarize(batch, binarize_pair)
+        return batch if labels_t is None else (batch, tf.gather(labels_t, idx))
+
+    epochs_ds = tf.data.Dataset.range(int(first_epoch), max(int(epochs), int(first_epoch)))
+    return epochs_ds.flat_map(epoch_batches).map(gather, num_parallel_calls=tf.data.AUTOTUNE,
+                                                 deterministic=True)
 
 
 def evaluation_images(images: np.ndarray, binarize: bool, seed: int) -> np.ndarray:

@@ -229,7 +229,9 @@ def decoder_for(run: Run, batch_size: int) -> Callable[[np.ndarray], np.ndarray]
     if run.has_x:
         x_ref = tf.constant(run.reference.x, tf.float32)
         z_ref = tf.constant(run.reference.z_mean, tf.float32)
-        fn = tf.function(lambda x: model.decode_from_x(x, x_ref, z_ref), reduce_retracing=True)
+        lengthscale = run.reference.lengthscale
+        fn = tf.function(lambda x: model.decode_from_x(x, x_ref, z_ref, lengthscale=lengthscale),
+                         reduce_retracing=True)
     else:
         fn = tf.function(lambda z: model.decode(z), reduce_retracing=True)
 
@@ -304,6 +306,8 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
     }
     if run.has_x:
         metrics["lengthscale"] = float(run.model.kernel.lengthscale.numpy())
+        # None: trained before serving lengthscales were chosen; the learned one is used.
+        metrics["serving_lengthscale"] = run.reference.lengthscale
 
     # Likelihoods, X path, active units: one batched pass over the test set.
     t = time.time()
@@ -318,6 +322,10 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
         kl=float(np.mean(terms["kl"])),
         active_units=active_units(terms["z_mean"])[0],
         x_path_log_likelihood=float(np.mean(terms["x_path_ll"])) if run.has_x else None,
+        effective_neighbours=(float(np.median(terms["effective_neighbours"]))
+                              if run.has_x else None),
+        effective_neighbours_learned=(float(np.median(terms["effective_neighbours_learned"]))
+                                      if run.has_x else None),
     )
     # The central claim in one row: how well a 2-D code reconstructs the test images.
     metrics["two_d_reconstruction_ll"] = (

@@ -11,7 +11,8 @@ X, ``M`` reference points. Signatures of the exported SavedModel (inputs -> outp
                 x [N, D] -> images [N, P], z [N, Z]
         z = z~(x) = sum_j W(x, x_j) E[z_j] over the reference set stored in the SavedModel
         (``W`` the row-softmax of ``-||x - x_j||^2 / (2 l^2)``, ``l`` the serving lengthscale
-        of :func:`serving_lengthscale`), images = decode(z)
+        of :func:`serving_lengthscale`), images = the X path's decoder at z (the
+        model's decoder unless trained with a separate X-path decoder)
     sample      count [] int32, seed [] int64 -> images [count, P], z [count, Z]
                 (+ x [count, D] for the npVAE)
         npVAE: ancestral sampling in X, x from the Gaussian mixture training stored in the run
@@ -116,12 +117,12 @@ def mixture_sample(weights, means, scale_tril, count, seed) -> tf.Tensor:
     return tf.gather(means, component) + offset
 
 
-def serving_lengthscale(run_dir: Optional[str], model) -> float:
-    """The kernel lengthscale ``l`` the export serves with: for now the learned one.
-
-    The one place that chooses it (a lengthscale chosen on validation data and recorded in
-    the run folder replaces this line).
-    """
+def serving_lengthscale(reference: ReferenceSet, model) -> float:
+    """The kernel lengthscale ``l`` the export serves with: the one training chose on
+    validation images and recorded in the reference set (``ReferenceSet.lengthscale``, see
+    :mod:`npvae_tf.reference`), else (runs from before it was chosen) the learned one."""
+    if reference.lengthscale is not None:
+        return float(reference.lengthscale)
     return float(model.kernel.lengthscale.numpy())
 
 
@@ -195,7 +196,8 @@ class ServingModule(tf.Module):
       model: the trained model (``NonparametricVAE`` needs ``reference``).
       reference: the reference set (``x`` ``[M, D]``, ``z_mean`` ``[M, Z]``) for the npVAE.
       density: the density over X to sample (default: fitted to ``reference.x``, seed 0).
-      lengthscale: the kernel lengthscale to serve with (default: the learned one).
+      lengthscale: the kernel lengthscale to serve with (default:
+        :func:`serving_lengthscale`).
       chunk_size: reference points per kernel chunk (memory ``O(QUERY_BLOCK * chunk)``).
       jit_compile: compile the kernel with XLA (see the module docstring).
     """
@@ -240,15 +242,10 @@ class ServingModule(tf.Module):
         self.density = mixture_parameters(density)
         self.x_density = {name: tf.Variable(value, trainable=False, name=f"x_density_{name}")
                           for name, value in self.density.items()}
-        from npvae_tf.kernels import SquaredExponentialKernel
-
-        learned = float(model.kernel.lengthscale.numpy())
-        self.lengthscale = learned if lengthscale is None else float(lengthscale)
+        self.lengthscale = (serving_lengthscale(reference, model) if lengthscale is None
+                            else float(lengthscale))
         if not (math.isfinite(self.lengthscale) and self.lengthscale > 0):
             raise ExportError(f"the serving lengthscale must be > 0, got {self.lengthscale}")
-        # The model's kernel unless another lengthscale is served; the same maths either way.
-        self.kernel = (model.kernel if self.lengthscale == learned else
-                       SquaredExponentialKernel(self.lengthscale, name="serving_kernel"))
         core = (tf.function(self._kernel_mean, jit_compile=True, autograph=False)
                 if jit_compile else self._kernel_mean)
         object.__setattr__(self, "_core", core)  # a helper, not a saved endpoint
@@ -323,8 +320,8 @@ class ServingModule(tf.Module):
         return {"images": self._model.decode(z), "z": z}
 
     def _kernel_mean(self, x):
-        return self.kernel.predictive_mean(x, self.reference_x, self.reference_z_mean,
-                                           self.chunk_size)
+        return self._model.kernel.predictive_mean(x, self.reference_x, self.reference_z_mean,
+                                                  self.chunk_size, lengthscale=self.lengthscale)
 
     def _predictive_mean(self, x):
         """``z~(x)`` ``[N, Z]`` in blocks of QUERY_BLOCK queries; the rest padded to a bucket."""
@@ -351,13 +348,13 @@ class ServingModule(tf.Module):
     def _generate_from_x(self, x):
         x = _checked_matrix(x, self.x_dim, "x", f"{self.x_dim} coordinates of X")
         z = self._predictive_mean(x)
-        return {"images": self._model.decode(z), "z": z}
+        return {"images": self._model.x_path_likelihood(z).mean(), "z": z}
 
     def _sample_mixture(self, count, seed):
         x = mixture_sample(**self.x_density, count=_checked_count(count),
                            seed=_checked_seed(seed))
         z = self._predictive_mean(x)
-        return {"images": self._model.decode(z), "z": z, "x": x}
+        return {"images": self._model.x_path_likelihood(z).mean(), "z": z, "x": x}
 
     def info(self) -> dict:
         """What the export holds, written to ``assets.extra/npvae_export.json``."""
@@ -489,14 +486,13 @@ def export_run(run_dir: str, export_dir: str, *, chunk_size: int = DEFAULT_CHUNK
     """
     check_target(export_dir)
     config, model, reference = load_run(run_dir)
-    density = lengthscale = None
+    density = None
     if reference is not None:
         try:
             density = x_density_for(run_dir, reference.x, config.seed)
         except ValueError as e:
             raise ExportError(str(e)) from None
-        lengthscale = serving_lengthscale(run_dir, model)
-    return export_model(model, export_dir, reference, density=density, lengthscale=lengthscale,
+    return export_model(model, export_dir, reference, density=density,
                         chunk_size=chunk_size, jit_compile=jit_compile,
                         extra_info={"run_dir": os.path.abspath(run_dir),
                                     "config": config.to_dict()})

@@ -69,9 +69,16 @@ class SquaredExponentialKernel(keras.layers.Layer):
     def lengthscale(self) -> tf.Tensor:
         return tf.exp(self.log_lengthscale)
 
-    def logits(self, x_query: tf.Tensor, x_ref: tf.Tensor) -> tf.Tensor:
-        """Unnormalised log-weights ``-||x_i - x_j||^2 / (2 l^2)``, shape ``[N, M]``."""
-        inv_two_l2 = 0.5 * tf.exp(-2.0 * tf.cast(self.log_lengthscale, x_query.dtype))
+    def logits(self, x_query: tf.Tensor, x_ref: tf.Tensor, lengthscale=None) -> tf.Tensor:
+        """Unnormalised log-weights ``-||x_i - x_j||^2 / (2 l^2)``, shape ``[N, M]``.
+
+        ``lengthscale``: use this l instead of the learned one (e.g. a serving lengthscale).
+        """
+        if lengthscale is None:
+            log_l = tf.cast(self.log_lengthscale, x_query.dtype)
+        else:
+            log_l = tf.math.log(tf.cast(lengthscale, x_query.dtype))
+        inv_two_l2 = 0.5 * tf.exp(-2.0 * log_l)
         return -squared_distances(x_query, x_ref) * inv_two_l2
 
     def kernel_weights(self, x_query, x_ref=None):
@@ -98,7 +105,7 @@ class SquaredExponentialKernel(keras.layers.Layer):
         """
         return tf.matmul(self.kernel_weights(x_query, x_ref), z_ref)
 
-    def predictive_mean(self, x_query, x_ref, z_ref, chunk_size=None):
+    def predictive_mean(self, x_query, x_ref, z_ref, chunk_size=None, lengthscale=None):
         """``z~* = sum_j W(x*, x_j) z_ref_j`` over a reference set, in bounded memory.
 
         Args:
@@ -106,10 +113,33 @@ class SquaredExponentialKernel(keras.layers.Layer):
           x_ref: ``[M, D]`` reference locations (e.g. the training embeddings).
           z_ref: ``[M, Z]`` reference latent means.
           chunk_size: reference points per chunk (default: the layer's ``chunk_size``).
+          lengthscale: l for these weights (default: the learned one).
 
         Returns:
           ``[N, Z]`` predictive means, identical (up to rounding) to the unchunked
           ``softmax(logits) @ z_ref``.
+        """
+        numerator, normaliser, _ = self._chunked_sums(x_query, x_ref, z_ref, chunk_size,
+                                                      lengthscale, squares=False)
+        return numerator / normaliser
+
+    def effective_neighbours(self, x_query, x_ref, chunk_size=None, lengthscale=None):
+        """``1 / sum_j W(x*, x_j)^2`` per query, ``[N]``: how many reference points carry weight.
+
+        It is M for uniform weights over M points and 1 when one point takes all the weight
+        (the inverse Simpson index, or Kish's effective sample size of the weights).
+        """
+        x_query = tf.convert_to_tensor(x_query)
+        no_values = tf.zeros([tf.shape(x_ref)[0], 0], x_query.dtype)
+        _, normaliser, squares = self._chunked_sums(x_query, x_ref, no_values, chunk_size,
+                                                    lengthscale, squares=True)
+        return tf.square(normaliser[:, 0]) / squares[:, 0]
+
+    def _chunked_sums(self, x_query, x_ref, z_ref, chunk_size, lengthscale, squares):
+        """Running ``(sum_j p_j z_j, sum_j p_j, sum_j p_j^2)`` with ``p_j = exp(logit_j - max)``.
+
+        One pass over the reference set in chunks; the running maximum is rescaled as it
+        grows (flash-attention style), so nothing overflows and memory is O(N * chunk).
         """
         chunk = int(chunk_size or self.chunk_size)
         x_query = tf.convert_to_tensor(x_query)
@@ -119,32 +149,37 @@ class SquaredExponentialKernel(keras.layers.Layer):
         n_chunks = (n_ref + chunk - 1) // chunk
         pad = n_chunks * chunk - n_ref
         # Padded reference points get logit -inf, i.e. weight exactly 0.
-        x_chunks = tf.reshape(tf.pad(x_ref, [[0, pad], [0, 0]]), [n_chunks, chunk, -1])
-        z_chunks = tf.reshape(tf.pad(z_ref, [[0, pad], [0, 0]]), [n_chunks, chunk, -1])
+        x_chunks = tf.reshape(tf.pad(x_ref, [[0, pad], [0, 0]]), [n_chunks, chunk, tf.shape(x_ref)[1]])
+        z_chunks = tf.reshape(tf.pad(z_ref, [[0, pad], [0, 0]]), [n_chunks, chunk, tf.shape(z_ref)[1]])
         valid = tf.reshape(tf.sequence_mask(n_ref, n_chunks * chunk), [n_chunks, chunk])
 
         n_query = tf.shape(x_query)[0]
         neg_inf = tf.constant(-math.inf, x_query.dtype)
 
         def accumulate(state, inputs):
-            running_max, normaliser, numerator = state
+            running_max, normaliser, numerator, sum_squares = state
             x_c, z_c, valid_c = inputs
-            logits = tf.where(valid_c[None, :], self.logits(x_query, x_c), neg_inf)
+            logits = tf.where(valid_c[None, :], self.logits(x_query, x_c, lengthscale), neg_inf)
             new_max = tf.maximum(running_max, tf.reduce_max(logits, axis=1, keepdims=True))
             # Rescale what was accumulated under the old maximum (flash-attention style).
             rescale = tf.exp(running_max - new_max)
             p = tf.exp(logits - new_max)
             normaliser = normaliser * rescale + tf.reduce_sum(p, axis=1, keepdims=True)
             numerator = numerator * rescale + tf.matmul(p, z_c)
-            return new_max, normaliser, numerator
+            if squares:
+                sum_squares = (sum_squares * tf.square(rescale)
+                               + tf.reduce_sum(tf.square(p), axis=1, keepdims=True))
+            return new_max, normaliser, numerator, sum_squares
 
         init = (
             tf.fill([n_query, 1], neg_inf),
             tf.zeros([n_query, 1], x_query.dtype),
             tf.zeros([n_query, tf.shape(z_ref)[1]], x_query.dtype),
+            tf.zeros([n_query, 1], x_query.dtype),
         )
-        _, normaliser, numerator = tf.foldl(accumulate, (x_chunks, z_chunks, valid), initializer=init)
-        return numerator / normaliser
+        _, normaliser, numerator, sum_squares = tf.foldl(
+            accumulate, (x_chunks, z_chunks, valid), initializer=init)
+        return numerator, normaliser, sum_squares
 
     def get_config(self):
         config = super().get_config()

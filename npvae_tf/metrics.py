@@ -107,10 +107,13 @@ def evaluation_terms(model, images: np.ndarray, k: int = 100, seed: int = 0,
       ``reconstruction_ll_mean``: ``log p(y|E[z])``, ``kl``,
       ``iw_ll``: the importance-weighted estimate with ``k`` draws,
       ``z_mean``: ``[N, Z]`` posterior means.
-    With a ``reference`` set (npVAE only) also the *X path*:
+    With a ``reference`` set (npVAE only) also the *X path*, with the reference set's
+    serving lengthscale (the learned one if it records none):
       ``x``: ``[N, D]`` embeddings ``x = f(y)``,
-      ``x_path_ll``: ``log p(y | z~(x))`` with ``z~(x) = sum_j W(x, x_j) E[z_j]``,
-      ``x_path_images``: ``[N, P]`` the decoded means ``E[y | z~(x)]``.
+      ``x_path_ll``: ``log p_X(y | z~(x))`` with ``z~(x) = sum_j W(x, x_j) E[z_j]``,
+      ``x_path_images``: ``[N, P]`` the decoded means ``E_pX[y | z~(x)]``,
+      ``effective_neighbours``: ``1 / sum_j W(x, x_j)^2``, the reference points that carry
+      weight, with the serving lengthscale and (``effective_neighbours_learned``) the learned.
     """
     k = int(k)
     if k < 1:
@@ -135,8 +138,12 @@ def evaluation_terms(model, images: np.ndarray, k: int = 100, seed: int = 0,
         }
         if use_x:
             x = model.embed(y)
-            decoded = model.decoder_likelihood(model.predictive_mean(x, x_ref, z_ref))
-            out.update(x=x, x_path_ll=decoded.log_prob(y), x_path_images=decoded.mean())
+            decoded = model.x_path_likelihood(
+                model.predictive_mean(x, x_ref, z_ref, lengthscale=reference.lengthscale))
+            out.update(x=x, x_path_ll=decoded.log_prob(y), x_path_images=decoded.mean(),
+                       effective_neighbours=model.kernel.effective_neighbours(
+                           x, x_ref, lengthscale=reference.lengthscale),
+                       effective_neighbours_learned=model.kernel.effective_neighbours(x, x_ref))
         return out
 
     collected: Dict[str, list] = {}

@@ -12,6 +12,15 @@ prediction of each latent mean from the others in the batch:
     z~_i = sum_{j != i} W_ij E[z_j],  W = row-softmax(-||x_i - x_j||^2 / (2 l^2))
     loss_i = -ELBO_i + match_weight * ||E[z_i] - z~_i||^2
 so that minimising the mean loss maximises ``L_g - sum_i ||E[z_i] - z~_i||^2`` per example.
+
+Optionally (``x_path_weight`` > 0, not in the paper) the loss also trains the *X path*, the
+route a new image takes through X after training:
+    loss_i += x_path_weight * (-log p_X(y_i | z~_i))
+where ``p_X`` is the model's decoder (``x_path_decoder="shared"``) or one of its own
+(``"separate"``); with ``x_path_stop_gradient`` the E[z_j] that z~_i averages are constants.
+
+Random streams: the posterior noise and every dropout layer draw from their own seed, derived
+from the run seed and the consumer's name (:func:`npvae_tf.seeds.stream_seed`).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import tensorflow_probability as tfp
 
 from npvae_tf.config import Config
 from npvae_tf.kernels import SquaredExponentialKernel
+from npvae_tf.seeds import stream_seed
 
 tfd = tfp.distributions
 
@@ -58,12 +68,15 @@ class Dropout(keras.layers.Dropout):
 
 
 def mlp(hidden: Sequence[int], out_dim: int, dropout: float, seed: Optional[int], name: str):
-    """ReLU MLP ``[B, in] -> [B, out_dim]`` with dropout after every hidden layer."""
+    """ReLU MLP ``[B, in] -> [B, out_dim]`` with dropout after every hidden layer.
+
+    ``seed``: the run seed; dropout layer ``i`` draws from the stream ``"{name}/dropout_{i}"``.
+    """
     layers = []
     for i, width in enumerate(hidden):
         layers.append(keras.layers.Dense(width, activation="relu", name=f"dense_{i}"))
         if dropout > 0:
-            layers.append(Dropout(dropout, seed=None if seed is None else seed + i,
+            layers.append(Dropout(dropout, seed=stream_seed(seed, f"{name}/dropout_{i}"),
                                   name=f"dropout_{i}"))
     layers.append(keras.layers.Dense(out_dim, name="out"))
     return keras.Sequential(layers, name=name)
@@ -107,9 +120,9 @@ class VAE(keras.Model):
         self.dropout = float(dropout)
         self.seed = seed
         self.encoder = mlp(self.hidden, 2 * self.z_dim, self.dropout, seed, "encoder")
-        self.decoder = mlp(self.hidden, self.image_dim, self.dropout,
-                           None if seed is None else seed + 100, "decoder")
-        self.sample_seeds = keras.random.SeedGenerator(seed, name="sample_seeds")
+        self.decoder = mlp(self.hidden, self.image_dim, self.dropout, seed, "decoder")
+        self.sample_seeds = keras.random.SeedGenerator(stream_seed(seed, "posterior_noise"),
+                                                       name="sample_seeds")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -252,72 +265,132 @@ class NonparametricVAE(VAE):
     """The VAE plus an X encoder and the in-batch kernel prediction of the latent means."""
 
     def __init__(self, x_dim: int = 2, match_weight: float = 1.0,
-                 initial_lengthscale: float = 1.0, **kwargs):
+                 initial_lengthscale: float = 1.0, x_path_weight: float = 0.0,
+                 x_path_decoder: str = "shared", x_path_stop_gradient: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.x_dim = int(x_dim)
         self.match_weight = float(match_weight)
         self.initial_lengthscale = float(initial_lengthscale)
-        self.x_encoder = mlp(self.hidden, self.x_dim, self.dropout,
-                             None if self.seed is None else self.seed + 200, "x_encoder")
+        self.x_path_weight = float(x_path_weight)
+        self.x_path_decoder_kind = str(x_path_decoder)
+        self.x_path_stop_gradient = bool(x_path_stop_gradient)
+        self.x_encoder = mlp(self.hidden, self.x_dim, self.dropout, self.seed, "x_encoder")
+        # The X path's own decoder, or None: decode z~ with the VAE's decoder.
+        self.x_path_decoder = (mlp(self.hidden, self.image_dim, self.dropout, self.seed,
+                                   "x_path_decoder")
+                               if self.x_path_decoder_kind == "separate" else None)
         self.kernel = SquaredExponentialKernel(self.initial_lengthscale, name="kernel")
         self.match_tracker = keras.metrics.Mean(name="match")
+        self.x_path_tracker = keras.metrics.Mean(name="x_path")
+        self.lengthscale_tracker = keras.metrics.Mean(name="lengthscale")
+        self.relative_lengthscale_tracker = keras.metrics.Mean(name="lengthscale_over_x_std")
 
     def embed(self, y, training=False):
         """The deterministic embedding ``x = f(y)``, ``[B, D]``."""
         return self.x_encoder(tf.convert_to_tensor(y, tf.float32), training=training)
 
+    def x_path_likelihood(self, z_tilde, training=False) -> tfd.Distribution:
+        """p_X(y | z~): the distribution images decoded from X have; batch ``[N]``, event ``[P]``.
+
+        The VAE's ``decoder_likelihood`` unless the X path has a decoder of its own.
+        """
+        if self.x_path_decoder is None:
+            return self.decoder_likelihood(z_tilde, training=training)
+        logits = self.x_path_decoder(z_tilde, training=training)
+        return tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32),
+                               reinterpreted_batch_ndims=1)
+
     def extra_terms(self, y, q, training):
-        """``match_i = ||E[z_i] - z~_i||^2`` with z~ from the kernel over the global batch."""
+        """Per-example ``match_i = ||E[z_i] - z~_i||^2`` and ``x_path_i = -log p_X(y_i | z~_i)``.
+
+        z~ comes from the kernel over the global batch (``[B, Z]``). Also ``[B]``-broadcast
+        diagnostics: the lengthscale and its ratio to the batch's spread of X (the mean over
+        coordinates of the standard deviation of x), which says how many batch neighbours
+        the kernel averages.
+        """
         z_mean = q.mean()
         x = self.embed(y, training=training)
+        weights = self._in_batch_weights(x)                       # [B, global batch]
+        z_tilde = tf.matmul(weights, replica_all_gather(z_mean))
+        terms = {"match": tf.reduce_sum(tf.square(z_mean - z_tilde), axis=-1)}
+        if self.x_path_weight > 0:
+            if self.x_path_stop_gradient:
+                # E[z_j] held constant; the weights stay differentiable (X, lengthscale).
+                z_tilde = tf.matmul(weights, replica_all_gather(tf.stop_gradient(z_mean)))
+            terms["x_path"] = -self.x_path_likelihood(z_tilde, training=training).log_prob(y)
+        lengthscale = tf.stop_gradient(self.kernel.lengthscale)
+        spread = tf.reduce_mean(tf.math.reduce_std(tf.stop_gradient(replica_all_gather(x)), axis=0))
+        ones = tf.ones_like(terms["match"])
+        terms["lengthscale"] = lengthscale * ones
+        terms["lengthscale_over_x_std"] = lengthscale / tf.maximum(spread, 1e-12) * ones
+        return terms
+
+    def _in_batch_weights(self, x):
+        """W of this replica's points ``[b, D]`` against the global batch, ``[b, B]``, W_ii = 0."""
         replicas, replica_id = replica_position()
         if replicas == 1:
-            z_tilde = self.kernel(x, z_mean)
-        else:
-            z_tilde = self._predict_from_global_batch(x, z_mean, replica_id)
-        return {"match": tf.reduce_sum(tf.square(z_mean - z_tilde), axis=-1)}
-
-    def _predict_from_global_batch(self, x, z_mean, replica_id):
+            return self.kernel.kernel_weights(x)
         # This replica's rows sit at [offset, offset + b) of the gathered batch; its own
         # points are excluded exactly as the diagonal is on one device.
-        x_all, z_all = replica_all_gather(x), replica_all_gather(z_mean)
+        x_all = replica_all_gather(x)
         b = tf.shape(x)[0]
         offset = replica_id * b
         logits = self.kernel.logits(x, x_all)
         own = tf.equal(tf.range(tf.shape(x_all)[0])[None, :], (tf.range(b) + offset)[:, None])
         logits = tf.where(own, tf.constant(-np.inf, logits.dtype), logits)
-        return tf.matmul(tf.nn.softmax(logits, axis=-1), z_all)
+        return tf.nn.softmax(logits, axis=-1)
 
     def total_loss(self, terms):
-        return terms["reconstruction"] + terms["kl"] + self.match_weight * terms["match"]
+        loss = terms["reconstruction"] + terms["kl"] + self.match_weight * terms["match"]
+        if self.x_path_weight > 0:
+            loss += self.x_path_weight * terms["x_path"]
+        return loss
 
     def _update_metrics(self, terms):
         self.match_tracker.update_state(terms["match"])
+        if "x_path" in terms:
+            self.x_path_tracker.update_state(terms["x_path"])
+        self.lengthscale_tracker.update_state(terms["lengthscale"])
+        self.relative_lengthscale_tracker.update_state(terms["lengthscale_over_x_std"])
         return super()._update_metrics(terms)
 
     @property
     def metrics(self):
-        return super().metrics + [self.match_tracker]
+        extra = [self.match_tracker]
+        if self.x_path_weight > 0:
+            extra.append(self.x_path_tracker)
+        return super().metrics + extra + [self.lengthscale_tracker,
+                                          self.relative_lengthscale_tracker]
 
     def build(self, input_shape=None):
         self.x_encoder.build((None, self.image_dim))
+        if self.x_path_decoder is not None:
+            self.x_path_decoder.build((None, self.z_dim))
         super().build(input_shape)
 
-    def predictive_mean(self, x_query, x_ref, z_ref, chunk_size=None):
-        """``z~* = sum_j W(x*, x_j) z_ref_j`` over a reference set (chunked); ``[N, Z]``."""
+    def predictive_mean(self, x_query, x_ref, z_ref, chunk_size=None, lengthscale=None):
+        """``z~* = sum_j W(x*, x_j) z_ref_j`` over a reference set (chunked); ``[N, Z]``.
+
+        ``lengthscale``: the kernel's lengthscale for this prediction (default: the learned
+        one); see :func:`npvae_tf.reference.select_serving_lengthscale`.
+        """
         if int(np.shape(x_ref)[0]) < 1:
             raise ValueError("the reference set is empty")
         return self.kernel.predictive_mean(tf.convert_to_tensor(x_query, tf.float32),
-                                           x_ref, z_ref, chunk_size)
+                                           x_ref, z_ref, chunk_size, lengthscale=lengthscale)
 
-    def decode_from_x(self, x_query, x_ref, z_ref, chunk_size=None):
-        """Image probabilities ``[N, P]`` at X locations ``[N, D]``: decode(z~(x*))."""
-        return self.decode(self.predictive_mean(x_query, x_ref, z_ref, chunk_size))
+    def decode_from_x(self, x_query, x_ref, z_ref, chunk_size=None, lengthscale=None):
+        """Image probabilities ``[N, P]`` at X locations ``[N, D]``: E_pX[y | z~(x*)]."""
+        z_tilde = self.predictive_mean(x_query, x_ref, z_ref, chunk_size, lengthscale)
+        return self.x_path_likelihood(z_tilde).mean()
 
     def get_config(self):
         config = super().get_config()
         config.update(x_dim=self.x_dim, match_weight=self.match_weight,
-                      initial_lengthscale=self.initial_lengthscale)
+                      initial_lengthscale=self.initial_lengthscale,
+                      x_path_weight=self.x_path_weight, x_path_decoder=self.x_path_decoder_kind,
+                      x_path_stop_gradient=self.x_path_stop_gradient)
         return config
 
 
@@ -327,7 +400,10 @@ def build_model(config: Config) -> VAE:
                   dropout=config.dropout, seed=config.seed)
     if config.model == "npvae":
         model = NonparametricVAE(x_dim=config.x_dim, match_weight=config.match_weight,
-                                 initial_lengthscale=config.initial_lengthscale, **common)
+                                 initial_lengthscale=config.initial_lengthscale,
+                                 x_path_weight=config.x_path_weight,
+                                 x_path_decoder=config.x_path_decoder,
+                                 x_path_stop_gradient=config.x_path_stop_gradient, **common)
     else:
         model = VAE(**common)
     model.build()

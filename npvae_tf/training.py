@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from npvae_tf.config import Config, ConfigError, CONFIG_FILE
-from npvae_tf.data import evaluation_images, load_mnist, make_dataset
+from npvae_tf.data import evaluation_images, load_mnist, make_dataset, steps_per_epoch
 from npvae_tf.distribute import worker_dir, worker_identity
 from npvae_tf.metrics import elbo_summary
 from npvae_tf.model import build_model
@@ -61,6 +61,15 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def _meta_path(self):
         return os.path.join(self.backup_dir, self.META)
+
+    @classmethod
+    def saved_epoch(cls, backup_dir: str) -> int:
+        """Epochs finished according to the backup in ``backup_dir`` (0 if none)."""
+        path = os.path.join(backup_dir, cls.META)
+        if not os.path.isfile(path):
+            return 0
+        with open(path) as f:
+            return int(json.load(f)["epoch"])
 
     def _load_model(self):
         if not os.path.isfile(self._meta_path()):
@@ -173,7 +182,10 @@ def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose:
         atomic_write(model_path, model.save)
     if not chief:
         return {}
-    reference = build_reference_set(model, data.train.images, data.train.labels)
+    validation_images = evaluation_images(data.validation.images, config.binarize,
+                                          config.seed)
+    reference = build_reference_set(model, data.train.images, data.train.labels,
+                                    validation_images)
     reference.save(run_dir)
     if reference.x is not None:
         # Fitted once, here: evaluation and the export both sample this density.
@@ -185,6 +197,7 @@ def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose:
             metrics.update(json.load(f))
     if hasattr(model, "kernel"):
         metrics["lengthscale"] = float(model.kernel.lengthscale.numpy())
+        metrics["serving_lengthscale"] = reference.lengthscale
     write_json(os.path.join(run_dir, METRICS_FILE), metrics)
     return metrics
 
@@ -198,12 +211,18 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
                       jit_compile=config.jit_compile)
     # With several replicas every batch is full, so it splits evenly.
     even = strategy.num_replicas_in_sync > 1
+    # The backup callback resumes fit at this epoch; the data must start there too (each
+    # epoch's order depends on (seed, epoch) only, so a resumed run sees the same batches).
+    first_epoch = AtomicBackupAndRestore.saved_epoch(os.path.join(own_dir, "backup"))
     train_ds = make_dataset(data.train.images, config.batch_size, shuffle=True,
-                            seed=config.seed, binarize=config.binarize, drop_remainder=even)
+                            seed=config.seed, binarize=config.binarize, drop_remainder=even,
+                            first_epoch=first_epoch, epochs=config.epochs)
     val_ds = make_dataset(data.validation.images, config.batch_size, seed=config.seed + 1,
                           binarize=config.binarize, drop_remainder=even)
     started = time.time()
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, shuffle=False,
+                        steps_per_epoch=steps_per_epoch(len(data.train.images),
+                                                        config.batch_size, even),
                         callbacks=callbacks_for(run_dir, own_dir, chief, extra_callbacks),
                         verbose=verbose)
     seconds = time.time() - started

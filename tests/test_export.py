@@ -401,6 +401,28 @@ def test_xla_export_compiles_the_kernel_and_serves_the_same(runs, tmp_path):
     assert json.load(open(os.path.join(export, INFO_FILE)))["jit_compile"] is True
 
 
+def test_export_serves_the_lengthscale_recorded_in_the_reference_set(runs, tmp_path):
+    import dataclasses
+
+    r = runs["npvae"]
+    run = tmp_path / "run"
+    shutil.copytree(r.run, run)
+    learned = float(r.model.kernel.lengthscale.numpy())
+    chosen = 0.25 * learned
+    dataclasses.replace(r.reference, lengthscale=chosen).save(str(run))
+    export = export_run(str(run), str(tmp_path / "export"))
+    x = (r.reference.x[:50] + 0.05).astype(np.float32)
+    served = tf.saved_model.load(export).signatures["generate_from_x"](x=x)["images"].numpy()
+    ref = r.reference
+    expected = r.model.decode_from_x(x, ref.x, ref.z_mean, lengthscale=chosen).numpy()
+    np.testing.assert_allclose(served, expected, **TOL)
+    # A different lengthscale gives different images here, so the check above can fail.
+    assert np.abs(r.model.decode_from_x(x, ref.x, ref.z_mean).numpy() - expected).max() > 1e-3
+    info = json.load(open(os.path.join(export, INFO_FILE)))
+    assert info["lengthscale"] == pytest.approx(chosen)
+    assert info["learned_lengthscale"] == pytest.approx(learned)
+
+
 def test_export_samples_the_density_stored_in_the_run_folder(runs, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(runs["npvae"].run, run)

@@ -37,8 +37,12 @@ def softplus(a):
     return np.logaddexp(0.0, a)
 
 
-def numpy_loss_terms(model, y, eps, match_weight):
-    """The paper's objective written out in NumPy, per example."""
+def numpy_bernoulli_nll(logits, y):
+    return (softplus(logits) - y * logits).sum(-1)  # -log Bernoulli(y; sigmoid(logits))
+
+
+def numpy_loss_terms(model, y, eps, match_weight, x_path_weight=0.0):
+    """The paper's objective (plus the optional X-path term) written out in NumPy, per example."""
     loc, raw = np.split(numpy_mlp(model.encoder, y), 2, axis=-1)
     scale = softplus(raw) + 1e-5
     z = loc + scale * eps
@@ -49,25 +53,93 @@ def numpy_loss_terms(model, y, eps, match_weight):
     loss = reconstruction + kl
     if isinstance(model, NonparametricVAE):
         x = numpy_mlp(model.x_encoder, y)
-        w = numpy_weights(x, x, float(model.kernel.lengthscale), exclude_diagonal=True)
-        terms["match"] = ((loc - w @ loc) ** 2).sum(-1)
+        lengthscale = float(model.kernel.lengthscale)
+        w = numpy_weights(x, x, lengthscale, exclude_diagonal=True)
+        z_tilde = w @ loc
+        terms["match"] = ((loc - z_tilde) ** 2).sum(-1)
         loss = loss + match_weight * terms["match"]
+        if x_path_weight > 0:
+            decoder = model.x_path_decoder or model.decoder
+            terms["x_path"] = numpy_bernoulli_nll(numpy_mlp(decoder, z_tilde), y)
+            loss = loss + x_path_weight * terms["x_path"]
+        terms["lengthscale"] = np.full(len(y), lengthscale)
+        terms["lengthscale_over_x_std"] = np.full(len(y), lengthscale / x.std(axis=0).mean())
     terms["loss"] = loss
     return terms
 
 
-@pytest.mark.parametrize("model_name,match_weight", [("npvae", 1.0), ("npvae", 0.25), ("vae", 1.0)])
-def test_loss_matches_numpy_reference(model_name, match_weight):
-    model = small_model(model_name, match_weight=match_weight)
+@pytest.mark.parametrize("model_name,match_weight,x_path_weight,x_path_decoder", [
+    ("npvae", 1.0, 0.0, "shared"), ("npvae", 0.25, 0.0, "shared"), ("vae", 1.0, 0.0, "shared"),
+    ("npvae", 1.0, 0.5, "shared"), ("npvae", 0.0, 2.0, "separate")])
+def test_loss_matches_numpy_reference(model_name, match_weight, x_path_weight, x_path_decoder):
+    model = small_model(model_name, match_weight=match_weight, x_path_weight=x_path_weight,
+                        x_path_decoder=x_path_decoder)
     y = images(9)
     seed = tf.constant([11, 29], tf.int32)
     # z = loc + scale * eps, with eps the prior's draw for the same seed.
     eps = model.prior.sample(9, seed=seed).numpy()
     got = {k: v.numpy() for k, v in model.loss_terms(y, training=False, seed=seed).items()}
-    expected = numpy_loss_terms(model, y, eps.astype(np.float64), match_weight)
+    expected = numpy_loss_terms(model, y, eps.astype(np.float64), match_weight, x_path_weight)
     assert set(got) == set(expected)
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_separate_x_path_decoder_is_its_own_network():
+    model = small_model("npvae", x_path_weight=1.0, x_path_decoder="separate")
+    z = np.random.default_rng(2).normal(size=(3, 5)).astype(np.float32)
+    shared = model.decoder_likelihood(z).mean().numpy()
+    own = model.x_path_likelihood(z).mean().numpy()
+    assert not np.allclose(shared, own)
+    # X locations decode through the X path's decoder.
+    x_ref, z_ref = np.zeros((1, 2), np.float32), z[:1]
+    np.testing.assert_allclose(model.decode_from_x(x_ref, x_ref, z_ref).numpy(), own[:1],
+                               rtol=1e-6)
+    shared_model = small_model("npvae", x_path_weight=1.0)
+    assert shared_model.x_path_decoder is None
+    np.testing.assert_allclose(shared_model.x_path_likelihood(z).mean().numpy(),
+                               shared_model.decoder_likelihood(z).mean().numpy())
+
+
+def _gradients(model, y, seed, **settings):
+    """Gradients of the mean loss by variable path, with the model's settings overridden
+    (eager calls read them afresh, and the weights stay the same)."""
+    for name, value in settings.items():
+        setattr(model, name, value)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(model.loss_terms(y, training=False, seed=seed)["loss"])
+    return {v.path.split("/", 1)[1]: g for v, g in zip(
+        model.trainable_variables, tape.gradient(loss, model.trainable_variables))}
+
+
+def test_x_path_stop_gradient_leaves_the_vae_encoder_to_the_elbo():
+    """With match weight 0, a separate decoder and the stop-gradient, the VAE's encoder gets
+    exactly the ELBO's gradient; without the stop-gradient the X-path term reaches it too."""
+    y, seed = tf.constant(images(12)), tf.constant([3, 4])
+    model = small_model("npvae", match_weight=0.0, x_path_weight=1.0, x_path_decoder="separate")
+    held = _gradients(model, y, seed, x_path_stop_gradient=True)
+    free = _gradients(model, y, seed, x_path_stop_gradient=False)
+    vae = _gradients(model, y, seed, x_path_weight=0.0)
+    encoder = [p for p in vae if p.startswith("encoder/")]
+    assert encoder
+    for path in encoder:
+        np.testing.assert_allclose(held[path], vae[path], rtol=1e-5, atol=1e-7, err_msg=path)
+    assert any(not np.allclose(free[p], vae[p], rtol=1e-3, atol=1e-6) for p in encoder)
+    # The X encoder and the lengthscale still learn from the X path.
+    x_encoder = [p for p in held if p.startswith("x_encoder/") or "lengthscale" in p]
+    assert x_encoder and all(held[p] is not None and np.any(held[p] != 0) for p in x_encoder)
+
+
+def test_random_streams_are_distinct():
+    """Posterior noise and every dropout layer start from different seeds (issue: the noise
+    and the encoder's first dropout mask used to come from the same raw bits)."""
+    model = small_model("npvae", x_path_weight=1.0, x_path_decoder="separate")
+    states = {}
+    for layer in [model] + list(model._flatten_layers(include_self=False)):
+        for generator in getattr(layer, "_seed_generators", []):
+            states[generator.state.path] = tuple(generator.state.numpy().tolist())
+    assert len(states) >= 1 + 4 * 2  # noise + 2 dropout layers in each of 4 MLPs
+    assert len(set(states.values())) == len(states), states
 
 
 def test_match_weight_zero_gives_the_vae_objective():
