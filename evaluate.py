@@ -33,17 +33,24 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from npvae_tf.runs import RunError, check_run_dir, find_latest_run
+
+    try:  # the run folders, before TensorFlow starts
+        runs = args.runs or [find_latest_run(args.runs_root)]
+        for run in runs:
+            check_run_dir(run)
+    except RunError as e:
+        cli.fail("evaluate.py", str(e))
     cli.quiet_tensorflow()
     from npvae_tf.config import ConfigError
     from npvae_tf.data import DataError
-    from npvae_tf.evaluation import EvaluationError, evaluate, find_latest_run
+    from npvae_tf.evaluation import EvaluationError, evaluate
 
     started = time.time()
     settings = cli.settings_from_args(args, plots=args.plots)
     try:
-        runs = args.runs or [find_latest_run(args.runs_root)]
         evaluate(runs, out=args.out, data_dir=args.data_dir, settings=settings)
-    except (EvaluationError, DataError, ConfigError) as e:
+    except (EvaluationError, DataError, ConfigError, RunError) as e:
         cli.fail("evaluate.py", str(e))
     print(f"\nevaluated {len(runs)} run(s) in {time.time() - started:.0f} s")
 

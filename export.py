@@ -12,7 +12,8 @@ import json
 import os
 
 from npvae_tf import cli
-from npvae_tf.config import Config, ConfigError
+from npvae_tf.config import ConfigError
+from npvae_tf.runs import RunError, check_run_dir, check_writable
 
 
 def parse_args(argv=None):
@@ -33,13 +34,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.quiet_tensorflow()
     out = args.out or os.path.join(args.run_dir, "saved_model")
-    try:
-        Config.load(args.run_dir)  # not a run folder: fail before TensorFlow starts
-        from npvae_tf.export import DEFAULT_CHUNK_SIZE, INFO_FILE, ExportError, export_run
-    except ConfigError as e:
+    try:  # not a finished run, or nowhere to write: fail before TensorFlow starts
+        check_run_dir(args.run_dir)
+        check_writable(out, "export folder")
+    except RunError as e:
         cli.fail("export.py", str(e))
+    cli.quiet_tensorflow()
+    from npvae_tf.export import DEFAULT_CHUNK_SIZE, INFO_FILE, ExportError, export_run
+
     try:
         path = export_run(args.run_dir, out, chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
                           jit_compile=args.xla)

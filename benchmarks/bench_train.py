@@ -62,6 +62,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results")
+# --quick writes here unless --out says otherwise: a smoke run must never replace the
+# committed results in DEFAULT_OUT (ignored by git).
+QUICK_OUT = os.path.join(DEFAULT_OUT, "quick")
 _KEEP_ALIVE = []
 TARGETS = {"npvae_over_vae_max": 1.4, "fraction_of_peak_min": 0.60, "input_wait_max": 0.05}
 
@@ -839,8 +842,9 @@ def parse_args(argv=None):
                              "breakdown (default 10; quick 2; 0: no profile)")
     parser.add_argument("--no_fit_check", dest="fit_check", action="store_false",
                         help="skip the one-epoch model.fit cross-check")
-    parser.add_argument("--out", default=DEFAULT_OUT,
-                        help="folder for bench_train.json and bench_train.md")
+    parser.add_argument("--out", default=None,
+                        help="folder for bench_train.json and bench_train.md (default "
+                             "benchmarks/results; with --quick benchmarks/results/quick)")
     parser.add_argument("--load_note", default="",
                         help="free text recorded with the load averages (e.g. other jobs)")
     parser.add_argument("--quiet", action="store_true")
@@ -852,6 +856,7 @@ def parse_args(argv=None):
                     train_examples=2048 if quick else None,
                     profile_steps=2 if quick else 10,
                     max_chain=4 if quick else 32)
+    defaults["out"] = QUICK_OUT if quick else DEFAULT_OUT
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)

@@ -1,10 +1,37 @@
-"""npvae_tf: the nonparametric VAE (Bodin et al. 2017) in TensorFlow 2 / Keras 3 / TFP."""
+"""npvae_tf: the nonparametric VAE (Bodin et al. 2017) in TensorFlow 2 / Keras 3 / TFP.
 
-from npvae_tf.config import Config
-from npvae_tf.kernels import SquaredExponentialKernel
-from npvae_tf.model import VAE, NonparametricVAE, build_model
-from npvae_tf.optimizers import FusedAdam
+Importing the package does not import TensorFlow (seconds of start-up and a page of log
+lines): the command lines parse flags and check folders first. Names that need TensorFlow
+are exported lazily (PEP 562) and load on first use, e.g. ``npvae_tf.build_model``.
+"""
 
-__all__ = ["Config", "FusedAdam", "SquaredExponentialKernel", "VAE", "NonparametricVAE",
-           "build_model"]
+import importlib
+
 __version__ = "0.1.0"
+
+# Exported name -> module that defines it (imported on first access).
+_LAZY = {
+    "Config": "npvae_tf.config",
+    "ConfigError": "npvae_tf.config",
+    "RunError": "npvae_tf.runs",
+    "FusedAdam": "npvae_tf.optimizers",
+    "SquaredExponentialKernel": "npvae_tf.kernels",
+    "VAE": "npvae_tf.model",
+    "NonparametricVAE": "npvae_tf.model",
+    "build_model": "npvae_tf.model",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'npvae_tf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -147,6 +147,8 @@ def load_raw(data_dir: Optional[str] = None):
     """Returns ``({"train": (images, labels), "test": ...}, source)`` as uint8 arrays."""
     folder = data_dir or os.environ.get(DATA_DIR_ENV)
     if folder:
+        if not data_dir and not os.path.isdir(folder):  # name where the folder came from
+            raise DataError(f"{folder}: no such data folder (from ${DATA_DIR_ENV})")
         return _load_folder(folder)
     cached = _keras_cache()
     if cached:
@@ -192,6 +194,11 @@ def load_mnist(data_dir: Optional[str] = None, validation_examples: int = 5000,
         return Split(flat, labels.astype(np.int64))
 
     n_train = len(train_images) - validation_examples
+    if train_examples is not None and train_examples > n_train:
+        # Refused rather than silently capped: the config would record a number not used.
+        raise DataError(f"{source}: train_examples {train_examples} is more than the "
+                        f"{n_train} training images ({len(train_images)} minus "
+                        f"{validation_examples} for validation)")
     train = to_split(train_images[:n_train], train_labels[:n_train])
     if train_examples is not None:
         train = train.take(train_examples)
@@ -295,12 +302,15 @@ def _shuffled_epochs(images, labels, batch_size, seed, first_epoch, epochs, drop
                                                  deterministic=True)
 
 
-def evaluation_images(images: np.ndarray, binarize: bool, seed: int) -> np.ndarray:
+def evaluation_images(images: np.ndarray, binarize: bool, seed: int,
+                      split: str = "test") -> np.ndarray:
     """Images as every evaluation sees them: as they are, or (for runs trained on binarised
-    images) binarised once with the fixed seed ``seed + 2``, the same draw every time."""
+    images) binarised once from the run seed's stream for ``split``, the same draw every
+    time (each split its own stream, so no two splits share their noise)."""
     if not binarize:
         return images
-    return np.concatenate(list(make_dataset(images, 1024, seed=seed + 2,
+    stream = stream_seed(seed, f"evaluation_binarize/{split}")
+    return np.concatenate(list(make_dataset(images, 1024, seed=stream,
                                             binarize=True).as_numpy_iterator()))
 
 

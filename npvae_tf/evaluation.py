@@ -28,34 +28,40 @@ Outputs: ``metrics.json`` (and with ``plots``, PNG figures) per run; for several
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from npvae_tf import plots, sampling
 from npvae_tf.classifier import CLASSIFIER_EPOCHS, load_or_train_classifier
-from npvae_tf.config import CONFIG_FILE, Config, ConfigError
+from npvae_tf.config import Config
 from npvae_tf.data import DataError, Dataset, evaluation_images, load_mnist
 from npvae_tf.metrics import (active_units, class_silhouette, embedding_trustworthiness,
                               frechet_distance, knn_accuracy, mean_confidence, evaluation_terms)
 from npvae_tf.files import atomic_write, write_json, write_text
 from npvae_tf.model import VAE  # noqa: F401  registers the model classes for loading
-from npvae_tf.reference import REFERENCE_FILE, ReferenceSet
+from npvae_tf.seeds import stream_seed
+from npvae_tf.runs import (EVAL_DIR, Run, check_run_dir, check_writable,  # noqa: F401
+                           find_latest_run, load_run, read_training_log)
 
-MODEL_FILE = "model.keras"
-LOG_FILE = "training_log.csv"
-EVAL_DIR = "eval"
 METRICS_FILE = "metrics.json"
-REQUIRED_FILES = (CONFIG_FILE, MODEL_FILE, REFERENCE_FILE)
+# Each random consumer of an evaluation draws from its own stream of the evaluation seed
+# (``Settings.seed``), so no two share raw bits (the prior sample used to reuse the
+# importance-weighting seed of batch 1; the mixture was fitted and sampled with one seed).
+EVALUATION_STREAMS = ("importance_weights", "prior_samples", "x_density_fit",
+                      "x_density_samples", "trustworthiness_subset", "interpolation_pairs")
 KNN_KS = (1, 5, 10)
 TRUST_NEIGHBOURS = 5
+
+
+def evaluation_seeds(seed: int) -> Dict[str, int]:
+    """The seed of every stream in :data:`EVALUATION_STREAMS`, split from ``seed``."""
+    return {name: stream_seed(seed, f"evaluation/{name}") for name in EVALUATION_STREAMS}
 
 
 class EvaluationError(ValueError):
@@ -90,110 +96,7 @@ class Settings:
     classifier_epochs: int = CLASSIFIER_EPOCHS
 
 
-# --- run folders ----------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class Run:
-    path: str
-    config: Config
-    model: keras.Model
-    reference: ReferenceSet
-    log: Optional[Dict[str, np.ndarray]]
-
-    @property
-    def name(self) -> str:
-        return os.path.basename(os.path.normpath(self.path))
-
-    @property
-    def has_x(self) -> bool:
-        return self.config.model == "npvae"
-
-    @property
-    def space(self) -> Optional[str]:
-        """The run's 2-D space: "X" (npVAE with 2-D X), "Z" (2-D VAE), or None."""
-        if self.has_x:
-            return "X" if self.config.x_dim == 2 else None
-        return "Z" if self.config.z_dim == 2 else None
-
-    @property
-    def label(self) -> str:
-        return f"{'npVAE' if self.has_x else 'VAE'} z_dim {self.config.z_dim}"
-
-
-def find_latest_run(root: str = "runs") -> str:
-    """The folder under ``root`` whose ``config.json`` was written last."""
-    candidates = []
-    if os.path.isdir(root):
-        for name in os.listdir(root):
-            path = os.path.join(root, name, CONFIG_FILE)
-            if os.path.isfile(path):
-                candidates.append((os.path.getmtime(path), os.path.join(root, name)))
-    if not candidates:
-        raise EvaluationError(f"no run folder given and none found under {root}/")
-    return max(candidates)[1]
-
-
-def check_run_dir(path: str) -> Config:
-    """Fast checks before any work: the folder exists, holds every file, its config loads."""
-    if not os.path.isdir(path):
-        raise EvaluationError(f"{path}: no such run folder")
-    missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(path, f))]
-    if missing:
-        raise EvaluationError(f"{path}: incomplete run folder, missing {', '.join(missing)} "
-                              "(did training finish?)")
-    try:
-        return Config.load(path)
-    except (ConfigError, TypeError) as e:
-        raise EvaluationError(f"{path}: unusable {CONFIG_FILE} ({e})") from None
-
-
-def read_training_log(path: str) -> Optional[Dict[str, np.ndarray]]:
-    """``training_log.csv`` as column arrays (the last row of each epoch kept), or None."""
-    if not os.path.isfile(path):
-        return None
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    by_epoch = {}
-    for row in rows:
-        try:
-            by_epoch[int(row["epoch"])] = {k: float(v) for k, v in row.items()
-                                           if v not in ("", None)}
-        except (KeyError, ValueError):
-            continue
-    if not by_epoch:
-        return None
-    epochs = sorted(by_epoch)
-    keys = sorted(set.intersection(*(set(by_epoch[e]) for e in epochs)))
-    return {k: np.array([by_epoch[e][k] for e in epochs]) for k in keys}
-
-
-def load_run(path: str) -> Run:
-    """Loads a run from its folder alone and checks that its parts agree."""
-    config = check_run_dir(path)
-    try:
-        model = keras.saving.load_model(os.path.join(path, MODEL_FILE), compile=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable model gets the same message
-        raise EvaluationError(f"{os.path.join(path, MODEL_FILE)}: cannot load "
-                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                              ) from None
-    try:
-        reference = ReferenceSet.load(path)
-    except (OSError, ValueError, KeyError) as e:
-        raise EvaluationError(f"{os.path.join(path, REFERENCE_FILE)}: cannot load ({e})") from None
-    problems = []
-    if getattr(model, "image_dim", None) != config.image_dim:
-        problems.append(f"model image size {getattr(model, 'image_dim', '?')} pixels, config "
-                        f"{config.image_dim}")
-    if getattr(model, "z_dim", None) != config.z_dim or \
-            reference.z_mean.shape[1:] != (config.z_dim,):
-        problems.append(f"z_dim: config {config.z_dim}, model {getattr(model, 'z_dim', '?')}, "
-                        f"reference set {reference.z_mean.shape[1:]}")
-    if (config.model == "npvae") != hasattr(model, "embed") or \
-            (config.model == "npvae") != (reference.x is not None):
-        problems.append(f"config says {config.model!r} but the model or reference set does not")
-    if problems:
-        raise EvaluationError(f"{path}: inconsistent run folder: {'; '.join(problems)}")
-    return Run(path, config, model, reference, read_training_log(os.path.join(path, LOG_FILE)))
+# --- run folders: npvae_tf.runs owns their layout, check and loading ---------------------------
 
 
 def load_data_for(run: Run, data_dir: Optional[str], cache: Dict) -> Dataset:
@@ -294,7 +197,7 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
     """All metrics of one run; returns ``(metrics, artifacts)`` (arrays for the figures)."""
     started = time.time()
     timings = {}
-    cfg, seed = run.config, settings.seed
+    cfg, seeds = run.config, evaluation_seeds(settings.seed)
     images, labels = test_images_for(cfg, data), data.test.labels
     n_ref = len(run.reference.labels)
     train_labels = run.reference.labels
@@ -311,7 +214,7 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
 
     # Likelihoods, X path, active units: one batched pass over the test set.
     t = time.time()
-    terms = evaluation_terms(run.model, images, settings.iw_samples, seed,
+    terms = evaluation_terms(run.model, images, settings.iw_samples, seeds["importance_weights"],
                              reference=run.reference if run.has_x else None)
     metrics.update(
         elbo=float(np.mean(terms["elbo"])),
@@ -341,7 +244,8 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
         for k, acc in knn_accuracy(train_emb, train_labels, test_emb, labels, KNN_KS).items():
             metrics[f"knn_accuracy_{k}"] = acc
         metrics["trustworthiness"] = embedding_trustworthiness(
-            images, test_emb, TRUST_NEIGHBOURS, settings.trust_subset, seed)
+            images, test_emb, TRUST_NEIGHBOURS, settings.trust_subset,
+            seeds["trustworthiness_subset"])
         metrics["silhouette"] = class_silhouette(test_emb, labels)
     else:
         train_emb = test_emb = None
@@ -351,13 +255,15 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
 
     # Generated images.
     t = time.time()
-    z_prior = run.model.prior.sample(settings.generated, seed=tf.constant([seed, 1])).numpy()
+    z_prior = run.model.prior.sample(settings.generated,
+                                     seed=tf.constant([seeds["prior_samples"], 0])).numpy()
     generated = {"prior": decode_latents(run, z_prior, settings.batch_size)}
     decode_at = decoder_for(run, settings.batch_size)
     if run.has_x:
         # The density training stored in the run folder (the one the export samples too).
         density = sampling.x_density_for(run.path, run.reference.x, cfg.seed)
-        generated["x_density"] = decode_at(density.sample(settings.generated, seed))
+        generated["x_density"] = decode_at(density.sample(settings.generated,
+                                                          seeds["x_density_samples"]))
         generated["test_locations"] = terms["x_path_images"]
     else:
         generated["test_locations"] = decode_latents(run, terms["z_mean"], settings.batch_size)
@@ -371,7 +277,7 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
 
     # Interpolations between fixed test pairs, in X (npVAE) or Z (VAE).
     t = time.time()
-    pairs = sampling.interpolation_pairs(labels, settings.pairs, seed)
+    pairs = sampling.interpolation_pairs(labels, settings.pairs, seeds["interpolation_pairs"])
     ends = terms["x"] if run.has_x else terms["z_mean"]
     paths = sampling.interpolation_paths(ends[pairs[:, 0]], ends[pairs[:, 1]], settings.steps)
     path_images = decode_at(paths.reshape(-1, paths.shape[-1]))
@@ -553,6 +459,8 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
         raise EvaluationError(f"the runs were trained on different image sizes {sorted(shapes)}; "
                               "evaluate them separately")
     run_dirs, comparison_dir = output_dirs(paths, out)
+    for folder in run_dirs + ([comparison_dir] if comparison_dir else []):
+        check_writable(folder)  # a read-only output fails now, not after the metrics
     # Load every run and its data before evaluating any: a bad folder fails in seconds.
     runs = [load_run(p) for p in paths]
     data_cache: Dict = {}

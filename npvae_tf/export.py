@@ -58,13 +58,11 @@ import math
 import os
 import shutil
 import tempfile
-import zipfile
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
-from npvae_tf.config import Config
 from npvae_tf.reference import ReferenceSet
 from npvae_tf.sampling import XDensity, x_density_for
 
@@ -448,32 +446,18 @@ def export_model(model, export_dir: str, reference: Optional[ReferenceSet] = Non
 
 
 def load_run(run_dir: str):
-    """``(config, model, reference)`` of a finished run folder (reference ``None`` for a VAE)."""
-    import keras
+    """``(config, model, reference)`` of a finished run folder (reference ``None`` for a VAE).
 
-    import npvae_tf.model  # noqa: F401  registers the classes model.keras names
-    from npvae_tf.training import MODEL_FILE
+    :func:`npvae_tf.runs.load_run` checks and loads the folder; its errors come back as
+    :class:`ExportError`.
+    """
+    from npvae_tf.runs import RunError, load_run as load_checked_run
 
-    config = Config.load(run_dir)
-    path = os.path.join(run_dir, MODEL_FILE)
-    if not os.path.isfile(path):
-        raise ExportError(f"{path}: missing model; did training finish?")
     try:
-        model = keras.saving.load_model(path)
-    except Exception as e:  # a corrupt or foreign file: Keras raises many types
-        raise ExportError(f"{path}: cannot load the model ({type(e).__name__}: {e})") from None
-    reference = None
-    if config.model == "npvae":
-        try:
-            reference = ReferenceSet.load(run_dir)
-        except FileNotFoundError as e:
-            raise ExportError(str(e)) from None
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:  # corrupt file
-            raise ExportError(f"{run_dir}: cannot read the reference set "
-                              f"({type(e).__name__}: {e})") from None
-        if reference.x is None:
-            raise ExportError(f"{run_dir}: the reference set has no x; not an npVAE run?")
-    return config, model, reference
+        run = load_checked_run(run_dir)
+    except RunError as e:
+        raise ExportError(str(e)) from None
+    return run.config, run.model, (run.reference if run.config.model == "npvae" else None)
 
 
 def export_run(run_dir: str, export_dir: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE,

@@ -10,6 +10,10 @@ cancels in the normalisation, so only the lengthscale ``l`` is a parameter (lear
 predicted from the others only. Writing the weights as a masked softmax keeps them finite
 when all neighbours are far away (every unnormalised weight underflows to 0) or identical.
 
+A location with no neighbour at all (a batch of one point) or none within floating-point
+range (every squared distance overflows, e.g. ``|x| ~ 1e19``) has all-zero weights, so its
+prediction is 0, the prior mean, rather than NaN.
+
 The predictive mean ``z~_i = sum_j W_ij E[z_j]`` against a large reference set is computed
 in chunks with a running log-sum-exp, so memory is ``O(N * chunk_size)`` rather than
 ``O(N * M)``.
@@ -39,6 +43,18 @@ def squared_distances(x_query: tf.Tensor, x_ref: tf.Tensor) -> tf.Tensor:
     for d in range(1, dims):
         total += tf.square(x_query[:, d:d + 1] - tf.transpose(x_ref[:, d:d + 1]))
     return total
+
+
+def masked_softmax(logits: tf.Tensor) -> tf.Tensor:
+    """Softmax over the last axis; a row whose logits are all -inf gets weights 0, not NaN.
+
+    Such rows (no neighbour, or every distance overflowed) take the softmax of zeros and are
+    then zeroed, so neither the values nor the gradients hold NaN; other rows are exactly
+    ``tf.nn.softmax``.
+    """
+    has_neighbour = tf.reduce_any(tf.math.is_finite(logits), axis=-1, keepdims=True)
+    safe = tf.where(has_neighbour, logits, tf.zeros_like(logits))
+    return tf.where(has_neighbour, tf.nn.softmax(safe, axis=-1), tf.zeros_like(logits))
 
 
 @keras.saving.register_keras_serializable(package="npvae_tf")
@@ -95,7 +111,7 @@ class SquaredExponentialKernel(keras.layers.Layer):
             logits = tf.where(tf.eye(n, dtype=tf.bool), tf.constant(-math.inf, logits.dtype), logits)
         else:
             logits = self.logits(x_query, x_ref)
-        return tf.nn.softmax(logits, axis=-1)
+        return masked_softmax(logits)
 
     def call(self, x_query, z_ref, x_ref=None):
         """Predictive means ``z~ = W @ z_ref``, shape ``[N, Z]``.
@@ -121,7 +137,7 @@ class SquaredExponentialKernel(keras.layers.Layer):
         """
         numerator, normaliser, _ = self._chunked_sums(x_query, x_ref, z_ref, chunk_size,
                                                       lengthscale, squares=False)
-        return numerator / normaliser
+        return tf.math.divide_no_nan(numerator, normaliser)  # no neighbour in range: 0
 
     def effective_neighbours(self, x_query, x_ref, chunk_size=None, lengthscale=None):
         """``1 / sum_j W(x*, x_j)^2`` per query, ``[N]``: how many reference points carry weight.
@@ -133,7 +149,7 @@ class SquaredExponentialKernel(keras.layers.Layer):
         no_values = tf.zeros([tf.shape(x_ref)[0], 0], x_query.dtype)
         _, normaliser, squares = self._chunked_sums(x_query, x_ref, no_values, chunk_size,
                                                     lengthscale, squares=True)
-        return tf.square(normaliser[:, 0]) / squares[:, 0]
+        return tf.math.divide_no_nan(tf.square(normaliser[:, 0]), squares[:, 0])
 
     def _chunked_sums(self, x_query, x_ref, z_ref, chunk_size, lengthscale, squares):
         """Running ``(sum_j p_j z_j, sum_j p_j, sum_j p_j^2)`` with ``p_j = exp(logit_j - max)``.
@@ -161,6 +177,8 @@ class SquaredExponentialKernel(keras.layers.Layer):
             x_c, z_c, valid_c = inputs
             logits = tf.where(valid_c[None, :], self.logits(x_query, x_c, lengthscale), neg_inf)
             new_max = tf.maximum(running_max, tf.reduce_max(logits, axis=1, keepdims=True))
+            # No finite logit so far: subtract 0, not -inf (exp(-inf - -inf) would be NaN).
+            new_max = tf.where(tf.math.is_finite(new_max), new_max, tf.zeros_like(new_max))
             # Rescale what was accumulated under the old maximum (flash-attention style).
             rescale = tf.exp(running_max - new_max)
             p = tf.exp(logits - new_max)

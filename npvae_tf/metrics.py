@@ -24,7 +24,8 @@ tfd = tfp.distributions
 # this module too, and should not pay for them.
 
 
-def per_example_terms(model, images: np.ndarray, batch_size: int = 128) -> Dict[str, np.ndarray]:
+def per_example_terms(model, images: np.ndarray, batch_size: int = 128,
+                      seed: Optional[int] = None) -> Dict[str, np.ndarray]:
     """Per-example loss terms in evaluation mode (no dropout), each ``[N]``.
 
     Keys: the model's ``loss_terms`` (``reconstruction`` at a posterior sample, ``kl``,
@@ -35,24 +36,30 @@ def per_example_terms(model, images: np.ndarray, batch_size: int = 128) -> Dict[
     """
 
     @tf.function(reduce_retracing=True)
-    def step(y):
-        terms = model.loss_terms(y, training=False)
+    def step(y, seed_pair):
+        terms = model.loss_terms(y, training=False, seed=seed_pair)
         q = model.approx_posterior(y)
         terms["reconstruction_at_mean"] = -model.decoder_likelihood(q.mean()).log_prob(y)
         return terms
 
     collected: Dict[str, list] = {}
-    for batch in make_dataset(images, batch_size):
-        for name, value in step(batch).items():
+    for b, batch in enumerate(make_dataset(images, batch_size)):
+        # ``seed``: batch b draws with the stateless seed (seed, b), so the numbers do not
+        # depend on the model's generator state (a resumed run gets the same); else the
+        # model's own generator.
+        seed_pair = None if seed is None else tf.constant([seed, b], tf.int32)
+        for name, value in step(batch, seed_pair).items():
             collected.setdefault(name, []).append(value.numpy())
     terms = {name: np.concatenate(values) for name, values in collected.items()}
     terms["elbo"] = -(terms["reconstruction"] + terms["kl"])
     return terms
 
 
-def elbo_summary(model, images: np.ndarray, batch_size: int = 128) -> Dict[str, float]:
+def elbo_summary(model, images: np.ndarray, batch_size: int = 128,
+                 seed: Optional[int] = None) -> Dict[str, float]:
     """Means over the split of :func:`per_example_terms` (nats per image)."""
-    return {name: float(np.mean(v)) for name, v in per_example_terms(model, images, batch_size).items()}
+    terms = per_example_terms(model, images, batch_size, seed)
+    return {name: float(np.mean(v)) for name, v in terms.items()}
 
 
 # --- likelihoods on the test set ---------------------------------------------------------

@@ -30,8 +30,9 @@ from typing import Tuple
 
 import numpy as np
 
+from npvae_tf.runs import X_DENSITY_FILE
+
 DENSITY_COMPONENTS = 20
-X_DENSITY_FILE = "x_density.npz"
 
 
 def fit_x_density(x: np.ndarray, seed: int = 0, n_components: int = DENSITY_COMPONENTS):

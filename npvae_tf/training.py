@@ -1,94 +1,261 @@
-"""Training a run: data, model, callbacks, and the files a run folder holds.
+"""Training a run: data, model, callbacks, resume, and the order a run folder is written in.
 
-A run folder::
+The run folder's layout is :mod:`npvae_tf.runs`. What training guarantees:
 
-    config.json          the Config (enough to rebuild the model)
-    model.keras          the final model
-    best.keras           the model at the best validation loss so far
-    reference_set.npz    training-set E[z] (and x for the npVAE) with labels
-    x_density.npz        npVAE: the Gaussian mixture over the training X that sampling uses
-    test_metrics.json    test-set ELBO, reconstruction (sample and mean), KL, match
-    fit_summary.json     training time
-    training_log.csv     per-epoch metrics;  logs/  TensorBoard;  backup/  resume state
-
-Every file is written under a temporary name and renamed, so an interrupted run never leaves
-a half-written model; rerunning the same command resumes from ``backup/``.
+* One process per run folder: :class:`npvae_tf.runs.RunLock` is held for the whole run.
+* Nothing is half-written: every file goes to a temporary name and is renamed.
+* Exact resume: after each epoch, in this order, the epoch's row is appended to
+  ``training_log.csv``, ``best.keras`` is updated, and then the resume state
+  (:class:`ResumeState`: every model variable, including the random generators' states, and
+  every optimizer variable) is written and recorded. A rerun restarts at the first epoch the
+  state does not hold, drops log rows of later epochs, and (each epoch's data order being a
+  function of the seed and the epoch) continues exactly as an uninterrupted run would.
+* Finishing in order: ``model.keras``, ``reference_set.npz``, ``test_metrics.json`` (seeded,
+  so a rerun computes the same numbers), ``fit_summary.json``, and only then is ``backup/``
+  removed; a kill at any instant leaves a folder that a rerun completes.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
+import shutil
+import sys
 import time
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from npvae_tf.config import Config, ConfigError, CONFIG_FILE
+from npvae_tf.config import Config, ConfigError
 from npvae_tf.data import evaluation_images, load_mnist, make_dataset, steps_per_epoch
 from npvae_tf.distribute import worker_dir, worker_identity
 from npvae_tf.metrics import elbo_summary
 from npvae_tf.model import build_model
 from npvae_tf.optimizers import FusedAdam
-from npvae_tf.files import atomic_write, write_json
+from npvae_tf.files import atomic_write, write_json, write_text
 from npvae_tf.reference import build_reference_set
 from npvae_tf.sampling import XDensity
-
-MODEL_FILE = "model.keras"
-BEST_FILE = "best.keras"
-METRICS_FILE = "test_metrics.json"
-LOG_FILE = "training_log.csv"
-FIT_FILE = "fit_summary.json"
+from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, FIT_FILE, LOG_FILE, LOGS_DIR,  # noqa: F401
+                           METRICS_FILE, MODEL_FILE, RunError, RunLock, check_for_training)
+from npvae_tf.seeds import stream_seed
 
 
 class TrainingError(RuntimeError):
     """Training could not produce a usable model (e.g. the loss became NaN)."""
 
 
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """``BackupAndRestore`` whose backup is never half-written.
+# --- resume state ------------------------------------------------------------------------------
 
-    Keras writes ``latest.weights.h5`` and then its metadata in place, so a kill during or
-    between the two writes corrupts the backup or pairs weights with the wrong epoch. Here
-    each epoch's weights go to a new file (temporary name, then rename), and only then does
-    the metadata, renamed into place in one step, point at them.
+class ResumeState(keras.callbacks.Callback):
+    """The state a run resumes from, written after every epoch: ``backup/``.
+
+    Keras' ``save_weights`` (and so ``BackupAndRestore``) leaves out the random generators'
+    states (``SeedGenerator`` variables are in ``layer.variables`` but not in what a layer
+    saves), so a resumed run would redraw its first epochs' noise and dropout masks. This
+    saves *every* variable of the model (weights, generator states, the kernel's lengthscale)
+    and of the optimizer (step count, moments) by position, as one ``.npz``.
+
+    Atomic: each epoch's arrays go to a new file (temporary name, then rename), and only then
+    does ``backup.json``, replaced in one step, point at them; older files are then removed.
+    The backup is removed by :func:`train` once the run is finished, not at the end of fit
+    (Keras' ``BackupAndRestore`` removes it before the final model is saved).
     """
 
     META = "backup.json"
 
-    def _meta_path(self):
-        return os.path.join(self.backup_dir, self.META)
+    def __init__(self, backup_dir: str):
+        super().__init__()
+        self.backup_dir = backup_dir
 
     @classmethod
     def saved_epoch(cls, backup_dir: str) -> int:
         """Epochs finished according to the backup in ``backup_dir`` (0 if none)."""
+        meta = cls._read_meta(backup_dir)
+        return int(meta["epoch"]) if meta else 0
+
+    @classmethod
+    def _read_meta(cls, backup_dir: str) -> Optional[dict]:
         path = os.path.join(backup_dir, cls.META)
         if not os.path.isfile(path):
-            return 0
+            return None
         with open(path) as f:
-            return int(json.load(f)["epoch"])
+            return json.load(f)
 
-    def _load_model(self):
-        if not os.path.isfile(self._meta_path()):
-            return
-        with open(self._meta_path()) as f:
-            meta = json.load(f)
-        if self.model.optimizer is not None and not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(os.path.join(self.backup_dir, meta["weights"]))
-        self.model._initial_epoch = int(meta["epoch"])
+    @staticmethod
+    def _variables(model) -> List:
+        return list(model.variables) + list(model.optimizer.variables)
 
-    def _save_model(self):
+    def restore(self, model) -> int:
+        """Loads the backup into ``model`` (compiled; builds its optimizer); the epoch."""
+        meta = self._read_meta(self.backup_dir)
+        if not meta:
+            return 0
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        variables = self._variables(model)
+        path = os.path.join(self.backup_dir, meta["state"])
+        with np.load(path) as arrays:
+            if len(arrays.files) != len(variables):
+                raise RunError(f"{path}: {len(arrays.files)} arrays for {len(variables)} "
+                               "variables; the backup does not fit this model")
+            for i, variable in enumerate(variables):
+                value = arrays[f"v{i}"]
+                if tuple(value.shape) != tuple(variable.shape):
+                    raise RunError(f"{path}: variable {i} ({variable.path}) has shape "
+                                   f"{tuple(variable.shape)}, the backup {value.shape}")
+                variable.assign(value)
+        return int(meta["epoch"])
+
+    def on_epoch_end(self, epoch, logs=None):
         os.makedirs(self.backup_dir, exist_ok=True)
-        name = f"epoch-{self._current_epoch}.weights.h5"
-        atomic_write(os.path.join(self.backup_dir, name), self.model.save_weights)
-        write_json(self._meta_path(), {"epoch": self._current_epoch, "weights": name})
+        name = f"state-{epoch + 1}.npz"
+        arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(self._variables(self.model))}
+        atomic_write(os.path.join(self.backup_dir, name), lambda tmp: np.savez(tmp, **arrays))
+        write_json(os.path.join(self.backup_dir, self.META), {"epoch": epoch + 1, "state": name})
         for old in os.listdir(self.backup_dir):  # older epochs are no longer pointed at
-            if old.endswith(".weights.h5") and old != name:
+            if old.startswith("state-") and old != name:
                 os.remove(os.path.join(self.backup_dir, old))
+
+
+class EpochLog(keras.callbacks.Callback):
+    """``training_log.csv``: one row per finished epoch, exact values (``repr`` of floats).
+
+    Written before the resume state, so no finished epoch is missing from the log. On
+    resume at epoch ``k`` the rows of epochs ``>= k`` (written by an epoch whose state was
+    never saved; the resumed run writes them again, with the same values) and any torn last
+    line are dropped first, so the log equals that of an uninterrupted run.
+    """
+
+    def __init__(self, path: str, initial_epoch: int = 0):
+        super().__init__()
+        self.path, self.initial_epoch = path, initial_epoch
+        self.keys: Optional[List[str]] = None
+
+    def on_train_begin(self, logs=None):
+        if not os.path.isfile(self.path):
+            return
+        with open(self.path, newline="") as f:
+            text = f.read()
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines = lines[:-1]  # torn by a kill mid-write
+        rows = list(csv.reader(lines))
+        if not rows:
+            return
+        header, kept = rows[0], [rows[0]]
+        self.keys = header[1:]
+        for row in rows[1:]:
+            if len(row) == len(header) and row[0].isdigit() and int(row[0]) < self.initial_epoch:
+                kept.append(row)
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows(kept)
+        if out.getvalue() != text:
+            write_text(self.path, out.getvalue())
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = sorted(logs)
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f, lineterminator="\n").writerow(["epoch"] + self.keys)
+        values = [repr(float(logs[k])) if k in logs else "" for k in self.keys]
+        line = io.StringIO()
+        csv.writer(line, lineterminator="\n").writerow([str(epoch)] + values)
+        with open(self.path, "a", newline="") as f:  # one write: a line is whole or torn
+            f.write(line.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class FitTimer(keras.callbacks.Callback):
+    """``fit_summary.json``: the seconds each finished epoch took, over every invocation.
+
+    Written with the epoch's log row, before its resume state; on resume at epoch ``k`` the
+    times of epochs ``>= k`` are dropped (they are redone), as in :class:`EpochLog`.
+    """
+
+    def __init__(self, path: str, initial_epoch: int = 0):
+        super().__init__()
+        self.path, self.initial_epoch = path, initial_epoch
+        self.seconds: List[float] = []
+
+    def on_train_begin(self, logs=None):
+        if os.path.isfile(self.path):
+            with open(self.path) as f:
+                self.seconds = list(json.load(f).get("epoch_seconds", []))[:self.initial_epoch]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.time() - self.started)
+        total = float(sum(self.seconds))
+        write_json(self.path, {"train_seconds": total, "epochs_timed": len(self.seconds),
+                               "seconds_per_epoch": total / len(self.seconds),
+                               "epoch_seconds": self.seconds})
+
+
+class Progress(keras.callbacks.Callback):
+    """Progress in at most ``width`` (100) columns.
+
+    One plain line per epoch (epoch, losses, time). With ``live`` (an interactive terminal)
+    also a single line rewritten in place during the epoch, cut to the terminal's width so
+    it never wraps and leaves stale rows.
+    """
+
+    def __init__(self, epochs: int, steps: Optional[int], live: bool, stream=None,
+                 width: int = 100):
+        super().__init__()
+        self.epochs, self.steps, self.live = epochs, steps, live
+        self.stream = stream or sys.stdout
+        self.width = width
+        self._shown = 0
+        self._last_draw = 0.0
+
+    def _columns(self) -> int:
+        if not self.live:
+            return self.width
+        return max(20, min(self.width, shutil.get_terminal_size((self.width, 24)).columns - 1))
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._epoch_start = epoch, time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.live or time.time() - self._last_draw < 0.25:
+            return
+        self._last_draw = time.time()
+        logs = logs or {}
+        steps = f"/{self.steps}" if self.steps else ""
+        line = (f"epoch {self._epoch_number()}/{self.epochs}  batch {batch + 1}{steps}  "
+                f"loss {logs.get('loss', float('nan')):.3f}  "
+                f"{time.time() - self._epoch_start:.0f} s")[:self._columns()]
+        self._write("\r" + line.ljust(self._shown))
+        self._shown = len(line)
+
+    def _epoch_number(self) -> int:
+        return getattr(self, "_epoch", 0) + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        parts = [f"epoch {epoch + 1}/{self.epochs}"]
+        for key in ("loss", "val_loss", "kl", "match", "val_match"):
+            if key in logs:
+                parts.append(f"{key} {float(logs[key]):.{3 if 'match' in key else 2}f}")
+        parts.append(f"{time.time() - self._epoch_start:.1f} s")
+        line = "  ".join(parts)[:self.width]
+        if self.live and self._shown:
+            line = "\r" + line.ljust(self._shown)
+        self._shown = 0
+        self._write(line + "\n")
 
 
 class AtomicBestCheckpoint(keras.callbacks.Callback):
@@ -119,29 +286,31 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
 
 
 def check_run_dir(config: Config, run_dir: str) -> bool:
-    """Refuses to reuse a folder made by another config; True if the run already finished."""
-    path = os.path.join(run_dir, CONFIG_FILE)
-    if os.path.isfile(path):
-        previous = Config.load(run_dir)
-        if previous != config:
-            differ = sorted(k for k, v in config.to_dict().items() if previous.to_dict()[k] != v)
-            raise ConfigError(f"{run_dir} holds a run with a different config (differs in: "
-                              f"{', '.join(differ)}); choose another --out")
-    return all(os.path.isfile(os.path.join(run_dir, f)) for f in (MODEL_FILE, METRICS_FILE))
+    """Refuses a folder made by another config (:class:`npvae_tf.runs.RunError`); True if
+    the run already finished."""
+    return check_for_training(config, run_dir)
 
 
-def callbacks_for(run_dir: str, own_dir: str, chief: bool,
-                  extra: Sequence[keras.callbacks.Callback] = ()):
-    """Backups in ``own_dir`` (one per worker); logs and checkpoints from the chief only."""
-    callbacks = [AtomicBackupAndRestore(os.path.join(own_dir, "backup")),
-                 keras.callbacks.TerminateOnNaN()]
+def callbacks_for(run_dir: str, own_dir: str, chief: bool, initial_epoch: int = 0,
+                  extra: Sequence[keras.callbacks.Callback] = (),
+                  progress: Optional[keras.callbacks.Callback] = None):
+    """The callbacks of fit, in the order their ``on_epoch_end`` must run.
+
+    Logs and checkpoints (the chief's) come before the resume state (every worker's own), so
+    a kill between them makes the rerun redo the epoch, never skip its log row.
+    """
+    callbacks = [keras.callbacks.TerminateOnNaN()]
     if chief:
         callbacks += [
+            EpochLog(os.path.join(run_dir, LOG_FILE), initial_epoch),
+            FitTimer(os.path.join(run_dir, FIT_FILE), initial_epoch),
             AtomicBestCheckpoint(os.path.join(run_dir, BEST_FILE)),
-            keras.callbacks.CSVLogger(os.path.join(run_dir, LOG_FILE), append=True),
-            keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
+            keras.callbacks.TensorBoard(os.path.join(run_dir, LOGS_DIR), write_graph=False),
         ]
-    return callbacks + list(extra)
+    callbacks += list(extra)
+    if progress is not None:
+        callbacks.append(progress)
+    return callbacks + [ResumeState(os.path.join(own_dir, BACKUP_DIR))]
 
 
 def make_optimizer(config: Config) -> keras.optimizers.Optimizer:
@@ -151,9 +320,13 @@ def make_optimizer(config: Config) -> keras.optimizers.Optimizer:
 
 def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose: int = 1,
           extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-          strategy: Optional[tf.distribute.Strategy] = None) -> Dict[str, float]:
-    """Trains (or resumes) the run ``config`` describes in ``run_dir``; returns test metrics.
+          strategy: Optional[tf.distribute.Strategy] = None,
+          log: Callable[[str], None] = print) -> Dict[str, float]:
+    """Trains, resumes or finishes the run ``config`` describes in ``run_dir``; test metrics.
 
+    Holds the run folder's lock throughout (a second process gets
+    :class:`npvae_tf.runs.RunLockedError` at once). ``verbose``: 0 prints nothing, 1 one
+    line per epoch and the resume message, 2 also a live line on a terminal.
     ``strategy``: a ``tf.distribute`` strategy (default: the current one). The model,
     optimizer and metrics are created in its scope; ``config.batch_size`` is the global
     batch, which must divide evenly over the replicas.
@@ -165,75 +338,101 @@ def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose:
                           f"{replicas} replicas")
     chief, _ = worker_identity(strategy)
     own_dir = worker_dir(run_dir, strategy)
-    if check_run_dir(config, run_dir):
+    check_run_dir(config, run_dir)  # another config's folder: refuse before locking it
+    try:
+        lock = RunLock(own_dir).acquire()
+    except OSError as e:
+        raise RunError(f"{own_dir}: cannot create the run folder ({e.strerror or e})") from None
+    try:
+        return _train_locked(config, run_dir, own_dir, chief, data_dir, verbose,
+                             extra_callbacks, strategy, log if verbose else (lambda _: None))
+    finally:
+        lock.release()
+
+
+def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_callbacks,
+                  strategy, log):
+    backup_dir = os.path.join(own_dir, BACKUP_DIR)
+    if check_run_dir(config, run_dir):  # finished, perhaps but for removing the backup
+        shutil.rmtree(backup_dir, ignore_errors=True)
         with open(os.path.join(run_dir, METRICS_FILE)) as f:
             return json.load(f)
     data = load_mnist(data_dir, config.validation_examples, config.train_examples,
                       config.image_shape)
-    if chief:
+    if chief and not os.path.isfile(os.path.join(run_dir, "config.json")):
         config.save(run_dir)
-    os.makedirs(own_dir, exist_ok=True)
     model_path = os.path.join(own_dir, MODEL_FILE)
     if os.path.isfile(model_path):
         # Fitting finished in an earlier, interrupted invocation: only the last steps remain.
+        log(f"resuming {run_dir}: all {config.epochs} epochs done; finishing the run")
         model = keras.saving.load_model(model_path)
     else:
-        model = _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbacks)
+        model = _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbacks,
+                     log)
         atomic_write(model_path, model.save)
-    if not chief:
-        return {}
-    validation_images = evaluation_images(data.validation.images, config.binarize,
-                                          config.seed)
-    reference = build_reference_set(model, data.train.images, data.train.labels,
-                                    validation_images)
-    reference.save(run_dir)
-    if reference.x is not None:
-        # Fitted once, here: evaluation and the export both sample this density.
-        XDensity.fit(reference.x, config.seed).save(run_dir)
-    test_images = evaluation_images(data.test.images, config.binarize, config.seed)
-    metrics = elbo_summary(model, test_images, config.batch_size)
-    if os.path.isfile(os.path.join(run_dir, FIT_FILE)):
-        with open(os.path.join(run_dir, FIT_FILE)) as f:
-            metrics.update(json.load(f))
-    if hasattr(model, "kernel"):
-        metrics["lengthscale"] = float(model.kernel.lengthscale.numpy())
-        metrics["serving_lengthscale"] = reference.lengthscale
-    write_json(os.path.join(run_dir, METRICS_FILE), metrics)
+    if chief:
+        # The model trained on (and evaluation uses) binarised images with --binarize: so
+        # are the reference set's embeddings and the validation images that choose its
+        # serving lengthscale.
+        train_images = evaluation_images(data.train.images, config.binarize, config.seed,
+                                         "train")
+        validation_images = evaluation_images(data.validation.images, config.binarize,
+                                              config.seed, "validation")
+        reference = build_reference_set(model, train_images, data.train.labels,
+                                        validation_images)
+        reference.save(run_dir)
+        if reference.x is not None:
+            # Fitted once, here: evaluation and the export both sample it.
+            XDensity.fit(reference.x, config.seed).save(run_dir)
+        test_images = evaluation_images(data.test.images, config.binarize, config.seed)
+        metrics = elbo_summary(model, test_images, config.batch_size,
+                               seed=stream_seed(config.seed, "test_metrics"))
+        if hasattr(model, "kernel"):
+            metrics["lengthscale"] = float(model.kernel.lengthscale.numpy())
+            metrics["serving_lengthscale"] = reference.lengthscale
+        write_json(os.path.join(run_dir, METRICS_FILE), metrics)  # marks the run finished
+    else:
+        metrics = {}
+    shutil.rmtree(backup_dir, ignore_errors=True)
     return metrics
 
 
-def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbacks):
-    """Builds the model in the strategy's scope and fits it; writes ``fit_summary.json``."""
+def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbacks, log):
+    """Builds the model in the strategy's scope, restores the resume state, fits."""
     keras.utils.set_random_seed(config.seed)
+    backup = ResumeState(os.path.join(own_dir, BACKUP_DIR))
     with strategy.scope():
         model = build_model(config)
-        model.compile(optimizer=make_optimizer(config),
-                      jit_compile=config.jit_compile)
+        model.compile(optimizer=make_optimizer(config), jit_compile=config.jit_compile)
+        initial_epoch = backup.restore(model)
+    if initial_epoch:
+        log(f"resuming {run_dir} from epoch {initial_epoch + 1} of {config.epochs} "
+            f"({initial_epoch} done)")
     # With several replicas every batch is full, so it splits evenly.
     even = strategy.num_replicas_in_sync > 1
-    # The backup callback resumes fit at this epoch; the data must start there too (each
-    # epoch's order depends on (seed, epoch) only, so a resumed run sees the same batches).
-    first_epoch = AtomicBackupAndRestore.saved_epoch(os.path.join(own_dir, "backup"))
+    # Fit resumes at this epoch; the data must start there too (each epoch's order depends
+    # on (seed, epoch) only, so a resumed run sees the same batches).
     train_ds = make_dataset(data.train.images, config.batch_size, shuffle=True,
                             seed=config.seed, binarize=config.binarize, drop_remainder=even,
-                            first_epoch=first_epoch, epochs=config.epochs)
-    val_ds = make_dataset(data.validation.images, config.batch_size, seed=config.seed + 1,
+                            first_epoch=initial_epoch, epochs=config.epochs)
+    val_ds = make_dataset(data.validation.images, config.batch_size,
+                          seed=stream_seed(config.seed, "validation_binarize"),
                           binarize=config.binarize, drop_remainder=even)
-    started = time.time()
+    progress = None
+    if verbose:
+        live = verbose > 1 and sys.stdout.isatty()
+        progress = Progress(config.epochs, steps_per_epoch(len(data.train.images),
+                                                           config.batch_size, even), live)
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, shuffle=False,
+                        initial_epoch=initial_epoch,
                         steps_per_epoch=steps_per_epoch(len(data.train.images),
                                                         config.batch_size, even),
-                        callbacks=callbacks_for(run_dir, own_dir, chief, extra_callbacks),
-                        verbose=verbose)
-    seconds = time.time() - started
+                        callbacks=callbacks_for(run_dir, own_dir, chief, initial_epoch,
+                                                extra_callbacks, progress),
+                        verbose=0)
     losses = history.history.get("loss", [])
     if losses and not np.all(np.isfinite(losses)):
         raise TrainingError(f"training diverged (loss {losses[-1]}); see {run_dir}/{LOG_FILE}")
-    if chief:
-        # Epochs of this invocation only: a resumed run times its remaining epochs.
-        write_json(os.path.join(run_dir, FIT_FILE), {
-            "train_seconds": seconds, "epochs_timed": len(losses),
-            "seconds_per_epoch": seconds / max(len(losses), 1)})
     return model
 
 

@@ -134,3 +134,11 @@ def test_quick_markdown_table_has_a_row_per_configuration(quick_run):
     assert len(rows) == 8  # 4 configurations, in the main table and in the breakdown
     assert table.count("| vae z8 jit=") == 2 and table.count("| npvae z8 jit=") == 2  # profile
     assert "nan" not in table.lower()
+
+
+def test_quick_mode_never_writes_over_the_committed_results():
+    assert bench_train.parse_args([]).out == bench_train.DEFAULT_OUT
+    quick = bench_train.parse_args(["--quick"]).out
+    assert quick == bench_train.QUICK_OUT and os.path.abspath(quick) != \
+        os.path.abspath(bench_train.DEFAULT_OUT)
+    assert bench_train.parse_args(["--quick", "--out", "x"]).out == "x"

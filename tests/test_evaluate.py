@@ -160,11 +160,11 @@ def test_bad_run_folders_give_one_line_errors(runs, tmp_path, mnist_like_dir, ca
     incomplete = tmp_path / "incomplete"
     incomplete.mkdir()
     shutil.copy(os.path.join(paths["npvae-z4"], "config.json"), incomplete)
-    assert_one_line_error(*run_in_process(capsys, str(incomplete))[::2], "incomplete run folder",
-                          "model.keras", "reference_set.npz")
+    assert_one_line_error(*run_in_process(capsys, str(incomplete))[::2], "unfinished run, missing",
+                          "model.keras", "reference_set.npz", "rerun the same train.py")
 
     assert_one_line_error(*run_in_process(capsys, "--runs_root", str(tmp_path / "empty"))[::2],
-                          "no run folder given and none found")
+                          "no run folder given and no finished run found")
 
     broken = tmp_path / "broken"
     shutil.copytree(paths["vae-z2"], broken)
@@ -197,13 +197,16 @@ def test_output_dirs(tmp_path):
         output_dirs([a, str(tmp_path / "s" / "a")], "o")
 
 
-def test_find_latest_run(tmp_path):
+def test_find_latest_run_takes_the_newest_finished_run(tmp_path):
     from npvae_tf.evaluation import find_latest_run
+    from npvae_tf.runs import FINISHED_FILES
 
-    for i, name in enumerate(["old", "new", "comparison"]):
+    for i, name in enumerate(["old", "new", "unfinished", "comparison"]):
         (tmp_path / name).mkdir()
-        if name != "comparison":
-            (tmp_path / name / "config.json").write_text("{}")
+        files = {"comparison": [], "unfinished": ["config.json"]}.get(name, FINISHED_FILES)
+        for f in files:
+            (tmp_path / name / f).write_text("{}")
+        if files:
             os.utime(tmp_path / name / "config.json", (1000 + i, 1000 + i))
     assert find_latest_run(str(tmp_path)) == str(tmp_path / "new")
 

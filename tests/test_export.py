@@ -17,14 +17,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from npvae_tf.config import Config, ConfigError
+from npvae_tf.config import Config
 from npvae_tf.export import (INFO_FILE, MAX_SAMPLE_COUNT, QUERY_BLOCK, ExportError,
                              ServingModule, atomic_write_dir, export_run, load_run,
                              mixture_parameters, mixture_sample)
 from npvae_tf.model import build_model
 from npvae_tf.reference import ReferenceSet, build_reference_set
+from npvae_tf.files import write_json
+from npvae_tf.runs import METRICS_FILE, MODEL_FILE
 from npvae_tf.sampling import X_DENSITY_FILE, XDensity
-from npvae_tf.training import MODEL_FILE
 from tests.conftest import ROOT, synthetic_digits
 
 P = 784
@@ -51,6 +52,7 @@ def make_run(folder, images, labels, **settings):
     reference.save(folder)
     if reference.x is not None:
         XDensity.fit(reference.x, config.seed).save(folder)
+    write_json(os.path.join(folder, METRICS_FILE), {"elbo": 0.0})  # marks the run finished
 
 
 @pytest.fixture(scope="module")
@@ -615,18 +617,19 @@ def test_a_reference_set_that_does_not_fit_the_model_is_refused(runs):
 
 
 def test_export_of_an_unfinished_or_foreign_folder_fails_clearly(runs, tmp_path):
-    with pytest.raises(ConfigError, match="no config.json"):
+    with pytest.raises(ExportError, match="not a run folder"):
         export_run(str(tmp_path), str(tmp_path / "out"))
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     shutil.copy(os.path.join(runs["npvae"].run, "config.json"), unfinished)
-    with pytest.raises(ExportError, match="missing model; did training finish"):
+    with pytest.raises(ExportError, match="unfinished run, missing model.keras"):
         export_run(str(unfinished), str(tmp_path / "out"))
     shutil.copy(os.path.join(runs["npvae"].run, MODEL_FILE), unfinished)
-    with pytest.raises(ExportError, match="missing reference set"):
+    shutil.copy(os.path.join(runs["npvae"].run, METRICS_FILE), unfinished)
+    with pytest.raises(ExportError, match="unfinished run, missing reference_set.npz"):
         export_run(str(unfinished), str(tmp_path / "out"))
     (unfinished / "reference_set.npz").write_bytes(b"not a zip file")
-    with pytest.raises(ExportError, match="cannot read the reference set"):
+    with pytest.raises(ExportError, match="cannot load the reference set"):
         export_run(str(unfinished), str(tmp_path / "out"))
     assert not os.path.exists(tmp_path / "out")
 
@@ -657,9 +660,10 @@ def load_cli():
 
 
 @pytest.mark.parametrize("make,message", [
-    (lambda tmp, runs: str(tmp / "nothing"), "no config.json"),
+    (lambda tmp, runs: str(tmp / "nothing"), "no such run folder"),
+    (lambda tmp, runs: str(tmp), "not a run folder (no config.json)"),
     (lambda tmp, runs: os.path.dirname(shutil.copy(os.path.join(runs["vae"].run, "config.json"),
-                                                   tmp)), "missing model; did training finish"),
+                                                   tmp)), "unfinished run, missing model.keras"),
 ])
 def test_cli_bad_run_folder_gives_one_line_error(runs, tmp_path, capsys, make, message):
     # In-process (TensorFlow is loaded already); the exit path is the one a shell sees.

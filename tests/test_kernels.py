@@ -108,3 +108,41 @@ def test_squared_distances_both_paths(d):
     a, b = rng.normal(size=(5, d)).astype(np.float32), rng.normal(size=(7, d)).astype(np.float32)
     expected = ((a[:, None, :].astype(np.float64) - b[None]) ** 2).sum(-1)
     np.testing.assert_allclose(squared_distances(a, b).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+# --- no NaN where no neighbour is in reach (issue 11) ---------------------------------------
+
+def test_a_single_point_has_no_neighbour_and_predicts_zero_not_nan():
+    import numpy as np
+    import tensorflow as tf
+
+    from npvae_tf.kernels import SquaredExponentialKernel
+
+    kernel = SquaredExponentialKernel(1.0)
+    x = tf.constant([[0.3, -0.2]])
+    z = tf.constant([[1.0, 2.0, 3.0]])
+    np.testing.assert_array_equal(kernel.kernel_weights(x).numpy(), [[0.0]])
+    np.testing.assert_array_equal(kernel(x, z).numpy(), [[0.0, 0.0, 0.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = tf.reduce_sum(kernel(x, z))
+    assert np.all(np.isfinite(tape.gradient(out, [x, kernel.log_lengthscale])[0].numpy()))
+
+
+def test_far_away_queries_give_finite_predictions():
+    import numpy as np
+
+    from npvae_tf.kernels import SquaredExponentialKernel
+
+    kernel = SquaredExponentialKernel(1.0)
+    rng = np.random.default_rng(0)
+    x_ref = rng.normal(size=(50, 2)).astype(np.float32)
+    z_ref = rng.normal(size=(50, 4)).astype(np.float32)
+    # 1e19: squared distances ~2e38 still fit float32; 3e19: every one overflows to inf.
+    queries = np.array([[1e19, 1e19], [-3e19, 0.0], [3e19, 3e19], [0.1, 0.2]], np.float32)
+    z = kernel.predictive_mean(queries, x_ref, z_ref, chunk_size=16).numpy()
+    assert np.all(np.isfinite(z))
+    np.testing.assert_array_equal(z[1:3], 0.0)  # no neighbour within float range
+    exact = kernel(queries[3:], z_ref, x_ref).numpy()  # an ordinary query is unchanged
+    np.testing.assert_allclose(z[3:], exact, rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(kernel.effective_neighbours(queries, x_ref).numpy()))

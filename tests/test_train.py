@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -136,3 +137,119 @@ def test_same_seed_same_run(tmp_path, mnist_like_dir):
         np.testing.assert_array_equal(wa, wb)
     other = train(config.replace(seed=8), str(tmp_path / "c"), data_dir=mnist_like_dir, verbose=0)
     assert other["elbo"] != metrics[0]["elbo"]
+
+
+# --- issue 11: fast quiet CLI, output checks, the lock, progress ------------------------------
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "export.py"])
+def test_help_does_not_import_tensorflow(script):
+    code = textwrap.dedent(f"""
+        import runpy, sys
+        sys.argv = [{script!r}, "--help"]
+        try:
+            runpy.run_path({os.path.join(ROOT, script)!r}, run_name="__main__")
+        except SystemExit as e:
+            assert e.code == 0, e.code
+        print("TF" if "tensorflow" in sys.modules else "no TF")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "no TF"
+    assert "usage:" in result.stdout and result.stderr == ""
+
+
+def test_training_prints_no_tensorflow_start_up_noise(smoke_run):
+    from npvae_tf.cli import NO_GPU_NOISE, STARTUP_NOISE
+
+    _, result, _ = smoke_run
+    noise = STARTUP_NOISE + NO_GPU_NOISE
+    assert not [line for line in result.stderr.splitlines() if any(n in line for n in noise)]
+
+
+def test_quiet_prints_one_plain_short_line_per_epoch(smoke_run):
+    _, result, _ = smoke_run
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines if line.startswith("epoch ")] == [["epoch", "1/1"]]
+    assert all(len(line) <= 100 for line in lines)
+    assert "\r" not in result.stdout and "\x1b" not in result.stdout
+
+
+def test_live_progress_never_exceeds_the_width():
+    import io
+
+    from npvae_tf.training import Progress
+
+    stream = io.StringIO()
+    progress = Progress(epochs=50, steps=430, live=True, stream=stream, width=100)
+    huge = {k: -123456789.123456 for k in ("loss", "val_loss", "kl", "match", "val_match")}
+    progress.on_epoch_begin(0)
+    progress.on_train_batch_end(3, huge)
+    progress.on_epoch_end(0, huge)
+    pieces = [p for line in stream.getvalue().split("\n") for p in line.split("\r")]
+    assert pieces and all(len(p) <= 100 for p in pieces)
+    assert stream.getvalue().count("\n") == 1  # one line kept per epoch
+
+
+def test_a_second_run_into_a_locked_folder_stops_at_once(tmp_path):
+    from tests.test_runs import start_holder
+
+    out = str(tmp_path / "run")
+    holder = start_holder(out)
+    try:
+        result = run_train("--z_dim", "4", "--out", out, "--data_dir", str(tmp_path / "none"))
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (f"train.py: error: {out} is in use by another training process "
+                    f"(pid {holder.pid}); wait for it to end, or choose another --out")
+    assert "Traceback" not in result.stderr
+    assert not os.path.exists(os.path.join(out, "config.json"))
+
+
+@pytest.mark.parametrize("flag", ["--out", "--export"])
+def test_an_unwritable_output_stops_before_any_work(tmp_path, flag):
+    from tests.test_runs import unwritable_folder
+
+    target = os.path.join(unwritable_folder(tmp_path), "x")
+    args = ["--out", str(tmp_path / "run"), flag, target] if flag == "--export" else \
+        ["--out", target]
+    # A missing data folder would be reported if training got as far as loading data.
+    result = run_train(*args, "--data_dir", str(tmp_path / "no-data"))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"train.py: error: {target}: cannot write")
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_two_configs_into_one_folder_refused_even_when_one_is_finished(smoke_run):
+    out, _, _ = smoke_run
+    result = run_train("--z_dim", "10", "--out", out)
+    assert result.returncode == 1
+    assert "different config (differs in: z_dim)" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lr", "-1"], "--lr must be > 0, got -1.0"),
+    (["--z_dim", "0"], "--z_dim must be >= 1, got 0"),
+])
+def test_config_errors_name_the_flag(args, message, tmp_path):
+    result = run_train(*args, "--out", str(tmp_path / "x"))
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_more_training_examples_than_the_data_holds_is_refused(tmp_path, mnist_like_dir):
+    result = run_train("--train_examples", "100000", "--validation_examples", "100",
+                       "--data_dir", mnist_like_dir, "--out", str(tmp_path / "x"))
+    assert result.returncode == 1
+    assert "train_examples 100000 is more than the 500 training images" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_mistyped_data_dir_variable_is_named(tmp_path):
+    result = run_train("--out", str(tmp_path / "x"), env={"NPVAE_DATA_DIR": "/no/such/mnist"})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == \
+        "train.py: error: /no/such/mnist: no such data folder (from $NPVAE_DATA_DIR)"
