@@ -111,6 +111,16 @@ def small_png(source: str, target: str, max_width: int = 1400) -> None:
         image.quantize(colors=256).save(target, optimize=True)
 
 
+def pixel_likelihood(config: Config) -> str:
+    """What the nats in results.md are likelihoods of: grayscale or binarised pixels."""
+    if config.binarize:
+        return ("Bernoulli decoder on binarised pixels (training images binarised anew each "
+                "epoch, evaluation images once with a fixed seed; the nats are of the kind "
+                "reported on binarised MNIST)")
+    return ("Bernoulli decoder on grayscale pixels in [0, 1], not binarised (the nats are "
+            "therefore not comparable with log-likelihoods reported on binarised MNIST)")
+
+
 def machine() -> str:
     import tensorflow as tf
 
@@ -168,7 +178,7 @@ def write_results(summary: Dict, run_paths: Sequence[str], docs_dir: str,
         f"{'the first ' + format(config.train_examples, ',') if config.train_examples else 'all remaining'} "
         "training images; the 10,000 test images for every number.",
         f"- Models: MLPs {list(config.hidden)} (ReLU), dropout rate {config.dropout}, X of "
-        f"dimension {config.x_dim}, Bernoulli decoder on grayscale pixels, match weight "
+        f"dimension {config.x_dim}, {pixel_likelihood(config)}, match weight "
         f"{config.match_weight}.",
         f"- Training: Adam {config.learning_rate}, batch {config.batch_size}, "
         f"{config.epochs} epochs, seed {config.seed}.",

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+import npvae_tf.model  # noqa: F401  registers the classes model.keras names
 from npvae_tf.distribute import _auto, tf_config, worker_dir, worker_identity
 from tests.conftest import ROOT
 

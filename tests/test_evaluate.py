@@ -166,6 +166,16 @@ def test_bad_run_folders_give_one_line_errors(runs, tmp_path, mnist_like_dir, ca
     assert_one_line_error(*run_in_process(capsys, "--runs_root", str(tmp_path / "empty"))[::2],
                           "no run folder given and no finished run found")
 
+    not_a_run = tmp_path / "plain"
+    not_a_run.mkdir()
+    assert_one_line_error(*run_in_process(capsys, str(not_a_run))[::2],
+                          "not a run folder (no config.json)")
+
+    from tests.test_runs import unwritable_folder
+    readonly = os.path.join(unwritable_folder(tmp_path), "eval")
+    assert_one_line_error(*run_in_process(capsys, paths["vae-z2"], "--out", readonly)[::2],
+                          f"{readonly}: cannot write the output folder")
+
     broken = tmp_path / "broken"
     shutil.copytree(paths["vae-z2"], broken)
     (broken / "model.keras").write_bytes(b"not a zip")

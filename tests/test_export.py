@@ -689,3 +689,15 @@ def test_serving_benchmark_quick_mode_runs():
     assert sorted(set(rows)) == sorted({(s, str(b)) for s in ("encode", "generate_from_x")
                                         for b in (1, 64, 1024)})
     assert "export kernel chunk" in result.stdout and "max |p - live|" in result.stdout
+
+
+def test_cli_unwritable_out_fails_before_any_work(runs, tmp_path, capsys):
+    from tests.test_runs import unwritable_folder
+
+    target = os.path.join(unwritable_folder(tmp_path), "serving")
+    with pytest.raises(SystemExit) as exit_info:
+        load_cli().main([runs["vae"].run, "--out", target])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"export.py: error: {target}: cannot write the export folder in "
+                   f"{os.path.dirname(target)} (Permission denied)"]

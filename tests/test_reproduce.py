@@ -39,3 +39,12 @@ def test_reproduce_end_to_end(tmp_path, mnist_like_dir):
     paths = run_grid(base, ["vae"], [2], str(tmp_path / "runs"), "/nonexistent", log=lambda *a: None)
     assert paths == [str(tmp_path / "runs" / "vae-z2")]
     assert os.path.getmtime(tmp_path / "runs" / "vae-z2" / "model.keras") == before
+
+
+def test_results_say_whether_the_nats_are_of_grayscale_or_binarised_pixels():
+    from npvae_tf.config import Config
+    from npvae_tf.experiments import pixel_likelihood
+
+    assert "grayscale" in pixel_likelihood(Config()) and "not comparable" in \
+        pixel_likelihood(Config())
+    assert "binarised pixels" in pixel_likelihood(Config(binarize=True))

@@ -163,6 +163,24 @@ def test_a_run_killed_again_and_again_ends_as_if_never_interrupted(uninterrupted
     assert fits["epochs_timed"] == 3 and len(fits["epoch_seconds"]) == 3
 
 
+def test_binarize_holds_end_to_end(uninterrupted, mnist_like_dir):
+    """--binarize: the reference set (hence the X density) comes from the binarised training
+    images the model was trained on, not from grayscale ones."""
+    from npvae_tf.data import evaluation_images, load_mnist
+    from npvae_tf.reference import encode_means
+
+    data = load_mnist(mnist_like_dir, CONFIG.validation_examples)
+    model = keras.saving.load_model(os.path.join(uninterrupted, MODEL_FILE), compile=False)
+    reference = ReferenceSet.load(uninterrupted)
+    binary = evaluation_images(data.train.images, True, CONFIG.seed, "train")
+    assert set(np.unique(binary)) == {0.0, 1.0}
+    z_mean, x = encode_means(model, binary)
+    np.testing.assert_allclose(reference.z_mean, z_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(reference.x, x, rtol=1e-5, atol=1e-6)
+    gray_z, _ = encode_means(model, data.train.images)
+    assert not np.allclose(reference.z_mean, gray_z, atol=1e-3)
+
+
 def test_the_uninterrupted_run_leaves_no_backup_and_logs_each_epoch_once(uninterrupted):
     assert not os.path.exists(os.path.join(uninterrupted, BACKUP_DIR))
     with open(os.path.join(uninterrupted, LOG_FILE)) as f:

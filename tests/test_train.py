@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+import npvae_tf.model  # noqa: F401  registers the classes model.keras names
 from npvae_tf.config import Config
 from npvae_tf.reference import ReferenceSet
 from tests.conftest import ROOT
