@@ -16,6 +16,7 @@ import subprocess
 import sys
 import sysconfig
 
+import numpy as np
 import pytest
 
 try:
@@ -117,3 +118,21 @@ def test_every_imported_package_is_a_declared_dependency():
     for module in sorted(imported):
         owners = {d.lower().replace("_", "-") for d in distributions.get(module, [])}
         assert owners & declared, f"{module} (from {sorted(owners)}) is not declared"
+
+
+def test_installed_package_loads_a_run_and_embeds_images(installed, tmp_path):
+    from tests.test_export import digit_images, make_run
+
+    venv, tmp = installed
+    images, labels = digit_images(100, 0)
+    make_run(str(tmp_path / "run"), images, labels, z_dim=3)
+    code = ("import numpy as np, npvae_tf\n"
+            f"run = npvae_tf.load_run({str(tmp_path / 'run')!r})\n"
+            "x = run.embed(np.load('images.npy'))\n"
+            "print(npvae_tf.__file__, x.shape)\n")
+    np.save(tmp / "images.npy", images[:5])
+    result = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True,
+                            text=True, cwd=str(tmp), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    where, shape = result.stdout.strip().rsplit(" ", 2)[0], result.stdout.strip()[-6:]
+    assert where.startswith(str(venv)) and shape == "(5, 2)"
