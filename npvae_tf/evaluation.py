@@ -43,6 +43,7 @@ from npvae_tf.config import Config
 from npvae_tf.data import DataError, Dataset, evaluation_images, load_mnist
 from npvae_tf.metrics import (active_units, class_silhouette, embedding_trustworthiness,
                               frechet_distance, knn_accuracy, mean_confidence, evaluation_terms)
+from npvae_tf.summaries import PROJECTOR_DIR, write_projector
 from npvae_tf.files import atomic_write, write_json, write_text
 from npvae_tf.model import VAE  # noqa: F401  registers the model classes for loading
 from npvae_tf.seeds import stream_seed
@@ -81,6 +82,7 @@ class Settings:
       grid_size: the decoded grid over X (or a 2-D Z) is grid_size x grid_size.
       batch_size: images per prediction batch.
       plots: also draw the figures.
+      projector_images: test images in the TensorBoard Embedding Projector (0: none).
     """
 
     iw_samples: int = 100
@@ -92,6 +94,7 @@ class Settings:
     grid_size: int = 20
     batch_size: int = 1000
     plots: bool = False
+    projector_images: int = 2000
     classifier_cache: Optional[str] = None
     classifier_epochs: int = CLASSIFIER_EPOCHS
 
@@ -290,6 +293,8 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
     artifacts = {
         "images": images, "labels": labels, "train_emb": train_emb, "train_labels": train_labels,
         "test_emb": test_emb, "generated": generated,
+        "projector": {"x": terms["x"], "z_mean": terms["z_mean"]} if run.has_x else
+                     {"z_mean": terms["z_mean"]},
         "pair_images": images[pairs[0]], "pair_labels": [int(c) for c in labels[pairs[0]]],
         "pair_row": {"title": f"{run.label}\nin {metrics['interpolation_space']}",
                      "images": path_images[:settings.steps],
@@ -475,6 +480,12 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
             t = time.time()
             save_figures(run_figures(run, artifacts, settings), run_dir)
             metrics["seconds"]["figures"] = round(time.time() - t, 2)
+        if settings.projector_images:
+            n = min(settings.projector_images, len(artifacts["images"]))
+            write_projector(os.path.join(run_dir, PROJECTOR_DIR), artifacts["images"][:n],
+                            artifacts["labels"][:n],
+                            {k: v[:n] for k, v in artifacts["projector"].items()},
+                            run.config.image_shape)
         write_json(os.path.join(run_dir, METRICS_FILE),
                    {**metrics, "settings": dataclasses.asdict(settings),
                     "reference": reference.summary})

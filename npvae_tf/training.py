@@ -43,6 +43,7 @@ from npvae_tf.sampling import XDensity
 from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, FIT_FILE, LOG_FILE, LOGS_DIR,  # noqa: F401
                            METRICS_FILE, MODEL_FILE, RunError, RunLock, check_for_training)
 from npvae_tf.seeds import stream_seed
+from npvae_tf.summaries import MODEL_LOGS, ModelSummaries
 
 
 class TrainingError(RuntimeError):
@@ -418,6 +419,10 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
     val_ds = make_dataset(data.validation.images, config.batch_size,
                           seed=stream_seed(config.seed, "validation_binarize"),
                           binarize=config.binarize, drop_remainder=even)
+    if chief:  # what the model does, per epoch, in TensorBoard (npvae_tf/summaries.py)
+        extra_callbacks = [*extra_callbacks, ModelSummaries(
+            os.path.join(run_dir, LOGS_DIR, MODEL_LOGS), data.validation.images,
+            config.image_shape, stream_seed(config.seed, "summaries"))]
     progress = None
     if verbose:
         live = verbose > 1 and sys.stdout.isatty()
