@@ -26,16 +26,26 @@ def run_name(model: str, z_dim: int) -> str:
 
 
 def run_grid(base: Config, models: Sequence[str], z_dims: Sequence[int], runs_dir: str,
-             data_dir: Optional[str] = None, verbose: int = 0, log=print) -> List[str]:
-    """Trains (or resumes, or keeps) one run per (model, z_dim); returns the run folders."""
+             data_dir: Optional[str] = None, verbose: int = 0, log=print,
+             started: Optional[float] = None) -> List[str]:
+    """Trains (or resumes, or keeps) one run per (model, z_dim); returns the run folders.
+
+    Logs which run of how many starts, with the time since ``started`` (default: now);
+    ``verbose`` 1 adds training's line per epoch.
+    """
+    import time
+
+    from npvae_tf.evaluation import clock
     from npvae_tf.training import format_metrics, train
 
+    started = time.time() if started is None else started
     paths = []
+    total = len(z_dims) * len(models)
     for z_dim in z_dims:
         for model in models:
             path = os.path.join(runs_dir, run_name(model, z_dim))
             config = base.replace(model=model, z_dim=z_dim)
-            log(f"== {path}")
+            log(f"{clock(started)} training run {len(paths) + 1}/{total}: {path}")
             metrics = train(config, path, data_dir=data_dir, verbose=verbose)
             log(format_metrics(metrics))
             paths.append(path)

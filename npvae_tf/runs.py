@@ -4,6 +4,7 @@ Every part of the project that reads or writes a run folder goes through this mo
 layout is written down once. A run folder (``train.py --out RUN``)::
 
     config.json          the Config (enough to rebuild the model); written first
+    data.json            the data trained on: source, sha256 of its arrays, name (MNIST)
     .lock                held (``fcntl.flock``) by the one process training into the folder
     backup/              resume state while training: weights, optimizer, random-generator
                          states of the last finished epoch (removed once the run is finished)
@@ -39,6 +40,8 @@ from npvae_tf.config import CONFIG_FILE, Config, ConfigError
 MODEL_FILE = "model.keras"
 BEST_FILE = "best.keras"
 REFERENCE_FILE = "reference_set.npz"
+# Which data the run was trained on: source, sha256 of the arrays, "MNIST" or null.
+DATA_FILE = "data.json"
 X_DENSITY_FILE = "x_density.npz"
 METRICS_FILE = "test_metrics.json"
 FIT_FILE = "fit_summary.json"

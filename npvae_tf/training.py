@@ -40,6 +40,7 @@ from npvae_tf.optimizers import FusedAdam
 from npvae_tf.files import atomic_write, write_json, write_text
 from npvae_tf.reference import build_reference_set
 from npvae_tf.sampling import XDensity
+from npvae_tf.runs import DATA_FILE
 from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, FIT_FILE, LOG_FILE, LOGS_DIR,  # noqa: F401
                            METRICS_FILE, MODEL_FILE, RunError, RunLock, check_for_training)
 from npvae_tf.seeds import stream_seed
@@ -362,6 +363,16 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
                       config.image_shape)
     if chief and not os.path.isfile(os.path.join(run_dir, "config.json")):
         config.save(run_dir)
+    if chief:  # evaluate.py finds (and checks) the data by this record
+        data_file = os.path.join(run_dir, DATA_FILE)
+        if os.path.isfile(data_file):
+            with open(data_file) as f:
+                before = json.load(f).get("sha256")
+            if before and before != data.sha256:
+                raise ConfigError(f"{run_dir} was trained on other data (sha256 "
+                                  f"{before[:12]}...) than {data.source} (sha256 "
+                                  f"{data.sha256[:12]}...); pass that data's --data_dir")
+        write_json(data_file, {**data.provenance, "source": _absolute_source(data.source)})
     model_path = os.path.join(own_dir, MODEL_FILE)
     if os.path.isfile(model_path):
         # Fitting finished in an earlier, interrupted invocation: only the last steps remain.
@@ -439,6 +450,10 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
     if losses and not np.all(np.isfinite(losses)):
         raise TrainingError(f"training diverged (loss {losses[-1]}); see {run_dir}/{LOG_FILE}")
     return model
+
+
+def _absolute_source(source: str) -> str:
+    return source if source.startswith("keras.") else os.path.abspath(source)
 
 
 def format_metrics(metrics: Dict[str, float]) -> str:

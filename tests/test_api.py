@@ -131,3 +131,15 @@ def test_train_with_a_config_returns_the_loaded_run(trained):
     # npvae_tf.train ran in the snippet; rerunning it finds the run finished.
     run = npvae_tf.train(trained["run"].config, trained["run"].path, verbose=0)
     assert isinstance(run, TrainedRun) and run.config == Config(**run.config.to_dict())
+
+
+def test_the_run_records_the_data_it_was_trained_on(trained, mnist_like_dir):
+    import json
+
+    from npvae_tf.data import load_mnist
+    from npvae_tf.runs import DATA_FILE
+
+    recorded = json.load(open(os.path.join(trained["run"].path, DATA_FILE)))
+    data = load_mnist(mnist_like_dir, 100)
+    assert recorded == {"source": os.path.abspath(mnist_like_dir), "sha256": data.sha256,
+                        "name": None}

@@ -1,6 +1,7 @@
 """reproduce.py end to end on a tiny configuration (generated data, 1 epoch)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -18,6 +19,9 @@ def test_reproduce_end_to_end(tmp_path, mnist_like_dir):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-3000:]
+    # Progress with the time since the start: each run's training, each evaluation stage.
+    for line in ("training run 1/4: ", "training run 4/4: ", "run 4/4 npvae-z3: interpolations"):
+        assert re.search(rf"^\[0:\d\d:\d\d\] {re.escape(line)}", result.stdout, re.M), line
     for name in ("vae-z2", "npvae-z2", "vae-z3", "npvae-z3"):
         assert os.path.isfile(tmp_path / "runs" / name / "model.keras"), name
     text = (docs / "results.md").read_text()

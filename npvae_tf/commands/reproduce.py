@@ -61,9 +61,12 @@ def main(argv=None):
     started = time.time()
     command = "python " + " ".join(shlex.quote(a) for a in ["reproduce.py", *sys.argv[1:]])
     try:
-        paths = run_grid(base, args.models, args.z_dims, args.runs_dir, args.data_dir)
+        # Progress: a line per run and per epoch, then per evaluation stage, with the time
+        # since the start (an hour of training is otherwise silent).
+        paths = run_grid(base, args.models, args.z_dims, args.runs_dir, args.data_dir,
+                         verbose=1, started=started)
         summary = evaluate(paths, out=None, data_dir=args.data_dir,
-                           settings=cli.settings_from_args(args, plots=True))
+                           settings=cli.settings_from_args(args, plots=True), started=started)
         path = write_results(summary, paths, args.docs, command, time.time() - started)
     except (DataError, ConfigError, TrainingError, EvaluationError) as e:
         cli.fail("reproduce.py", str(e))
