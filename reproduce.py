@@ -1,4 +1,4 @@
-"""Reproduce the paper: train VAE and npVAE at several Z, evaluate them, write docs/results.md.
+"""Reproduce the paper: train each scheme at several Z, evaluate them, write docs/results.md.
 
 The command is npvae_tf/commands/reproduce.py, installed as ``npvae-reproduce``.
 """

@@ -86,6 +86,26 @@ class Config:
         self.validate()
 
     @property
+    def scheme(self) -> str:
+        """A short name of the training objective, e.g. for table headings.
+
+        ``"VAE"``; ``"npVAE"`` for the paper's objective (eq. 5); otherwise ``"npVAE"`` with
+        what differs from the paper, e.g. ``"npVAE: match 0, X path 1, own decoder"``.
+        """
+        if self.model == "vae":
+            return "VAE"
+        parts = []
+        if self.match_weight != 1.0:
+            parts.append(f"match {self.match_weight:g}")
+        if self.x_path_weight > 0:
+            parts.append(f"X path {self.x_path_weight:g}")
+            if self.x_path_decoder == "separate":
+                parts.append("own decoder")
+            if self.x_path_stop_gradient:
+                parts.append("E[z] held")
+        return "npVAE: " + ", ".join(parts) if parts else "npVAE"
+
+    @property
     def image_dim(self) -> int:
         return self.image_shape[0] * self.image_shape[1]
 

@@ -175,6 +175,37 @@ def active_units(z_mean: np.ndarray, threshold: float = 0.01) -> Tuple[int, np.n
     return int(np.sum(variance > threshold)), variance
 
 
+def neighbour_average_log_likelihood(model, images: np.ndarray, test_z: np.ndarray,
+                                     train_z: np.ndarray, ks: Sequence[int] = (1, 10, 100),
+                                     batch_size: int = 500) -> Dict[int, float]:
+    """How well an average of *other* images' codes can reconstruct an image, per k.
+
+    ``{k: mean_i log p_X(y_i | mean of the k training E[z] nearest to E[z|y_i])}`` (nats),
+    the neighbours found in Z itself (scikit-learn, Euclidean) and decoded the way the X path
+    decodes (``model.x_path_likelihood``). The X path decodes a kernel average of training
+    codes too, but with neighbours found in a 2-D X: this is what it would give if X kept
+    Z's own neighbourhoods exactly, a reference point for how far a 2-D X could take it.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    k_max = int(max(ks))
+    index = NearestNeighbors(n_neighbors=k_max).fit(train_z)
+
+    @tf.function(reduce_retracing=True)
+    def log_prob(z, y):
+        return model.x_path_likelihood(z).log_prob(y)
+
+    totals = {int(k): 0.0 for k in ks}
+    for start in range(0, len(images), batch_size):
+        end = start + batch_size
+        _, nearest = index.kneighbors(test_z[start:end])                 # [b, k_max]
+        y = tf.constant(images[start:end], tf.float32)
+        for k in totals:
+            z = train_z[nearest[:, :k]].mean(axis=1).astype(np.float32)  # [b, Z]
+            totals[k] += float(tf.reduce_sum(log_prob(tf.constant(z), y)))
+    return {k: total / len(images) for k, total in totals.items()}
+
+
 # --- 2-D embedding quality -----------------------------------------------------------------
 
 def knn_accuracy(train_embedding: np.ndarray, train_labels: np.ndarray,

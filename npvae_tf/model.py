@@ -33,7 +33,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from npvae_tf.config import Config
-from npvae_tf.kernels import SquaredExponentialKernel
+from npvae_tf.kernels import SquaredExponentialKernel, masked_softmax
 from npvae_tf.seeds import stream_seed
 
 tfd = tfp.distributions
@@ -311,7 +311,8 @@ class NonparametricVAE(VAE):
         """
         z_mean = q.mean()
         x = self.embed(y, training=training)
-        weights = self._in_batch_weights(x)                       # [B, global batch]
+        logits, own = self._in_batch_logits(x)                   # [b, global batch]
+        weights = masked_softmax(tf.where(own, tf.constant(-np.inf, logits.dtype), logits))
         z_tilde = tf.matmul(weights, replica_all_gather(z_mean))
         terms = {"match": tf.reduce_sum(tf.square(z_mean - z_tilde), axis=-1)}
         if self.x_path_weight > 0:
@@ -326,20 +327,17 @@ class NonparametricVAE(VAE):
         terms["lengthscale_over_x_std"] = lengthscale / tf.maximum(spread, 1e-12) * ones
         return terms
 
-    def _in_batch_weights(self, x):
-        """W of this replica's points ``[b, D]`` against the global batch, ``[b, B]``, W_ii = 0."""
+    def _in_batch_logits(self, x):
+        """Kernel logits of this replica's points ``[b, D]`` against the global batch, ``[b, B]``,
+        and the mask ``[b, B]`` of each point's own position (excluded: W_ii = 0)."""
         replicas, replica_id = replica_position()
-        if replicas == 1:
-            return self.kernel.kernel_weights(x)
-        # This replica's rows sit at [offset, offset + b) of the gathered batch; its own
-        # points are excluded exactly as the diagonal is on one device.
         x_all = replica_all_gather(x)
         b = tf.shape(x)[0]
-        offset = replica_id * b
-        logits = self.kernel.logits(x, x_all)
+        # This replica's rows sit at [offset, offset + b) of the gathered batch (the diagonal
+        # on one device).
+        offset = replica_id * b if replicas > 1 else 0
         own = tf.equal(tf.range(tf.shape(x_all)[0])[None, :], (tf.range(b) + offset)[:, None])
-        logits = tf.where(own, tf.constant(-np.inf, logits.dtype), logits)
-        return tf.nn.softmax(logits, axis=-1)
+        return self.kernel.logits(x, x_all), own
 
     def total_loss(self, terms):
         loss = terms["reconstruction"] + terms["kl"] + self.match_weight * terms["match"]

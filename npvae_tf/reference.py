@@ -90,9 +90,9 @@ def encode_means(model, images: np.ndarray, batch_size: int = 1024):
     return z_mean, (np.concatenate(xs) if has_x else None)
 
 
-def x_path_log_likelihood(model, images: np.ndarray, reference: ReferenceSet,
-                          lengthscale: float, batch_size: int = 500) -> np.ndarray:
-    """``log p_X(y | z~(f(y)))`` per image ``[N]``, z~ over the reference set with ``lengthscale``."""
+def x_path_scorer(model, reference: ReferenceSet, batch_size: int = 500):
+    """``score(images, lengthscale) -> [N]``: ``log p_X(y | z~(f(y)))`` per image, z~ over the
+    reference set with the given lengthscale (one traced function for every lengthscale)."""
     x_ref = tf.constant(reference.x, tf.float32)
     z_ref = tf.constant(reference.z_mean, tf.float32)
 
@@ -101,9 +101,18 @@ def x_path_log_likelihood(model, images: np.ndarray, reference: ReferenceSet,
         z_tilde = model.predictive_mean(model.embed(y), x_ref, z_ref, lengthscale=l)
         return model.x_path_likelihood(z_tilde).log_prob(y)
 
-    l = tf.constant(lengthscale, tf.float32)
-    return np.concatenate([step(tf.constant(images[i:i + batch_size], tf.float32), l).numpy()
-                           for i in range(0, len(images), batch_size)])
+    def score(images: np.ndarray, lengthscale: float) -> np.ndarray:
+        l = tf.constant(lengthscale, tf.float32)
+        return np.concatenate([step(tf.constant(images[i:i + batch_size], tf.float32), l).numpy()
+                               for i in range(0, len(images), batch_size)])
+
+    return score
+
+
+def x_path_log_likelihood(model, images: np.ndarray, reference: ReferenceSet,
+                          lengthscale: float, batch_size: int = 500) -> np.ndarray:
+    """``log p_X(y | z~(f(y)))`` per image ``[N]``, z~ over the reference set with ``lengthscale``."""
+    return x_path_scorer(model, reference, batch_size)(images, lengthscale)
 
 
 def select_serving_lengthscale(model, reference: ReferenceSet, images: np.ndarray,
@@ -116,8 +125,8 @@ def select_serving_lengthscale(model, reference: ReferenceSet, images: np.ndarra
     """
     learned = float(model.kernel.lengthscale.numpy())
     images = np.asarray(images[:SELECTION_IMAGES], np.float32)
-    scores = [float(np.mean(x_path_log_likelihood(model, images, reference, s * learned)))
-              for s in scales]
+    score = x_path_scorer(model, reference)
+    scores = [float(np.mean(score(images, s * learned))) for s in scales]
     best = int(np.argmax(scores))
     return learned * scales[best], {"learned_lengthscale": learned, "scales": list(scales),
                                     "log_likelihood": scores}

@@ -213,7 +213,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        return f"{'npVAE' if self.has_x else 'VAE'} z_dim {self.config.z_dim}"
+        return f"{self.config.scheme} z_dim {self.config.z_dim}"
 
 
 def _first_line(e: Exception) -> str:

@@ -461,6 +461,10 @@ def format_metrics(metrics: Dict[str, float]) -> str:
              f"{metrics['reconstruction']:.2f}, at the mean {metrics['reconstruction_at_mean']:.2f}, "
              f"KL {metrics['kl']:.2f})"]
     if "match" in metrics:
+        serving = metrics.get("serving_lengthscale")
         lines.append(f"match ||E[z] - z~||^2 {metrics['match']:.3f}, lengthscale "
-                     f"{metrics.get('lengthscale', float('nan')):.4g}")
+                     f"{metrics.get('lengthscale', float('nan')):.4g} (serving "
+                     f"{float('nan') if serving is None else serving:.4g})")
+    if "x_path" in metrics:
+        lines.append(f"X path -log p(y|z~) within test batches {metrics['x_path']:.2f} nats")
     return "\n".join(lines)

@@ -691,6 +691,31 @@ def test_serving_benchmark_quick_mode_runs():
     assert "export kernel chunk" in result.stdout and "max |p - live|" in result.stdout
 
 
+def test_export_serves_the_recorded_serving_lengthscale_and_the_x_path_decoder(tmp_path):
+    """generate_from_x = the X path decoder at z~ with the lengthscale training recorded."""
+    images, labels = digit_images(200, 3)
+    run = str(tmp_path / "run")
+    config = Config(hidden=(32, 32), validation_examples=100, z_dim=6, match_weight=0.0,
+                    x_path_weight=1.0, x_path_decoder="separate")
+    config.save(run)
+    model = build_model(config)
+    reference = build_reference_set(model, images, labels)
+    serving = 0.1 * float(reference.x.std())
+    reference = ReferenceSet(z_mean=reference.z_mean, labels=reference.labels, x=reference.x,
+                             lengthscale=serving)
+    model.save(os.path.join(run, MODEL_FILE))
+    reference.save(run)
+    served = tf.saved_model.load(export_run(run, str(tmp_path / "export"), chunk_size=64))
+    x = reference.x[:5] + 0.01
+    got = served.signatures["generate_from_x"](x=tf.constant(x))["images"].numpy()
+    expected = model.decode_from_x(x, reference.x, reference.z_mean, lengthscale=serving)
+    np.testing.assert_allclose(got, expected.numpy(), **TOL)
+    learned = model.decode_from_x(x, reference.x, reference.z_mean).numpy()
+    shared = model.decode(model.predictive_mean(x, reference.x, reference.z_mean,
+                                                lengthscale=serving)).numpy()
+    assert not np.allclose(got, learned, **TOL) and not np.allclose(got, shared, **TOL)
+
+
 def test_cli_unwritable_out_fails_before_any_work(runs, tmp_path, capsys):
     from tests.test_runs import unwritable_folder
 

@@ -8,9 +8,11 @@ from npvae_tf.kernels import SquaredExponentialKernel
 def numpy_weights(x_query, x_ref, lengthscale, exclude_diagonal):
     """W_ij ∝ exp(-||x_i - x_j||^2 / (2 l^2)), W_ii = 0 in-batch, rows sum to 1."""
     sq = ((x_query[:, None, :] - x_ref[None, :, :]) ** 2).sum(-1)
-    k = np.exp(-sq / (2 * lengthscale ** 2))
+    log_k = -sq / (2 * lengthscale ** 2)
     if exclude_diagonal:
-        np.fill_diagonal(k, 0.0)
+        np.fill_diagonal(log_k, -np.inf)
+    # The common factor exp(max_j log k_ij) cancels in the normalisation (no underflow).
+    k = np.exp(log_k - log_k.max(1, keepdims=True))
     return k / k.sum(1, keepdims=True)
 
 
@@ -110,6 +112,40 @@ def test_squared_distances_both_paths(d):
     np.testing.assert_allclose(squared_distances(a, b).numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_explicit_lengthscale_overrides_the_learned_one():
+    rng = np.random.default_rng(5)
+    x_ref, z_ref = rng.normal(size=(40, 2)).astype(np.float32), rng.normal(size=(40, 3))
+    x_query = rng.normal(size=(6, 2)).astype(np.float32)
+    kernel = SquaredExponentialKernel(2.0)
+    got = kernel.predictive_mean(x_query, x_ref, z_ref.astype(np.float32), chunk_size=16,
+                                 lengthscale=0.3).numpy()
+    expected = numpy_weights(x_query.astype(np.float64), x_ref.astype(np.float64), 0.3, False) @ z_ref
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert float(kernel.lengthscale) == pytest.approx(2.0)  # the learned one is untouched
+
+
+@pytest.mark.parametrize("chunk", [1, 16, 1000])
+@pytest.mark.parametrize("lengthscale", [0.05, 0.5, 50.0])
+def test_effective_neighbours_is_the_inverse_sum_of_squared_weights(chunk, lengthscale):
+    rng = np.random.default_rng(7)
+    x_ref = rng.normal(size=(60, 2)).astype(np.float32) * 2
+    x_query = rng.normal(size=(5, 2)).astype(np.float32) * 2
+    kernel = SquaredExponentialKernel(1.0)
+    got = kernel.effective_neighbours(x_query, x_ref, chunk_size=chunk,
+                                      lengthscale=lengthscale).numpy()
+    w = numpy_weights(x_query.astype(np.float64), x_ref.astype(np.float64), lengthscale, False)
+    np.testing.assert_allclose(got, 1.0 / (w ** 2).sum(1), rtol=1e-4)
+    assert np.all((got >= 1.0 - 1e-5) & (got <= 60 + 1e-3))
+
+
+def test_effective_neighbours_extremes():
+    kernel = SquaredExponentialKernel(1.0)
+    same = np.zeros((10, 2), np.float32)  # identical points: uniform weights, all 10 count
+    np.testing.assert_allclose(kernel.effective_neighbours(same[:2], same).numpy(), 10.0)
+    far = np.array([[0.0, 0.0], [1e4, 0.0], [-1e4, 5e3]], np.float32)  # one point takes it all
+    np.testing.assert_allclose(kernel.effective_neighbours(far, far).numpy(), 1.0)
+
+
 # --- no NaN where no neighbour is in reach (issue 11) ---------------------------------------
 
 def test_a_single_point_has_no_neighbour_and_predicts_zero_not_nan():
@@ -146,3 +182,4 @@ def test_far_away_queries_give_finite_predictions():
     exact = kernel(queries[3:], z_ref, x_ref).numpy()  # an ordinary query is unchanged
     np.testing.assert_allclose(z[3:], exact, rtol=1e-5, atol=1e-6)
     assert np.all(np.isfinite(kernel.effective_neighbours(queries, x_ref).numpy()))
+

@@ -9,7 +9,7 @@ from npvae_tf.metrics import (active_units, class_silhouette, elbo_summary,
                               embedding_trustworthiness, frechet_distance,
                               importance_weighted_log_likelihood, knn_accuracy,
                               log_importance_weights, mean_confidence, per_example_terms,
-                              evaluation_terms)
+                              evaluation_terms, neighbour_average_log_likelihood)
 from npvae_tf.reference import ReferenceSet
 from tests.test_kernels import numpy_weights
 from tests.test_model import images, numpy_mlp, small_model, softplus
@@ -122,6 +122,25 @@ def test_x_path_matches_numpy():
     np.testing.assert_allclose(got["x_path_images"], 1 / (1 + np.exp(-logits)), atol=1e-5)
 
 
+@pytest.mark.parametrize("serving_lengthscale", [None, 0.2])
+def test_x_path_uses_the_serving_lengthscale_and_the_x_path_decoder(serving_lengthscale):
+    model = small_model("npvae", x_path_weight=1.0, x_path_decoder="separate")
+    y = images(6, seed=2)
+    rng = np.random.default_rng(1)
+    reference = ReferenceSet(z_mean=rng.normal(size=(25, 5)).astype(np.float32),
+                             labels=np.zeros(25, np.int64),
+                             x=rng.normal(size=(25, 2)).astype(np.float32),
+                             lengthscale=serving_lengthscale)
+    got = evaluation_terms(model, y, k=1, seed=0, batch_size=4, reference=reference)
+    x = numpy_mlp(model.x_encoder, y.astype(np.float64))
+    l = serving_lengthscale or float(model.kernel.lengthscale)
+    w = numpy_weights(x, reference.x.astype(np.float64), l, False)
+    logits = numpy_mlp(model.x_path_decoder, w @ reference.z_mean)
+    np.testing.assert_allclose(got["x_path_ll"], (y * logits - softplus(logits)).sum(-1),
+                               rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got["effective_neighbours"], 1 / (w ** 2).sum(1), rtol=1e-4)
+
+
 def test_k_must_be_positive():
     with pytest.raises(ValueError, match="k must be >= 1"):
         evaluation_terms(small_model("vae"), images(4), k=0)
@@ -201,3 +220,18 @@ def test_frechet_distance_with_singular_covariances_is_finite():
 def test_mean_confidence():
     probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5]])
     assert mean_confidence(probs) == pytest.approx((0.9 + 0.7 + 0.5) / 3)
+
+
+def test_neighbour_average_log_likelihood_matches_numpy():
+    model = small_model("npvae", x_path_weight=1.0, x_path_decoder="separate")
+    rng = np.random.default_rng(3)
+    train_z = rng.normal(size=(40, 5)).astype(np.float32)
+    test_z = rng.normal(size=(7, 5)).astype(np.float32)
+    y = images(7, seed=6)
+    got = neighbour_average_log_likelihood(model, y, test_z, train_z, ks=(1, 3), batch_size=3)
+    distances = ((test_z[:, None, :] - train_z[None, :, :]) ** 2).sum(-1)
+    for k in (1, 3):
+        z = train_z[np.argsort(distances, axis=1)[:, :k]].mean(1)
+        logits = numpy_mlp(model.x_path_decoder, z)
+        expected = (y * logits - softplus(logits)).sum(-1).mean()
+        assert got[k] == pytest.approx(expected, rel=1e-4)

@@ -237,3 +237,4 @@ def test_xla_compiled_training_runs():
     history = model.fit(images(32), batch_size=8, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert all(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
+

@@ -1,0 +1,56 @@
+"""The reference set and the serving lengthscale chosen on validation images."""
+
+import numpy as np
+import pytest
+
+from npvae_tf.reference import (ReferenceSet, build_reference_set, select_serving_lengthscale,
+                                x_path_log_likelihood)
+from tests.test_kernels import numpy_weights
+from tests.test_model import images, numpy_mlp, small_model, softplus
+
+
+def _reference(model, n=40, seed=0):
+    return build_reference_set(model, images(n, seed=seed), np.arange(n) % 3)
+
+
+def test_x_path_log_likelihood_matches_numpy():
+    model = small_model("npvae")
+    reference = _reference(model)
+    y = images(7, seed=9)
+    got = x_path_log_likelihood(model, y, reference, lengthscale=0.4, batch_size=3)
+    x = numpy_mlp(model.x_encoder, y)
+    x_ref = numpy_mlp(model.x_encoder, images(40, seed=0))
+    z_ref = np.split(numpy_mlp(model.encoder, images(40, seed=0)), 2, axis=-1)[0]
+    logits = numpy_mlp(model.decoder, numpy_weights(x, x_ref, 0.4, False) @ z_ref)
+    np.testing.assert_allclose(got, (y * logits - softplus(logits)).sum(-1), rtol=1e-4, atol=1e-3)
+
+
+def test_serving_lengthscale_is_the_best_scale_on_the_given_images():
+    model = small_model("npvae")
+    reference = _reference(model)
+    y = images(12, seed=4)
+    scales = (1.0, 0.5, 0.1, 0.01)
+    chosen, record = select_serving_lengthscale(model, reference, y, scales)
+    learned = float(model.kernel.lengthscale)
+    scores = [np.mean(x_path_log_likelihood(model, y, reference, s * learned)) for s in scales]
+    assert record["learned_lengthscale"] == pytest.approx(learned)
+    np.testing.assert_allclose(record["log_likelihood"], scores, rtol=1e-6)
+    assert chosen == pytest.approx(learned * scales[int(np.argmax(scores))])
+
+
+def test_reference_set_round_trip_keeps_the_serving_lengthscale(tmp_path):
+    model = small_model("npvae")
+    reference = build_reference_set(model, images(30), np.arange(30) % 3,
+                                    validation_images=images(10, seed=5))
+    assert reference.lengthscale is not None and reference.selection is not None
+    reference.save(str(tmp_path))
+    loaded = ReferenceSet.load(str(tmp_path))
+    assert loaded.lengthscale == pytest.approx(reference.lengthscale)
+    assert loaded.selection["scales"] == pytest.approx(list(reference.selection["scales"]))
+    np.testing.assert_array_equal(loaded.x, reference.x)
+    # A VAE keeps no lengthscale; a reference set without one loads with None.
+    vae = small_model("vae")
+    plain = build_reference_set(vae, images(30), np.arange(30) % 3, images(10))
+    (tmp_path / "vae").mkdir()
+    plain.save(str(tmp_path / "vae"))
+    assert ReferenceSet.load(str(tmp_path / "vae")).lengthscale is None
