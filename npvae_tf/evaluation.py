@@ -224,8 +224,8 @@ def sample_metrics(name: str, images: np.ndarray, reference: Reference,
 
 
 def _train_minutes(run_dir: str) -> Optional[float]:
-    """Training time recorded by ``train`` (None for runs trained before it was recorded; for
-    a resumed run, the time of the invocation that finished it)."""
+    """Training time recorded by ``train``, summed over every finished epoch (None for runs
+    trained before it was recorded)."""
     path = os.path.join(run_dir, FIT_FILE)
     if not os.path.isfile(path):
         return None

@@ -17,7 +17,6 @@ layout is written down once. A run folder (``train.py --out RUN``)::
     x_density.npz        npVAE: the mixture over the training X  } when fitting ends; the
                          that sampling uses (sampling.XDensity) |  last one marks a
     test_metrics.json    seeded test-set metrics               /   finished run
-    fit_summary.json     training time of the last invocation
     eval/                evaluate.py's outputs (default)
 
 A folder is *a run* when it holds ``config.json``, and *finished* when it also holds
