@@ -153,8 +153,12 @@ def test_a_run_killed_again_and_again_ends_as_if_never_interrupted(uninterrupted
     assert "all 3 epochs done; finishing the run" in result.stdout
     assert os.path.isfile(os.path.join(out, METRICS_FILE))
 
-    # 6. The rerun finds a finished run: it only removes the leftover backup.
+    # 6. The rerun finds a finished run: it only removes the leftover backup (and what a
+    #    process killed mid-write leaves, as a kill inside best.keras's save would).
+    stale = os.path.join(out, ".tmp-99999-best.keras")
+    open(stale, "w").close()
     result = run_train("none", args, cwd)
+    assert not os.path.exists(stale)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "already trained; nothing to do" in result.stdout
     assert not os.path.exists(os.path.join(out, BACKUP_DIR))
