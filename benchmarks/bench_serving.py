@@ -3,6 +3,7 @@
     python benchmarks/bench_serving.py                        # untrained z500, 55,000 refs
     python benchmarks/bench_serving.py --run runs/npvae-z500  # a real run folder
     python benchmarks/bench_serving.py --quick                # small smoke run (seconds)
+    python benchmarks/bench_serving.py --xla                  # the export made with --xla
 
 The model is exported to a temporary folder, then a fresh process that imports TensorFlow
 only loads the SavedModel and times each signature at batch sizes 1, 64 and 1,024 (images/s:
@@ -73,7 +74,7 @@ def serve(export_dir: str, min_seconds: float, max_calls: int) -> dict:
     rng = np.random.default_rng(0)
     inputs = {"encode": ("images", lambda n: rng.random((n, info["image_dim"]), np.float32))}
     if "generate_from_x" in loaded.signatures:
-        x_ref = loaded.reference_x.numpy()[:info["reference_size"]]
+        x_ref = loaded.reference_x[0].numpy()[:info["reference_size"]]
         inputs["generate_from_x"] = (
             "x", lambda n: (x_ref[rng.integers(0, len(x_ref), n)]
                             + rng.normal(size=(n, x_ref.shape[1]))).astype(np.float32))
@@ -175,6 +176,8 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int, nargs="+", default=[500, 500])
     parser.add_argument("--min_seconds", type=float, default=3.0,
                         help="time each (signature, batch) for at least this long")
+    parser.add_argument("--xla", action="store_true",
+                        help="time an export made with --xla (XLA-compiled kernel)")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)
 
@@ -195,10 +198,11 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         export_dir = os.path.join(tmp, "export")
         t = time.perf_counter()
-        export_model(model, export_dir, reference)
+        export_model(model, export_dir, reference, jit_compile=args.xla)
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(export_dir)
                    for f in fs)
-        print(f"export: {time.perf_counter() - t:.1f} s, {size / 2**20:.1f} MiB")
+        print(f"export{' (--xla)' if args.xla else ''}: {time.perf_counter() - t:.1f} s, "
+              f"{size / 2**20:.1f} MiB")
         child = subprocess.run([sys.executable, os.path.abspath(__file__), "--serve", export_dir,
                                 "--min_seconds", str(args.min_seconds)],
                                capture_output=True, text=True, cwd=tmp)
@@ -214,7 +218,7 @@ def main(argv=None):
               f"{r['median_images_per_s']:>10.0f} {r['images_per_cpu_s']:>10.0f} "
               f"{r['first_call_s']:>12.2f} {r['calls']:>6} {r['peak_rss_mib']:>13.0f}")
     print("(images/s: wall clock, best and median call; per CPU-s: images per second of "
-          "process CPU time, all threads; first call includes XLA compilation)")
+          "process CPU time, all threads; first call: tracing, and with --xla compilation)")
 
     chunks = (DEFAULT_CHUNK_SIZE,) if args.quick else (512, 1024, 2048, 4096)
     best, errors = design_comparison(model, reference, chunks, repeats=2 if args.quick else 4,

@@ -3,6 +3,10 @@
 Importing the package does not import TensorFlow (seconds of start-up and a page of log
 lines): the command lines parse flags and check folders first. Names that need TensorFlow
 are exported lazily (PEP 562) and load on first use, e.g. ``npvae_tf.build_model``.
+
+The Python API: ``npvae_tf.load_run(path)`` and ``npvae_tf.train(config, run_dir)`` return a
+:class:`npvae_tf.api.TrainedRun` with ``embed``, ``encode``, ``reconstruct``, ``decode``,
+``generate_from_x`` and ``sample`` on NumPy arrays.
 """
 
 import importlib
@@ -19,6 +23,10 @@ _LAZY = {
     "VAE": "npvae_tf.model",
     "NonparametricVAE": "npvae_tf.model",
     "build_model": "npvae_tf.model",
+    # The Python API (npvae_tf/api.py): NumPy in, NumPy out.
+    "load_run": "npvae_tf.api",
+    "train": "npvae_tf.api",
+    "TrainedRun": "npvae_tf.api",
 }
 
 __all__ = sorted(_LAZY)

@@ -52,13 +52,44 @@ class Split:
         return Split(self.images[:n], self.labels[:n])
 
 
+# fingerprint() of the canonical MNIST (gzipped IDX files and Keras' mnist.npz alike).
+MNIST_SHA256 = "25c98f992c005963b7428e1f38418b233c9b286cc403519287eb8063f0bcfe07"
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
+    """``source``: where the files were found; ``sha256``: :func:`fingerprint` of them."""
+
     train: Split
     validation: Split
     test: Split
     image_shape: tuple
     source: str
+    sha256: str = ""
+
+    @property
+    def is_mnist(self) -> bool:
+        return self.sha256 == MNIST_SHA256
+
+    @property
+    def provenance(self) -> dict:
+        """What a run folder records of its data (``data.json``)."""
+        return {"source": self.source, "sha256": self.sha256,
+                "name": "MNIST" if self.is_mnist else None}
+
+
+def fingerprint(arrays) -> str:
+    """SHA-256 of the decoded uint8 arrays (training and test images and labels, with their
+    shapes): the same for the same data whatever the file format or compression."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for split in ("train", "test"):
+        for array in arrays[split]:
+            array = np.ascontiguousarray(array, np.uint8)
+            digest.update(str(array.shape).encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def _read_bytes(path: str) -> bytes:
@@ -204,7 +235,7 @@ def load_mnist(data_dir: Optional[str] = None, validation_examples: int = 5000,
         train = train.take(train_examples)
     validation = to_split(train_images[n_train:], train_labels[n_train:])
     test = to_split(test_images, test_labels)
-    return Dataset(train, validation, test, shape, source)
+    return Dataset(train, validation, test, shape, source, fingerprint(arrays))
 
 
 def evaluation_batch_size(n: int, batch_size: int) -> int:

@@ -45,10 +45,12 @@ from npvae_tf.data import DataError, Dataset, evaluation_images, load_mnist
 from npvae_tf.metrics import (active_units, class_silhouette, embedding_trustworthiness,
                               frechet_distance, knn_accuracy, mean_confidence, evaluation_terms,
                               neighbour_average_log_likelihood)
+from npvae_tf.summaries import PROJECTOR_DIR, write_projector
 from npvae_tf.files import atomic_write, write_json, write_text
 from npvae_tf.model import VAE  # noqa: F401  registers the model classes for loading
 from npvae_tf.seeds import stream_seed
-from npvae_tf.runs import (EVAL_DIR, Run, check_run_dir, check_writable,  # noqa: F401
+from npvae_tf.runs import DATA_FILE
+from npvae_tf.runs import (EVAL_DIR, FIT_FILE, Run, check_run_dir, check_writable,  # noqa: F401
                            find_latest_run, load_run, read_training_log)
 
 METRICS_FILE = "metrics.json"
@@ -84,6 +86,7 @@ class Settings:
       grid_size: the decoded grid over X (or a 2-D Z) is grid_size x grid_size.
       batch_size: images per prediction batch.
       plots: also draw the figures.
+      projector_images: test images in the TensorBoard Embedding Projector (0: none).
     """
 
     iw_samples: int = 100
@@ -95,6 +98,7 @@ class Settings:
     grid_size: int = 20
     batch_size: int = 1000
     plots: bool = False
+    projector_images: int = 2000
     classifier_cache: Optional[str] = None
     classifier_epochs: int = CLASSIFIER_EPOCHS
 
@@ -102,11 +106,30 @@ class Settings:
 # --- run folders: npvae_tf.runs owns their layout, check and loading ---------------------------
 
 
+def recorded_data(run_dir: str) -> Optional[Dict]:
+    """The run's ``data.json`` (source, sha256, name), or None for runs from before it."""
+    import json
+
+    path = os.path.join(run_dir, DATA_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def load_data_for(run: Run, data_dir: Optional[str], cache: Dict) -> Dataset:
     """The data split the run was trained on (training split without ``train_examples``
-    truncation: the classifier uses all of it); checks it matches the reference set."""
+    truncation: the classifier uses all of it); checks it matches the reference set.
+
+    Without ``data_dir``, the data is found where the run's ``data.json`` says it was
+    trained (then as in training), and must have the recorded SHA-256.
+    """
     c = run.config
-    key = (c.validation_examples, c.image_shape)
+    recorded = recorded_data(run.path)
+    if data_dir is None and recorded and os.path.exists(recorded.get("source", "")):
+        source = recorded["source"]
+        data_dir = source if os.path.isdir(source) else os.path.dirname(source)
+    key = (c.validation_examples, c.image_shape, data_dir)
     if key not in cache:
         try:
             cache[key] = load_mnist(data_dir, c.validation_examples, None, c.image_shape)
@@ -114,6 +137,10 @@ def load_data_for(run: Run, data_dir: Optional[str], cache: Dict) -> Dataset:
             raise EvaluationError(f"{run.path}: trained on {c.image_shape[0]}x{c.image_shape[1]} "
                                   f"images, but the data does not fit: {e}") from None
     data = cache[key]
+    if recorded and recorded.get("sha256") and recorded["sha256"] != data.sha256:
+        raise EvaluationError(f"{run.path}: trained on other data ({recorded.get('source')}, "
+                              f"sha256 {recorded['sha256'][:12]}...) than {data.source} "
+                              f"(sha256 {data.sha256[:12]}...); pass that data's --data_dir")
     n = len(run.reference.labels)
     if n > len(data.train) or not np.array_equal(run.reference.labels, data.train.labels[:n]):
         raise EvaluationError(f"{run.path}: its reference set does not match the training split "
@@ -196,16 +223,24 @@ def sample_metrics(name: str, images: np.ndarray, reference: Reference,
     return out
 
 
-def _train_seconds(run_dir: str) -> Optional[float]:
-    """Training time recorded by ``train`` (None for runs trained before it was recorded)."""
-    path = os.path.join(run_dir, "fit_summary.json")
+def _train_minutes(run_dir: str) -> Optional[float]:
+    """Training time recorded by ``train``, summed over every finished epoch (None for runs
+    trained before it was recorded)."""
+    path = os.path.join(run_dir, FIT_FILE)
     if not os.path.isfile(path):
         return None
     with open(path) as f:
-        return float(json.load(f)["train_seconds"])
+        return float(json.load(f)["train_seconds"]) / 60
 
 
-def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settings):
+def clock(started: float) -> str:
+    """``[h:mm:ss]`` since ``started`` (``time.time()``): the prefix of progress lines."""
+    seconds = int(time.time() - started)
+    return f"[{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}]"
+
+
+def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settings,
+                 progress: Callable[[str], None] = lambda text: None):
     """All metrics of one run; returns ``(metrics, artifacts)`` (arrays for the figures)."""
     started = time.time()
     timings = {}
@@ -219,7 +254,7 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
         "epochs_run": int(len(run.log["epoch"])) if run.log else None,
         "space": run.space, "test_images": int(len(images)), "reference_size": n_ref,
         "scheme": cfg.scheme, "config": cfg.to_dict(),
-        "train_seconds": _train_seconds(run.path),
+        "train_minutes": _train_minutes(run.path),
     }
     if run.has_x:
         metrics["lengthscale"] = float(run.model.kernel.lengthscale.numpy())
@@ -227,6 +262,7 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
         metrics["serving_lengthscale"] = run.reference.lengthscale
 
     # Likelihoods, X path, active units: one batched pass over the test set.
+    progress(f"likelihoods ({settings.iw_samples} importance samples per test image)")
     t = time.time()
     terms = evaluation_terms(run.model, images, settings.iw_samples, seeds["importance_weights"],
                              reference=run.reference if run.has_x else None)
@@ -258,6 +294,7 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
     timings["likelihoods"] = time.time() - t
 
     # The 2-D space.
+    progress("the 2-D space" if run.space else "the embeddings")
     t = time.time()
     if run.space is not None:
         train_emb = run.reference.x if run.has_x else run.reference.z_mean
@@ -275,15 +312,17 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
     timings["embedding"] = time.time() - t
 
     # Generated images.
+    progress(f"generated images ({settings.generated:,} per source)")
     t = time.time()
     z_prior = run.model.prior.sample(settings.generated,
                                      seed=tf.constant([seeds["prior_samples"], 0])).numpy()
     generated = {"prior": decode_latents(run, z_prior, settings.batch_size)}
     decode_at = decoder_for(run, settings.batch_size)
     if run.has_x:
-        density = sampling.fit_x_density(run.reference.x, seeds["x_density_fit"])
-        generated["x_density"] = decode_at(sampling.sample_x(density, settings.generated,
-                                                             seeds["x_density_samples"]))
+        # The density training stored in the run folder (the one the export samples too).
+        density = sampling.x_density_for(run.path, run.reference.x, cfg.seed)
+        generated["x_density"] = decode_at(density.sample(settings.generated,
+                                                          seeds["x_density_samples"]))
         generated["test_locations"] = terms["x_path_images"]
     else:
         generated["test_locations"] = decode_latents(run, terms["z_mean"], settings.batch_size)
@@ -296,6 +335,7 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
     timings["samples"] = time.time() - t
 
     # Interpolations between fixed test pairs, in X (npVAE) or Z (VAE).
+    progress(f"interpolations ({settings.pairs} test pairs)")
     t = time.time()
     pairs = sampling.interpolation_pairs(labels, settings.pairs, seeds["interpolation_pairs"])
     ends = terms["x"] if run.has_x else terms["z_mean"]
@@ -310,6 +350,8 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
     artifacts = {
         "images": images, "labels": labels, "train_emb": train_emb, "train_labels": train_labels,
         "test_emb": test_emb, "generated": generated,
+        "projector": {"x": terms["x"], "z_mean": terms["z_mean"]} if run.has_x else
+                     {"z_mean": terms["z_mean"]},
         "pair_images": images[pairs[0]], "pair_labels": [int(c) for c in labels[pairs[0]]],
         "pair_row": {"title": f"{run.label}\nin {metrics['interpolation_space']}",
                      "images": path_images[:settings.steps],
@@ -326,7 +368,8 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
 
 # --- figures --------------------------------------------------------------------------------
 
-def run_figures(run: Run, artifacts: Dict, settings: Settings) -> Dict[str, object]:
+def run_figures(run: Run, artifacts: Dict, settings: Settings,
+                class_word: str = "digit") -> Dict[str, object]:
     """File name -> Figure for one run."""
     shape = run.config.image_shape
     a = artifacts
@@ -334,7 +377,8 @@ def run_figures(run: Run, artifacts: Dict, settings: Settings) -> Dict[str, obje
     if run.space is not None:
         figures["fig2_embedding.png"] = plots.embedding_figure(
             a["train_emb"], a["train_labels"], a["test_emb"], a["labels"],
-            a["generated"]["test_locations"], shape, run.space, title=f"{run.label} ({run.name})")
+            a["generated"]["test_locations"], shape, run.space, title=f"{run.label} ({run.name})",
+            class_word=class_word)
         grid_images, extent = a["grid"]
         figures["manifold_grid.png"] = plots.grid_figure(
             grid_images, settings.grid_size, shape, extent, run.space,
@@ -355,7 +399,7 @@ def run_figures(run: Run, artifacts: Dict, settings: Settings) -> Dict[str, obje
 
 
 def comparison_figures(runs: Sequence[Run], artifacts: Sequence[Dict],
-                       results: Sequence[Dict]) -> Dict[str, object]:
+                       results: Sequence[Dict], class_word: str = "digit") -> Dict[str, object]:
     """Fig. 3 (every 2-D space, by z_dim) and Fig. 4 (one interpolation row per run)."""
     order = sorted(range(len(runs)), key=lambda r: (runs[r].config.z_dim, runs[r].has_x))
     figures = {}
@@ -363,7 +407,7 @@ def comparison_figures(runs: Sequence[Run], artifacts: Sequence[Dict],
                f"{results[r]['knn_accuracy_5']:.3f}", artifacts[r]["test_emb"],
                artifacts[r]["labels"], runs[r].space) for r in order if runs[r].space]
     if panels:
-        figures["fig3_spaces.png"] = plots.spaces_figure(panels)
+        figures["fig3_spaces.png"] = plots.spaces_figure(panels, class_word)
     a = artifacts[order[0]]
     figures["fig4_interpolations.png"] = plots.interpolation_figure(
         [artifacts[r]["pair_row"] for r in order], *a["pair_images"],
@@ -438,8 +482,6 @@ def comparison_markdown(results: Sequence[Dict], reference: Dict, settings: Sett
     """One Markdown table: a row per metric, a column per run (sorted by z_dim)."""
     results = sorted(results, key=lambda m: (m["z_dim"], m["model"] == "npvae",
                                              m.get("scheme", "") != "npVAE"))
-    results = [{**m, "train_minutes": m["train_seconds"] / 60 if m.get("train_seconds") else None}
-               for m in results]
     heads = [f"{m.get('scheme') or m['model']} z{m['z_dim']}".replace(": ", ":<br>")
              for m in results]
     lines = ["| metric | " + " | ".join(heads) + " |",
@@ -481,8 +523,13 @@ def output_dirs(paths: Sequence[str], out: Optional[str]):
 
 
 def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional[str] = None,
-             settings: Settings = Settings(), log=print) -> Dict:
-    """Evaluates run folders and writes every output; returns ``{"runs": [...], ...}``."""
+             settings: Settings = Settings(), log=print,
+             started: Optional[float] = None) -> Dict:
+    """Evaluates run folders and writes every output; returns ``{"runs": [...], ...}``.
+
+    Logs a progress line per stage, prefixed with the time since ``started`` (default: now).
+    """
+    started = time.time() if started is None else started
     if len(set(os.path.abspath(p) for p in paths)) < len(paths):
         raise EvaluationError("the same run folder is given twice")
     configs = [check_run_dir(p) for p in paths]  # fail fast, before loading anything
@@ -494,25 +541,41 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
     for folder in run_dirs + ([comparison_dir] if comparison_dir else []):
         check_writable(folder)  # a read-only output fails now, not after the metrics
     # Load every run and its data before evaluating any: a bad folder fails in seconds.
+    log(f"{clock(started)} loading {len(paths)} run(s) and their data")
     runs = [load_run(p) for p in paths]
     data_cache: Dict = {}
     datasets = [load_data_for(run, data_dir, data_cache) for run in runs]
+    # Figures and tables say "digit" on MNIST, "class" on any other data.
+    class_word = "digit" if datasets[0].is_mnist else "class"
+    log(f"{clock(started)} the judging classifier")
     reference = make_reference(datasets[0], settings, log)
     results, all_artifacts = [], []
-    for run, data, run_dir in zip(runs, datasets, run_dirs):
-        metrics, artifacts = evaluate_run(run, data, reference, settings)
+    for i, (run, data, run_dir) in enumerate(zip(runs, datasets, run_dirs)):
+        def progress(text, run=run, i=i):
+            log(f"{clock(started)} run {i + 1}/{len(runs)} {run.name}: {text}")
+
+        metrics, artifacts = evaluate_run(run, data, reference, settings, progress)
         metrics["classifier_test_accuracy"] = reference.summary["classifier_test_accuracy"]
         os.makedirs(run_dir, exist_ok=True)
         if settings.plots:
+            progress("figures")
             t = time.time()
-            save_figures(run_figures(run, artifacts, settings), run_dir)
+            save_figures(run_figures(run, artifacts, settings, class_word), run_dir)
             metrics["seconds"]["figures"] = round(time.time() - t, 2)
+        if settings.projector_images:
+            n = min(settings.projector_images, len(artifacts["images"]))
+            write_projector(os.path.join(run_dir, PROJECTOR_DIR), artifacts["images"][:n],
+                            artifacts["labels"][:n],
+                            {k: v[:n] for k, v in artifacts["projector"].items()},
+                            run.config.image_shape)
         write_json(os.path.join(run_dir, METRICS_FILE),
                    {**metrics, "settings": dataclasses.asdict(settings),
                     "reference": reference.summary})
         seconds = metrics["seconds"]["total"] + metrics["seconds"].get("figures", 0.0)
         log(f"\n{run.path} ({run.label}): evaluated in {seconds:.0f} s -> {run_dir}")
         log(run_table(metrics, settings))
+        log(f"  (sample-quality rows judged by a classifier with test accuracy "
+            f"{reference.summary['classifier_test_accuracy']:.4f} on this data)")
         results.append(metrics)
         # Keep only what the comparison figures need.
         all_artifacts.append({k: artifacts[k] for k in ("test_emb", "labels", "pair_images",
@@ -525,7 +588,8 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
         write_text(os.path.join(comparison_dir, "comparison.md"), table)
         write_json(os.path.join(comparison_dir, "comparison.json"), summary)
         if settings.plots:
-            save_figures(comparison_figures(runs, all_artifacts, results), comparison_dir)
+            save_figures(comparison_figures(runs, all_artifacts, results, class_word),
+                         comparison_dir)
         log(f"\ncomparison -> {comparison_dir}\n\n{table}")
         summary["comparison_dir"] = comparison_dir
     summary["run_dirs"] = run_dirs

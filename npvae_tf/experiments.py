@@ -58,15 +58,24 @@ def grid(schemes: Sequence[str], z_dims: Optional[Sequence[int]] = None) -> List
 
 
 def run_grid(base: Config, pairs: Sequence[Tuple[str, int]], runs_dir: str,
-             data_dir: Optional[str] = None, verbose: int = 0, log=print) -> List[str]:
-    """Trains (or resumes, or keeps) one run per (scheme, z_dim); returns the run folders."""
+             data_dir: Optional[str] = None, verbose: int = 0, log=print,
+             started: Optional[float] = None) -> List[str]:
+    """Trains (or resumes, or keeps) one run per (scheme, z_dim); returns the run folders.
+
+    Logs which run of how many starts, with the time since ``started`` (default: now);
+    ``verbose`` 1 adds training's line per epoch.
+    """
+    import time
+
+    from npvae_tf.evaluation import clock
     from npvae_tf.training import format_metrics, train
 
+    started = time.time() if started is None else started
     paths = []
     for scheme, z_dim in pairs:
         path = os.path.join(runs_dir, run_name(scheme, z_dim))
         config = base.replace(z_dim=z_dim, **SCHEMES[scheme].changes)
-        log(f"== {path}")
+        log(f"{clock(started)} training run {len(paths) + 1}/{len(pairs)}: {path}")
         metrics = train(config, path, data_dir=data_dir, verbose=verbose)
         log(format_metrics(metrics))
         paths.append(path)

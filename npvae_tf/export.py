@@ -10,35 +10,51 @@ X, ``M`` reference points. Signatures of the exported SavedModel (inputs -> outp
     generate_from_x (npVAE)
                 x [N, D] -> images [N, P], z [N, Z]
         z = z~(x) = sum_j W(x, x_j) E[z_j] over the reference set stored in the SavedModel
-        (``W`` the row-softmax of ``-||x - x_j||^2 / (2 l^2)``), images = decode(z)
+        (``W`` the row-softmax of ``-||x - x_j||^2 / (2 l^2)``, ``l`` the serving lengthscale
+        of :func:`serving_lengthscale`), images = the X path's decoder at z (the
+        model's decoder unless trained with a separate X-path decoder)
     sample      count [] int32, seed [] int64 -> images [count, P], z [count, Z]
                 (+ x [count, D] for the npVAE)
-        npVAE: ancestral sampling in X, x from the Gaussian mixture over the training X that
-        evaluation uses (:func:`mixture_parameters`), then as generate_from_x.
-        VAE: z ~ N(0, I). Stateless: the same (count, seed) gives the same images.
+        npVAE: ancestral sampling in X, x from the Gaussian mixture training stored in the run
+        folder (:class:`npvae_tf.sampling.XDensity`, the one evaluation samples), then as
+        generate_from_x. VAE: z ~ N(0, I). Stateless, with the random-number algorithm named
+        (Philox), so the same (count, seed) gives the same images on every device.
 
-Image inputs are float32 pixels in [0, 1]; every input is checked when the signature runs
-(shape with ``EnsureShape``, dtype by the signature, values with ``tf.debugging`` asserts),
-so bad input raises ``InvalidArgumentError`` with a message naming the problem.
+The SavedModel is written by Keras 3's ``keras.export.ExportArchive``, which saves the
+TensorFlow variables the signatures capture (not Keras' variable wrappers). That is what makes
+it load in the session-style (TF1 / C++) loader of TensorFlow Serving and
+``saved_model_cli run``, not only in ``tf.saved_model.load``: a ``tf.Module`` wrapping a
+Keras 3 model saves the wrappers, and the session loader then finds no
+``nonparametric_vae/encoder/...`` variables to read. Only the signatures are saved as
+functions, so ``saved_model_cli show`` lists nothing internal.
 
-Speed of ``generate_from_x``: the kernel is ``model.kernel.predictive_mean`` (chunked,
-streaming softmax) unchanged, but compiled with XLA, which fuses its element-wise work
-(distances, masking, exp, running maximum) into the chunk loop. At batch 1,024 with
-M = 55,000 and Z = 500 that cuts its CPU time from ~2.6 to ~1.1-1.2 times that of the bare
-``[N, M] @ [M, Z]`` product (2 N M Z flops), the floor for an exact kernel: the weights are
-not sparse enough to prune (a query's neighbours within 40 nats of its nearest point are
-typically over half the reference set) and E[z] has full rank. See
-``benchmarks/bench_serving.py``. XLA compiles once per input shape, so queries are cut into
-blocks of :data:`QUERY_BLOCK` rows and the last block is padded up to one of
-:data:`QUERY_BUCKETS`: at most ``len(QUERY_BUCKETS)`` compilations per process, each about
-0.5 to 2 s on its first use. The reference set is stored padded to a multiple of the chunk
-size, the padding at ``x = +inf`` (kernel logit -inf) with ``E[z] = 0``, so no call copies
-the ``[M, Z]`` matrix to pad it.
+Inputs: the widths are dynamic in the signatures (``[-1, -1]``) and checked when a signature
+runs, so a wrong width is an ``InvalidArgumentError`` naming the input and the width it must
+have, from NumPy and from tensors alike (a static width makes TensorFlow's Python binding
+raise a ``TypeError`` that prints the whole array, before any check can run). Then finiteness
+and the pixel range, with ``tf.debugging`` asserts. A float32 signature accepts NumPy or list
+input of any float type (converted to float32) and rejects a ``tf.Tensor`` of another dtype
+(``InvalidArgumentError``); a session-style client converts what it feeds.
+
+Speed of ``generate_from_x``: ``z~`` is the kernel's chunked, streaming-softmax
+``predictive_mean`` over the reference set (its cost is 2 N M Z flops, the ``[N, M] @ [M, Z]``
+product, plus the element-wise distances and exponentials), cut into blocks of
+:data:`QUERY_BLOCK` queries so memory stays ``O(QUERY_BLOCK * (chunk + Z))``. By default the
+graph runs as plain TensorFlow ops: a stock TensorFlow Serving CPU build does not JIT-compile
+with XLA, and with TensorFlow 2.21 on CPU the plain graph measured faster than XLA anyway
+(1.6-1.9 against 2.6-2.8 times the bare product at batch 1,024, M = 55,000, Z = 500;
+``benchmarks/bench_serving.py``). ``jit_compile=True`` (``export.py --xla``) compiles the
+kernel with XLA for Python serving; XLA compiles once per input shape, so the last block is
+then padded up to one of :data:`QUERY_BUCKETS` (at most ``len(QUERY_BUCKETS)`` compilations
+per process). The reference set is stored padded to a multiple of the chunk size, the
+padding at ``x = +inf`` (kernel logit -inf) with ``E[z] = 0``, so no call copies the
+``[M, Z]`` matrix to pad it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -48,14 +64,17 @@ import numpy as np
 import tensorflow as tf
 
 from npvae_tf.reference import ReferenceSet
+from npvae_tf.sampling import XDensity, x_density_for
 
-# Reference points per kernel chunk: with XLA, 512 and 1,024 cost the least CPU time at batch
-# 1,024 with M = 55,000, Z = 500 (within ~5%; 2,048 +5-10%, 4,096 +15-20%; bench_serving.py).
+# Reference points per kernel chunk: 1,024 cost the least time at batch 1,024 with
+# M = 55,000, Z = 500, with and without XLA (512: +5%, 2,048: +5-15%; bench_serving.py).
 DEFAULT_CHUNK_SIZE = 1024
 # Padded batch sizes seen by the XLA-compiled kernel; the last is the block size.
 QUERY_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 640, 768, 896, 1024)
 QUERY_BLOCK = QUERY_BUCKETS[-1]
 MAX_SAMPLE_COUNT = 100_000
+# Named, so draws do not depend on the device's default generator (as in npvae_tf.model).
+RNG_ALG = "philox"
 INFO_FILE = os.path.join("assets.extra", "npvae_export.json")
 SIGNATURES_NPVAE = ("serving_default", "reconstruct", "encode", "decode", "generate_from_x",
                     "sample")
@@ -67,53 +86,59 @@ class ExportError(ValueError):
 
 
 # --- the density over X used for ancestral sampling -----------------------------------------
-def mixture_parameters(x: np.ndarray) -> dict:
-    """The density over X that evaluation samples from, as arrays to store in a SavedModel.
-
-    The Gaussian mixture ``p(x) = sum_c w_c N(x; mu_c, S_c)`` of
-    :func:`npvae_tf.sampling.fit_x_density` fitted to embeddings ``x`` ``[M, D]`` (M >= 2):
-    ``weights`` ``[C]``, ``means`` ``[C, D]``, ``scale_tril`` ``[C, D, D]`` (``S_c = L_c L_c^T``).
-    """
-    from npvae_tf.sampling import fit_x_density
-    from npvae_tf.seeds import stream_seed
-
-    try:  # fitted as evaluate.py fits it with its default --eval_seed 0
-        mixture = fit_x_density(x, stream_seed(0, "evaluation/x_density_fit"))
-    except ValueError as e:
-        raise ExportError(f"cannot fit the density over X for sampling: {e}") from None
-    return {"weights": mixture.weights_.astype(np.float32),
-            "means": mixture.means_.astype(np.float32),
-            "scale_tril": np.linalg.cholesky(mixture.covariances_).astype(np.float32)}
+def mixture_parameters(density: XDensity) -> dict:
+    """A :class:`~npvae_tf.sampling.XDensity` as float32 arrays to store in a SavedModel:
+    ``weights`` ``[C]``, ``means`` ``[C, D]``, ``scale_tril`` ``[C, D, D]``
+    (``S_c = L_c L_c^T``)."""
+    return {"weights": np.asarray(density.weights, np.float32),
+            "means": np.asarray(density.means, np.float32),
+            "scale_tril": density.scale_tril.astype(np.float32)}
 
 
 def mixture_sample(weights, means, scale_tril, count, seed) -> tf.Tensor:
     """``count`` draws ``[count, D]`` from the mixture of :func:`mixture_parameters`, stateless.
 
-    ``c ~ Categorical(weights)`` with the stateless seed ``[seed, 0]``, then
-    ``x = mu_c + L_c eps``, ``eps ~ N(0, I_D)`` with ``[seed, 1]``: the same (count, seed)
-    gives the same x. ``seed``: int64 scalar.
+    ``c`` by inverting the weights' CDF at ``u ~ U(0, 1)`` drawn with the stateless seed
+    ``[seed, 0]``, then ``x = mu_c + L_c eps``, ``eps ~ N(0, I_D)`` with ``[seed, 1]``; both
+    with the Philox algorithm named (:data:`RNG_ALG`), so the same (count, seed) gives the
+    same x on every device. ``seed``: int64 scalar.
     """
     weights, means, scale_tril = (tf.convert_to_tensor(a, tf.float32)
                                   for a in (weights, means, scale_tril))
     seed = tf.cast(seed, tf.int64)
-    component = tf.random.stateless_categorical(tf.math.log(weights)[None, :], count,
-                                                seed=tf.stack([seed, 0]))[0]
-    eps = tf.random.stateless_normal([count, tf.shape(means)[1]], seed=tf.stack([seed, 1]))
+    u = tf.random.stateless_uniform([count], seed=tf.stack([seed, 0]), alg=RNG_ALG)
+    cdf = tf.cumsum(weights) / tf.reduce_sum(weights)
+    component = tf.minimum(tf.searchsorted(cdf, u, side="right"), tf.size(weights) - 1)
+    eps = tf.random.stateless_normal([count, tf.shape(means)[1]], seed=tf.stack([seed, 1]),
+                                     alg=RNG_ALG)
     offset = tf.linalg.matvec(tf.gather(scale_tril, component), eps)
     return tf.gather(means, component) + offset
 
 
+def serving_lengthscale(reference: ReferenceSet, model) -> float:
+    """The kernel lengthscale ``l`` the export serves with: the one training chose on
+    validation images and recorded in the reference set (``ReferenceSet.lengthscale``, see
+    :mod:`npvae_tf.reference`), else (runs from before it was chosen) the learned one."""
+    if reference.lengthscale is not None:
+        return float(reference.lengthscale)
+    return float(model.kernel.lengthscale.numpy())
+
+
 # --- input validation inside the signatures ------------------------------------------------
-def _checked_matrix(t: tf.Tensor, width: int, name: str) -> tf.Tensor:
-    """``t`` ``[N, width]``, checked at run time for shape and finiteness."""
-    # Grappler trusts the signature's static shape and folds rank/width asserts away, so a
-    # [3, 783] tensor would reach the first matmul; EnsureShape checks the real shape.
-    t = tf.ensure_shape(t, [None, width], name=f"check_{name}_shape")
+def _checked_matrix(t: tf.Tensor, width: int, name: str, what: str) -> tf.Tensor:
+    """``t`` ``[N, width]``, checked at run time for its rank, width and finiteness."""
+    # EnsureShape checks the real rank (Grappler folds rank asserts on the signature's
+    # static rank away); the width is dynamic in the signature, so its assert stays.
+    t = tf.ensure_shape(t, [None, None], name=f"check_{name}_rank")
+    width_ok = tf.debugging.assert_equal(
+        tf.shape(t)[1], width, message=f"{name} must be [N, {width}] ({what}); wrong width")
+    with tf.control_dependencies([width_ok]):
+        t = tf.ensure_shape(t, [None, width], name=f"check_{name}_shape")
     return tf.debugging.assert_all_finite(t, f"{name} must be finite (no NaN or Inf)")
 
 
 def _checked_images(images: tf.Tensor, image_dim: int) -> tf.Tensor:
-    images = _checked_matrix(images, image_dim, "images")
+    images = _checked_matrix(images, image_dim, "images", f"{image_dim} pixels per image")
     in_range = [
         tf.debugging.assert_greater_equal(images, 0.0,
                                           message="images must be pixel values in [0, 1]"),
@@ -161,56 +186,69 @@ def _function(method, input_signature):
 class ServingModule(tf.Module):
     """The signatures above over a built Keras :class:`~npvae_tf.model.VAE` or npVAE.
 
+    The methods ``reconstruct``, ``encode``, ``decode``, ``sample`` (and ``generate_from_x``)
+    are ``tf.function``\\ s for use in this process; :meth:`archive` packs the same maths
+    into a ``keras.export.ExportArchive`` to write.
+
     Args:
       model: the trained model (``NonparametricVAE`` needs ``reference``).
       reference: the reference set (``x`` ``[M, D]``, ``z_mean`` ``[M, Z]``) for the npVAE.
+      density: the density over X to sample (default: fitted to ``reference.x``, seed 0).
+      lengthscale: the kernel lengthscale to serve with (default:
+        :func:`serving_lengthscale`).
       chunk_size: reference points per kernel chunk (memory ``O(QUERY_BLOCK * chunk)``).
       jit_compile: compile the kernel with XLA (see the module docstring).
     """
 
     def __init__(self, model, reference: Optional[ReferenceSet] = None,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE, jit_compile: bool = True):
+                 density: Optional[XDensity] = None, lengthscale: Optional[float] = None,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, jit_compile: bool = False):
         super().__init__(name="npvae_serving")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         # The Keras model is used by the traced functions but not saved as an object: only
-        # its variables are (loading then needs neither Keras nor npvae_tf).
+        # the variables the functions capture are (loading needs neither Keras nor npvae_tf).
         object.__setattr__(self, "_model", model)
-        self.model_variables = list(model.variables)
         self.image_dim, self.z_dim = int(model.image_dim), int(model.z_dim)
         self.is_npvae = hasattr(model, "kernel")
-        images = tf.TensorSpec([None, self.image_dim], tf.float32, name="images")
-        self.reconstruct = _function(self._reconstruct, [images])
-        self.encode = _function(self._encode, [images])
-        self.decode = _function(self._decode, [tf.TensorSpec([None, self.z_dim], tf.float32,
-                                                             name="z")])
-        sample_spec = [tf.TensorSpec([], tf.int32, name="count"),
-                       tf.TensorSpec([], tf.int64, name="seed")]
+        self.jit_compile = bool(jit_compile)
+        self.specs = {"images": [tf.TensorSpec([None, None], tf.float32, name="images")],
+                      "z": [tf.TensorSpec([None, None], tf.float32, name="z")],
+                      "sample": [tf.TensorSpec([], tf.int32, name="count"),
+                                 tf.TensorSpec([], tf.int64, name="seed")]}
+        self.reconstruct = _function(self._reconstruct, self.specs["images"])
+        self.encode = _function(self._encode, self.specs["images"])
+        self.decode = _function(self._decode, self.specs["z"])
         if not self.is_npvae:
-            self.sample = _function(self._sample_prior, sample_spec)
+            self.sample = _function(self._sample_prior, self.specs["sample"])
             return
         if reference is None or reference.x is None:
             raise ExportError("the npVAE export needs a reference set with x")
         self._check_reference(reference)
         self.x_dim, self.chunk_size = int(model.x_dim), int(chunk_size)
-        self.jit_compile = bool(jit_compile)
+        self.specs["x"] = [tf.TensorSpec([None, None], tf.float32, name="x")]
         self.reference_size = len(reference.x)
-        # The serving lengthscale chosen after training (reference.py), else the learned one.
-        self.lengthscale = float(reference.lengthscale if reference.lengthscale is not None
-                                 else model.kernel.lengthscale.numpy())
         x_pad, z_pad = _pad_reference(np.asarray(reference.x, np.float32),
                                       np.asarray(reference.z_mean, np.float32), self.chunk_size)
         self.reference_x = tf.Variable(x_pad, trainable=False, name="reference_x")
         self.reference_z_mean = tf.Variable(z_pad, trainable=False, name="reference_z_mean")
-        self.density = mixture_parameters(reference.x)
+        if density is None:
+            density = XDensity.fit(reference.x, 0)
+        if density.means.shape[1:] != (self.x_dim,):
+            raise ExportError(f"the density over X has means {density.means.shape}, the model "
+                              f"x_dim {self.x_dim}")
+        self.density = mixture_parameters(density)
         self.x_density = {name: tf.Variable(value, trainable=False, name=f"x_density_{name}")
                           for name, value in self.density.items()}
+        self.lengthscale = (serving_lengthscale(reference, model) if lengthscale is None
+                            else float(lengthscale))
+        if not (math.isfinite(self.lengthscale) and self.lengthscale > 0):
+            raise ExportError(f"the serving lengthscale must be > 0, got {self.lengthscale}")
         core = (tf.function(self._kernel_mean, jit_compile=True, autograph=False)
                 if jit_compile else self._kernel_mean)
         object.__setattr__(self, "_core", core)  # a helper, not a saved endpoint
-        self.generate_from_x = _function(
-            self._generate_from_x, [tf.TensorSpec([None, self.x_dim], tf.float32, name="x")])
-        self.sample = _function(self._sample_mixture, sample_spec)
+        self.generate_from_x = _function(self._generate_from_x, self.specs["x"])
+        self.sample = _function(self._sample_mixture, self.specs["sample"])
 
     def _check_reference(self, reference: ReferenceSet) -> None:
         m = self._model
@@ -227,12 +265,33 @@ class ServingModule(tf.Module):
     def signature_names(self):
         return SIGNATURES_NPVAE if self.is_npvae else SIGNATURES_VAE
 
-    def signatures(self) -> dict:
-        fns = {"serving_default": self.reconstruct, "reconstruct": self.reconstruct,
-               "encode": self.encode, "decode": self.decode, "sample": self.sample}
+    def archive(self):
+        """A ``keras.export.ExportArchive`` with one endpoint per signature.
+
+        ``reconstruct`` comes first: ExportArchive also serves the first endpoint as
+        ``serving_default``. The reference set and the density over X are saved as variable
+        collections (``reference_x`` / ``reference_z_mean``: padded, see
+        :func:`_pad_reference`; ``x_density``), readable after ``tf.saved_model.load``.
+        """
+        import keras
+
+        archive = keras.export.ExportArchive()
+        archive.track(self._model)
+        endpoints = [("reconstruct", self._reconstruct, "images"),
+                     ("encode", self._encode, "images"), ("decode", self._decode, "z")]
         if self.is_npvae:
-            fns["generate_from_x"] = self.generate_from_x
-        return {name: fns[name].get_concrete_function() for name in self.signature_names}
+            endpoints += [("generate_from_x", self._generate_from_x, "x"),
+                          ("sample", self._sample_mixture, "sample")]
+        else:
+            endpoints.append(("sample", self._sample_prior, "sample"))
+        for name, fn, spec in endpoints:
+            archive.add_endpoint(name, fn, self.specs[spec])
+        if self.is_npvae:
+            archive.add_variable_collection("reference_x", [self.reference_x])
+            archive.add_variable_collection("reference_z_mean", [self.reference_z_mean])
+            archive.add_variable_collection(
+                "x_density", [self.x_density[k] for k in ("weights", "means", "scale_tril")])
+        return archive
 
     # The model's own maths: approx_posterior, decode, embed, kernel.predictive_mean.
     def _reconstruct(self, images):
@@ -249,11 +308,13 @@ class ServingModule(tf.Module):
         return out
 
     def _decode(self, z):
-        return {"images": self._model.decode(_checked_matrix(z, self.z_dim, "z"))}
+        z = _checked_matrix(z, self.z_dim, "z", f"{self.z_dim} latent dimensions")
+        return {"images": self._model.decode(z)}
 
     def _sample_prior(self, count, seed):
         count, seed = _checked_count(count), _checked_seed(seed)
-        z = tf.random.stateless_normal([count, self.z_dim], seed=tf.stack([seed, 0]))
+        z = tf.random.stateless_normal([count, self.z_dim], seed=tf.stack([seed, 0]),
+                                       alg=RNG_ALG)
         return {"images": self._model.decode(z), "z": z}
 
     def _kernel_mean(self, x):
@@ -283,7 +344,8 @@ class ServingModule(tf.Module):
         return tf.concat([tf.reshape(head, [-1, self.z_dim]), tail_z], axis=0)
 
     def _generate_from_x(self, x):
-        z = self._predictive_mean(_checked_matrix(x, self.x_dim, "x"))
+        x = _checked_matrix(x, self.x_dim, "x", f"{self.x_dim} coordinates of X")
+        z = self._predictive_mean(x)
         return {"images": self._model.x_path_likelihood(z).mean(), "z": z}
 
     def _sample_mixture(self, count, seed):
@@ -296,16 +358,16 @@ class ServingModule(tf.Module):
         """What the export holds, written to ``assets.extra/npvae_export.json``."""
         info = {"model": "npvae" if self.is_npvae else "vae", "image_dim": self.image_dim,
                 "z_dim": self.z_dim, "signatures": list(self.signature_names),
-                "max_sample_count": MAX_SAMPLE_COUNT, "tensorflow": tf.__version__}
+                "max_sample_count": MAX_SAMPLE_COUNT, "rng_alg": RNG_ALG,
+                "tensorflow": tf.__version__, "jit_compile": self.jit_compile}
         if self.is_npvae:
             info.update(
                 x_dim=self.x_dim, reference_size=self.reference_size,
                 lengthscale=self.lengthscale,
                 learned_lengthscale=float(self._model.kernel.lengthscale.numpy()),
-                chunk_size=self.chunk_size, jit_compile=self.jit_compile,
-                query_buckets=list(QUERY_BUCKETS),
+                chunk_size=self.chunk_size,
+                query_buckets=list(QUERY_BUCKETS) if self.jit_compile else None,
                 x_density={"kind": "gaussian_mixture",
-                           "fitted_by": "npvae_tf.sampling.fit_x_density",
                            **{name: value.tolist() for name, value in self.density.items()}})
         return info
 
@@ -359,15 +421,21 @@ def check_target(export_dir: str) -> None:
 
 
 def export_model(model, export_dir: str, reference: Optional[ReferenceSet] = None, *,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE, jit_compile: bool = True,
+                 density: Optional[XDensity] = None, lengthscale: Optional[float] = None,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, jit_compile: bool = False,
                  extra_info: Optional[dict] = None) -> str:
-    """Writes the SavedModel of ``model`` to ``export_dir`` atomically; returns its path."""
+    """Writes the SavedModel of ``model`` to ``export_dir`` atomically; returns its path.
+
+    ``density``, ``lengthscale``, ``chunk_size``, ``jit_compile``: see :class:`ServingModule`.
+    """
     check_target(export_dir)
-    module = ServingModule(model, reference, chunk_size=chunk_size, jit_compile=jit_compile)
+    module = ServingModule(model, reference, density=density, lengthscale=lengthscale,
+                           chunk_size=chunk_size, jit_compile=jit_compile)
     info = {**module.info(), **(extra_info or {})}
+    archive = module.archive()
 
     def write(tmp):
-        tf.saved_model.save(module, tmp, signatures=module.signatures())
+        archive.write_out(tmp, verbose=False)
         os.makedirs(os.path.join(tmp, os.path.dirname(INFO_FILE)), exist_ok=True)
         with open(os.path.join(tmp, INFO_FILE), "w") as f:
             json.dump(info, f, indent=2, sort_keys=True)
@@ -393,19 +461,26 @@ def load_run(run_dir: str):
 
 
 def export_run(run_dir: str, export_dir: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-               jit_compile: bool = True) -> str:
-    """Exports the final model (``model.keras``) of ``run_dir`` with its reference set.
+               jit_compile: bool = False) -> str:
+    """Exports the final model (``model.keras``) of ``run_dir`` with its reference set, the
+    density over X training stored, and the serving lengthscale.
 
     Raises :class:`ExportError` or :class:`~npvae_tf.config.ConfigError` with a one-line
     message for a folder that is not a finished run, or an unsafe ``export_dir``.
     """
     check_target(export_dir)
     config, model, reference = load_run(run_dir)
-    return export_model(model, export_dir, reference, chunk_size=chunk_size,
-                        jit_compile=jit_compile,
+    density = None
+    if reference is not None:
+        try:
+            density = x_density_for(run_dir, reference.x, config.seed)
+        except ValueError as e:
+            raise ExportError(str(e)) from None
+    return export_model(model, export_dir, reference, density=density,
+                        chunk_size=chunk_size, jit_compile=jit_compile,
                         extra_info={"run_dir": os.path.abspath(run_dir),
                                     "config": config.to_dict()})
 
 
-__all__ = ["ExportError", "mixture_parameters", "mixture_sample",
+__all__ = ["ExportError", "mixture_parameters", "mixture_sample", "serving_lengthscale",
            "ServingModule", "atomic_write_dir", "export_model", "export_run", "load_run"]

@@ -53,16 +53,18 @@ def axis_labels(ax, space: str) -> None:
     ax.set_ylabel(f"${s}_2$")
 
 
-def class_legend(ax_or_fig, labels: np.ndarray, **kwargs):
+def class_legend(ax_or_fig, labels: np.ndarray, class_word: str = "digit", **kwargs):
     classes = np.unique(labels)
     handles = [Line2D([], [], marker="o", linestyle="", markersize=6, color=class_color(c),
                       label=str(c)) for c in classes]
-    return ax_or_fig.legend(handles=handles, title="digit", **kwargs)
+    return ax_or_fig.legend(handles=handles, title=class_word, **kwargs)
 
 
 def scatter_by_class(ax, points: np.ndarray, labels: np.ndarray, title: str, space: str,
-                     size: float = 1.0, alpha: float = 0.5, legend: bool = True) -> None:
-    """Scatter of 2-D points ``[N, 2]`` coloured by integer labels ``[N]``."""
+                     size: float = 1.0, alpha: float = 0.5, legend: bool = True,
+                     class_word: str = "digit") -> None:
+    """Scatter of 2-D points ``[N, 2]`` coloured by integer labels ``[N]``; the legend
+    calls a label a ``class_word`` ("digit" on MNIST, "class" on other data)."""
     points, labels = np.asarray(points), np.asarray(labels)
     order = np.random.default_rng(0).permutation(len(points))  # no class drawn on top of all
     ax.scatter(points[order, 0], points[order, 1], s=size, alpha=alpha, linewidths=0,
@@ -70,7 +72,7 @@ def scatter_by_class(ax, points: np.ndarray, labels: np.ndarray, title: str, spa
     ax.set_title(title)
     axis_labels(ax, space)
     if legend:
-        class_legend(ax, labels, loc="best", fontsize="small", title_fontsize="small",
+        class_legend(ax, labels, class_word, loc="best", fontsize="small", title_fontsize="small",
                      framealpha=0.8, ncols=2)
 
 
@@ -102,7 +104,8 @@ def image_scatter(ax, points: np.ndarray, images: np.ndarray, image_shape: Tuple
 
 
 def embedding_figure(train_points, train_labels, test_points, test_labels, test_images,
-                     image_shape, space: str = "X", title: str = "") -> Figure:
+                     image_shape, space: str = "X", title: str = "",
+                     class_word: str = "digit") -> Figure:
     """Paper Fig. 2: training and test embeddings by class, and images generated at test
     locations (framed in the colour of the test image's true class).
 
@@ -114,7 +117,8 @@ def embedding_figure(train_points, train_labels, test_points, test_labels, test_
     fig = new_figure(figsize=(18, 6))
     axes = fig.subplots(1, 3)
     scatter_by_class(axes[0], train_points, train_labels,
-                     f"training {space} ({len(train_points):,} images)", space, size=1.0, alpha=0.6)
+                     f"training {space} ({len(train_points):,} images)", space, size=1.0, alpha=0.6,
+                     class_word=class_word)
     scatter_by_class(axes[1], test_points, test_labels,
                      f"test {space} ({len(test_points):,} images)", space, size=2.5, alpha=0.7,
                      legend=False)
@@ -128,7 +132,8 @@ def embedding_figure(train_points, train_labels, test_points, test_labels, test_
     return fig
 
 
-def spaces_figure(panels: Sequence[Tuple[str, np.ndarray, np.ndarray, str]]) -> Figure:
+def spaces_figure(panels: Sequence[Tuple[str, np.ndarray, np.ndarray, str]],
+                  class_word: str = "digit") -> Figure:
     """Paper Fig. 3: several 2-D spaces side by side.
 
     ``panels``: ``(title, points [N, 2], labels [N], space "X" or "Z")`` per run.
@@ -138,9 +143,10 @@ def spaces_figure(panels: Sequence[Tuple[str, np.ndarray, np.ndarray, str]]) -> 
     axes = np.atleast_1d(fig.subplots(1, n))
     for ax, (title, points, labels, space) in zip(axes, panels):
         scatter_by_class(ax, points, labels, title, space, size=2.5, alpha=0.7, legend=False)
-    class_legend(fig, np.concatenate([p[2] for p in panels]), loc="outside right center",
-                 markerscale=1.3)
-    fig.suptitle("test set in each run's 2-D space, coloured by digit", fontsize="x-large")
+    class_legend(fig, np.concatenate([p[2] for p in panels]), class_word,
+                 loc="outside right center", markerscale=1.3)
+    fig.suptitle(f"test set in each run's 2-D space, coloured by {class_word}",
+                 fontsize="x-large")
     return fig
 
 

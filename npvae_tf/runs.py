@@ -4,6 +4,7 @@ Every part of the project that reads or writes a run folder goes through this mo
 layout is written down once. A run folder (``train.py --out RUN``)::
 
     config.json          the Config (enough to rebuild the model); written first
+    data.json            the data trained on: source, sha256 of its arrays, name (MNIST)
     .lock                held (``fcntl.flock``) by the one process training into the folder
     training_log.csv     one row per finished epoch                       \
     best.keras(.json)    the model at the best validation loss so far      } after every
@@ -11,10 +12,11 @@ layout is written down once. A run folder (``train.py --out RUN``)::
     backup/              resume state of the last finished epoch: model,  } this order
                          optimizer and random-generator states           /
     logs/                TensorBoard
-    model.keras          the final model                       \  written in this order
-    reference_set.npz    training-set E[z] (and x) with labels  } when fitting ends; the
-    test_metrics.json    seeded test-set metrics               /  last marks the run finished
-                         (then backup/ is removed)
+    model.keras          the final model                       \\
+    reference_set.npz    training-set E[z] (and x) with labels  |  written in this order
+    x_density.npz        npVAE: the mixture over the training X  } when fitting ends; the
+                         that sampling uses (sampling.XDensity) |  last one marks a
+    test_metrics.json    seeded test-set metrics               /   finished run
     eval/                evaluate.py's outputs (default)
 
 A folder is *a run* when it holds ``config.json``, and *finished* when it also holds
@@ -38,6 +40,9 @@ from npvae_tf.config import CONFIG_FILE, Config, ConfigError
 MODEL_FILE = "model.keras"
 BEST_FILE = "best.keras"
 REFERENCE_FILE = "reference_set.npz"
+# Which data the run was trained on: source, sha256 of the arrays, "MNIST" or null.
+DATA_FILE = "data.json"
+X_DENSITY_FILE = "x_density.npz"
 METRICS_FILE = "test_metrics.json"
 FIT_FILE = "fit_summary.json"
 LOG_FILE = "training_log.csv"

@@ -14,13 +14,23 @@ initialisation, seeded) to the training X and sample
 A mixture rather than a kernel density estimate: 20 components follow the ten class clusters
 and the gaps between them, sampling is O(1) per point, and the fitted density is a handful of
 numbers instead of a copy of the 55,000 training points.
+
+The mixture is fitted once, at the end of training, and stored in the run folder
+(:data:`X_DENSITY_FILE`, :class:`XDensity`): evaluation and the SavedModel export then sample
+the same density instead of each refitting its own (k-means initialisation makes a refit with
+another seed a different mixture).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import zipfile
 from typing import Tuple
 
 import numpy as np
+
+from npvae_tf.runs import X_DENSITY_FILE
 
 DENSITY_COMPONENTS = 20
 
@@ -41,12 +51,90 @@ def fit_x_density(x: np.ndarray, seed: int = 0, n_components: int = DENSITY_COMP
                            reg_covar=1e-6).fit(x)
 
 
+@dataclasses.dataclass(frozen=True)
+class XDensity:
+    """The fitted mixture ``p(x) = sum_c w_c N(x; mu_c, S_c)`` as plain arrays.
+
+    ``weights`` ``[C]``, ``means`` ``[C, D]``, ``covariances`` ``[C, D, D]`` (float64, as
+    scikit-learn fits them); ``fit_seed`` the seed of the fit. Arrays rather than the
+    scikit-learn object, so a run folder holds no pickle and the export needs no scikit-learn.
+    """
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    fit_seed: int = 0
+
+    @classmethod
+    def fit(cls, x: np.ndarray, seed: int = 0) -> "XDensity":
+        mixture = fit_x_density(x, seed)
+        return cls(mixture.weights_, mixture.means_, mixture.covariances_, int(seed))
+
+    @property
+    def scale_tril(self) -> np.ndarray:
+        """``L_c`` ``[C, D, D]`` with ``S_c = L_c L_c^T``."""
+        return np.linalg.cholesky(self.covariances)
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` locations ``[n, D]`` (float32): ``c ~ w``, ``x = mu_c + L_c eps``; seeded."""
+        rng = np.random.default_rng(seed)
+        weights = np.asarray(self.weights, np.float64)
+        component = rng.choice(len(weights), size=int(n), p=weights / weights.sum())
+        eps = rng.standard_normal((int(n), self.means.shape[1]))
+        x = self.means[component] + np.einsum("nij,nj->ni", self.scale_tril[component], eps)
+        return x.astype(np.float32)
+
+    def save(self, run_dir: str) -> str:
+        from npvae_tf.files import atomic_write
+
+        path = os.path.join(run_dir, X_DENSITY_FILE)
+        arrays = dict(weights=self.weights, means=self.means, covariances=self.covariances,
+                      fit_seed=np.int64(self.fit_seed))
+        atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
+        return path
+
+    @classmethod
+    def load(cls, run_dir: str) -> "XDensity":
+        """Raises ``FileNotFoundError`` if absent, ``ValueError`` naming the file if unusable."""
+        path = os.path.join(run_dir, X_DENSITY_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: missing density over X")
+        try:
+            with np.load(path) as f:
+                density = cls(f["weights"], f["means"], f["covariances"], int(f["fit_seed"]))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{path}: cannot read the density over X "
+                             f"({type(e).__name__}: {e})") from None
+        c, d = density.means.shape if density.means.ndim == 2 else (-1, -1)
+        if (density.weights.shape != (c,) or density.covariances.shape != (c, d, d)
+                or not np.all(np.isfinite(density.covariances))):
+            raise ValueError(f"{path}: inconsistent density over X (weights "
+                             f"{density.weights.shape}, means {density.means.shape}, "
+                             f"covariances {density.covariances.shape})")
+        return density
+
+
+def x_density_for(run_dir: str, x: np.ndarray, seed: int) -> XDensity:
+    """The run's stored density over X; for a folder from before it was stored, the same fit.
+
+    Training stores ``XDensity.fit(reference.x, config.seed)``, so fitting an older run's
+    reference set with its ``config.seed`` gives the density training would have stored.
+    """
+    try:
+        return XDensity.load(run_dir)
+    except FileNotFoundError:
+        return XDensity.fit(x, seed)
+
+
 def sample_x(density, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` locations ``[n, D]`` (float32) drawn from a density from :func:`fit_x_density`.
+    """``n`` locations ``[n, D]`` (float32) drawn from a density from :func:`fit_x_density`
+    (or an :class:`XDensity`).
 
     Seeded by ``seed`` (not by the seed used in fitting). scikit-learn returns the samples
     grouped by component; they are shuffled so any prefix is a fair sample.
     """
+    if isinstance(density, XDensity):
+        return density.sample(n, seed)
     density.set_params(random_state=seed)
     x, _ = density.sample(int(n))
     return np.random.default_rng(seed).permutation(x).astype(np.float32)

@@ -39,9 +39,12 @@ from npvae_tf.model import build_model
 from npvae_tf.optimizers import FusedAdam
 from npvae_tf.files import atomic_write, write_json, write_text
 from npvae_tf.reference import build_reference_set
+from npvae_tf.sampling import XDensity
+from npvae_tf.runs import DATA_FILE
 from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, FIT_FILE, LOG_FILE, LOGS_DIR,  # noqa: F401
                            METRICS_FILE, MODEL_FILE, RunError, RunLock, check_for_training)
 from npvae_tf.seeds import stream_seed
+from npvae_tf.summaries import MODEL_LOGS, ModelSummaries
 
 
 class TrainingError(RuntimeError):
@@ -375,6 +378,16 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
                       config.image_shape)
     if chief and not os.path.isfile(os.path.join(run_dir, "config.json")):
         config.save(run_dir)
+    if chief:  # evaluate.py finds (and checks) the data by this record
+        data_file = os.path.join(run_dir, DATA_FILE)
+        if os.path.isfile(data_file):
+            with open(data_file) as f:
+                before = json.load(f).get("sha256")
+            if before and before != data.sha256:
+                raise ConfigError(f"{run_dir} was trained on other data (sha256 "
+                                  f"{before[:12]}...) than {data.source} (sha256 "
+                                  f"{data.sha256[:12]}...); pass that data's --data_dir")
+        write_json(data_file, {**data.provenance, "source": _absolute_source(data.source)})
     model_path = os.path.join(own_dir, MODEL_FILE)
     if os.path.isfile(model_path):
         # Fitting finished in an earlier, interrupted invocation: only the last steps remain.
@@ -395,6 +408,9 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
         reference = build_reference_set(model, train_images, data.train.labels,
                                         validation_images)
         reference.save(run_dir)
+        if reference.x is not None:
+            # Fitted once, here: evaluation and the export both sample it.
+            XDensity.fit(reference.x, config.seed).save(run_dir)
         test_images = evaluation_images(data.test.images, config.binarize, config.seed)
         metrics = elbo_summary(model, test_images, config.batch_size,
                                seed=stream_seed(config.seed, "test_metrics"))
@@ -429,6 +445,10 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
     val_ds = make_dataset(data.validation.images, config.batch_size,
                           seed=stream_seed(config.seed, "validation_binarize"),
                           binarize=config.binarize, drop_remainder=even)
+    if chief:  # what the model does, per epoch, in TensorBoard (npvae_tf/summaries.py)
+        extra_callbacks = [*extra_callbacks, ModelSummaries(
+            os.path.join(run_dir, LOGS_DIR, MODEL_LOGS), data.validation.images,
+            config.image_shape, stream_seed(config.seed, "summaries"))]
     progress = None
     if verbose:
         live = verbose > 1 and sys.stdout.isatty()
@@ -445,6 +465,10 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
     if losses and not np.all(np.isfinite(losses)):
         raise TrainingError(f"training diverged (loss {losses[-1]}); see {run_dir}/{LOG_FILE}")
     return model
+
+
+def _absolute_source(source: str) -> str:
+    return source if source.startswith("keras.") else os.path.abspath(source)
 
 
 def format_metrics(metrics: Dict[str, float]) -> str:

@@ -160,3 +160,22 @@ def test_binarize_draws_bernoulli_pixels():
     assert not np.array_equal(epoch1, epoch2)  # fresh draws every epoch
     fixed = make_dataset(images, 100, seed=0, binarize=True)
     np.testing.assert_array_equal(np.concatenate(list(fixed)), np.concatenate(list(fixed)))
+
+
+def test_fingerprint_is_of_the_arrays_not_the_files(tmp_path):
+    from npvae_tf.data import MNIST_SHA256
+
+    gz = load(write_mnist_like(str(tmp_path / "gz"), 250, 20, gz=True))
+    plain = load(write_mnist_like(str(tmp_path / "plain"), 250, 20, gz=False))
+    images, labels = synthetic_digits(250, 0)
+    test_images, test_labels = synthetic_digits(20, 1)
+    np.savez(tmp_path / "mnist.npz", x_train=images, y_train=labels, x_test=test_images,
+             y_test=test_labels)
+    npz = load(str(tmp_path))
+    assert len(gz.sha256) == 64 and gz.sha256 == plain.sha256 == npz.sha256
+    other = load(write_mnist_like(str(tmp_path / "other"), 251, 20))
+    assert other.sha256 != gz.sha256
+    assert not gz.is_mnist and gz.provenance == {"source": gz.source, "sha256": gz.sha256,
+                                                 "name": None}
+    assert MNIST_SHA256 != gz.sha256
+

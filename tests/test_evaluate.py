@@ -3,11 +3,13 @@
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT, write_mnist_like
@@ -17,7 +19,7 @@ TINY_TRAIN = ["--hidden", "32", "32", "--epochs", "1", "--batch_size", "64",
 TINY_EVAL = ["--iw_samples", "5", "--generated", "200", "--pairs", "10", "--trust_subset", "100",
              "--classifier_epochs", "1"]
 RUN_FILES = {"metrics.json", "fig2_embedding.png", "manifold_grid.png", "interpolation.png",
-             "samples.png", "training_curves.png"}
+             "samples.png", "training_curves.png", "projector"}
 
 
 def run_script(script, *args):
@@ -108,6 +110,16 @@ def test_plots_writes_every_file_and_every_metric_is_finite(evaluated, cache_dir
     assert "| 5-NN accuracy in 2-D |" in table and "log p(y\\|E[z])" in table
     assert table in result.stdout                           # the table is printed too
     assert "test ELBO (nats)" in result.stdout
+    # Progress: a line per stage of each run, with the time since the start.
+    for stage in ("likelihoods", "the 2-D space", "generated images", "interpolations",
+                  "figures"):
+        assert re.search(rf"^\[\d+:\d\d:\d\d\] run 2/2 npvae-z4: {stage}", result.stdout,
+                         re.M), stage
+    # The Embedding Projector of each run: X and E[z] for the npVAE, E[z] for the VAE.
+    for name, tensors in (("npvae-z4", {"x.tsv", "z_mean.tsv"}), ("vae-z2", {"z_mean.tsv"})):
+        files = set(os.listdir(os.path.join(out, name, "projector")))
+        assert tensors | {"projector_config.pbtxt", "metadata.tsv", "sprite.png"} <= files
+        assert not {"x.tsv", "z_mean.tsv"} - tensors & files
     # The classifier was trained once and cached.
     assert "training the evaluation classifier" in result.stdout
     assert [n for n in os.listdir(cache_dir) if n.endswith(".keras")]
@@ -262,3 +274,30 @@ def test_classifier_is_cached_and_an_unreadable_cache_is_rebuilt(tmp_path):
     key = cache_key(images, labels, (8, 8), 1, 0)
     assert key != cache_key(images, (labels + 1) % 3, (8, 8), 1, 0)
     assert key != cache_key(images, labels, (8, 8), 2, 0)
+
+
+def test_the_data_a_run_recorded_is_found_and_checked(tmp_path, monkeypatch, mnist_like_dir):
+    from npvae_tf.config import Config
+    from npvae_tf.data import load_mnist
+    from npvae_tf.evaluation import EvaluationError, load_data_for
+    from npvae_tf.files import write_json
+    from npvae_tf.reference import ReferenceSet
+    from npvae_tf.runs import DATA_FILE, Run
+
+    config = Config(validation_examples=100)
+    trained_on = load_mnist(mnist_like_dir, 100)
+    reference = ReferenceSet(z_mean=np.zeros((len(trained_on.train), 2)),
+                             labels=trained_on.train.labels)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_json(str(run_dir / DATA_FILE), {**trained_on.provenance,
+                                          "source": os.path.abspath(mnist_like_dir)})
+    run = Run(str(run_dir), config, None, reference)
+    # Other data where training looked by default: the recorded folder is used instead.
+    other = write_mnist_like(str(tmp_path / "other"), 650, 30)
+    monkeypatch.setenv("NPVAE_DATA_DIR", other)
+    data = load_data_for(run, None, {})
+    assert data.sha256 == trained_on.sha256 and len(data.test) == len(trained_on.test)
+    # Data given explicitly must be the recorded data.
+    with pytest.raises(EvaluationError, match="trained on other data"):
+        load_data_for(run, other, {})

@@ -25,6 +25,7 @@ from npvae_tf.model import build_model
 from npvae_tf.reference import ReferenceSet, build_reference_set
 from npvae_tf.files import write_json
 from npvae_tf.runs import METRICS_FILE, MODEL_FILE
+from npvae_tf.sampling import X_DENSITY_FILE, XDensity
 from tests.conftest import ROOT, synthetic_digits
 
 P = 784
@@ -37,7 +38,8 @@ def digit_images(n, seed):
 
 
 def make_run(folder, images, labels, **settings):
-    """A run folder as train.py leaves it (config, model.keras, reference set), untrained."""
+    """A run folder as train.py leaves it (config, model.keras, reference set, density over X),
+    untrained."""
     config = Config(hidden=(32, 32), validation_examples=100, **settings)
     config.save(folder)
     model = build_model(config)
@@ -48,6 +50,8 @@ def make_run(folder, images, labels, **settings):
         model.kernel.log_lengthscale.assign(np.log(0.2 * reference.x.std()))
     model.save(os.path.join(folder, MODEL_FILE))
     reference.save(folder)
+    if reference.x is not None:
+        XDensity.fit(reference.x, config.seed).save(folder)
     write_json(os.path.join(folder, METRICS_FILE), {"elbo": 0.0})  # marks the run finished
 
 
@@ -220,8 +224,8 @@ def test_npvae_samples_follow_the_evaluation_density_over_x(runs, loaded):
     ref = runs["npvae"].reference
     sample = loaded["npvae"].signatures["sample"]
     x = sample(count=tf.constant(4000), seed=tf.constant(5, tf.int64))["x"].numpy()
-    density = mixture_parameters(ref.x)
-    # The same mixture npvae_tf.sampling fits for evaluation, sampled the same way.
+    density = mixture_parameters(XDensity.load(runs["npvae"].run))
+    # The mixture training stored in the run folder (evaluation samples it too).
     np.testing.assert_allclose(x, mixture_sample(**density, count=4000, seed=5).numpy(), **TOL)
     mean, cov = mixture_moments(**{k: v.astype(np.float64) for k, v in density.items()})
     np.testing.assert_allclose(x.mean(0), mean, atol=4 * np.sqrt(cov.diagonal().max() / 4000))
@@ -261,8 +265,181 @@ def test_saved_model_cli_lists_every_signature(runs):
     listed = set(re.findall(r"signature_def\['(\w+)'\]", result.stdout))
     assert {"serving_default", "reconstruct", "encode", "decode", "generate_from_x",
             "sample"} <= listed
-    # Dynamic batch size: every image input and output is (-1, 784).
+    # Outputs have a dynamic batch size; inputs a dynamic width too, checked when run.
     assert "shape: (-1, 784)" in result.stdout and "shape: (-1, 2)" in result.stdout
+    assert "shape: (-1, -1)" in result.stdout
+    # Only the signatures are saved as functions: no internal helper is listed.
+    functions = set(re.findall(r"Function Name: '(\w+)'", result.stdout))
+    assert functions == {"reconstruct", "encode", "decode", "generate_from_x", "sample"}
+
+
+SESSION_CHILD = r"""
+import json, sys, traceback
+import numpy as np
+from tensorflow.python.tools import saved_model_cli
+
+# The function `saved_model_cli run` calls: the session-style (TF1 / C++) loader TensorFlow
+# Serving uses, then Session.run on the signature's tensors.
+errors = {}
+for export_dir, signature, feeds, outdir in json.load(open(sys.argv[1])):
+    arrays = {k: np.load(v) for k, v in feeds.items()}
+    try:
+        saved_model_cli.run_saved_model_with_feed_dict(export_dir, "serve", signature, arrays,
+                                                       outdir, True)
+    except Exception as e:
+        errors[outdir] = f"{type(e).__name__}: {e}"
+json.dump(errors, open(sys.argv[2], "w"))
+"""
+
+
+def test_every_signature_runs_under_the_session_style_loader_like_the_live_model(runs, tmp_path):
+    images, _ = digit_images(5, 6)
+    rng = np.random.default_rng(1)
+    feeds = {"images": images, "count": np.array(4, np.int32), "seed": np.array(9, np.int64),
+             "bad_images": images[:, :-1], "x": rng.normal(size=(5, 2)).astype(np.float32)}
+    for kind, r in runs.items():
+        feeds[f"z_{kind}"] = rng.normal(size=(5, r.model.z_dim)).astype(np.float32)
+    for name, value in feeds.items():
+        np.save(tmp_path / f"{name}.npy", value)
+    path = {name: str(tmp_path / f"{name}.npy") for name in feeds}
+    jobs = []
+    for kind, r in runs.items():
+        signature_inputs = {"serving_default": {"images": path["images"]},
+                            "reconstruct": {"images": path["images"]},
+                            "encode": {"images": path["images"]},
+                            "decode": {"z": path[f"z_{kind}"]},
+                            "sample": {"count": path["count"], "seed": path["seed"]},
+                            "bad_width": {"images": path["bad_images"]}}
+        if kind == "npvae":
+            signature_inputs["generate_from_x"] = {"x": path["x"]}
+        for name, inputs in signature_inputs.items():
+            signature = "encode" if name == "bad_width" else name
+            jobs.append([r.export, signature, inputs, str(tmp_path / f"out-{kind}-{name}")])
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    (tmp_path / "child.py").write_text(SESSION_CHILD)
+    result = subprocess.run([sys.executable, str(tmp_path / "child.py"), str(tmp_path / "jobs.json"),
+                             str(tmp_path / "errors.json")], capture_output=True, text=True,
+                            cwd=str(tmp_path), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors = json.loads((tmp_path / "errors.json").read_text())
+    for kind, r in runs.items():
+        bad = errors.pop(str(tmp_path / f"out-{kind}-bad_width"))
+        assert bad.startswith("InvalidArgumentError") and "images must be [N, 784]" in bad
+    assert errors == {}  # every other signature ran
+
+    def out(kind, name, key):
+        return np.load(tmp_path / f"out-{kind}-{name}" / f"{key}.npy")
+
+    for kind, r in runs.items():
+        model = r.model
+        live = model(images).numpy()
+        np.testing.assert_allclose(out(kind, "serving_default", "images"), live, **TOL)
+        np.testing.assert_allclose(out(kind, "reconstruct", "images"), live, **TOL)
+        np.testing.assert_allclose(out(kind, "encode", "z_mean"),
+                                   model.approx_posterior(images).mean().numpy(), **TOL)
+        np.testing.assert_allclose(out(kind, "decode", "images"),
+                                   model.decode(feeds[f"z_{kind}"]).numpy(), **TOL)
+        assert out(kind, "sample", "images").shape == (4, P)
+        if kind == "npvae":
+            ref = r.reference
+            np.testing.assert_allclose(out(kind, "encode", "x"), model.embed(images).numpy(),
+                                       **TOL)
+            np.testing.assert_allclose(out(kind, "generate_from_x", "images"),
+                                       model.decode_from_x(feeds["x"], ref.x, ref.z_mean).numpy(),
+                                       **TOL)
+            np.testing.assert_allclose(
+                out(kind, "sample", "images"),
+                model.decode_from_x(out(kind, "sample", "x"), ref.x, ref.z_mean).numpy(), **TOL)
+
+
+def test_saved_model_cli_run_command_serves_generate_from_x(runs, tmp_path):
+    r = runs["npvae"]
+    x = r.reference.x[:3] + 0.1
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    result = subprocess.run([cli, "run", "--dir", r.export, "--tag_set", "serve",
+                             "--signature_def", "generate_from_x", "--inputs",
+                             f"x={tmp_path / 'x.npy'}", "--outdir", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_allclose(
+        np.load(tmp_path / "out" / "images.npy"),
+        r.model.decode_from_x(x, r.reference.x, r.reference.z_mean).numpy(), **TOL)
+
+
+def saved_graph_functions(export_dir):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    return list(saved.meta_graphs[0].graph_def.library.function)
+
+
+def test_default_export_has_no_xla_and_names_its_random_algorithm(runs):
+    functions = saved_graph_functions(runs["npvae"].export)
+    assert not [f.signature.name for f in functions if f.attr["_XlaMustCompile"].b]
+    draws = 0
+    for f in functions:
+        nodes = {n.name: n for n in f.node_def}
+        for node in f.node_def:
+            # Auto-selected algorithms (and stateless_categorical) depend on the device.
+            assert node.op not in ("StatelessMultinomial", "StatelessRandomGetKeyCounter")
+            if node.op.startswith("StatelessRandom") and node.op.endswith("V2"):
+                alg = nodes[node.input[-1].split(":")[0]]
+                assert alg.op == "Const" and list(alg.attr["value"].tensor.int_val) == [1]  # Philox
+                draws += 1
+    assert draws >= 2
+
+
+def test_xla_export_compiles_the_kernel_and_serves_the_same(runs, tmp_path):
+    r = runs["npvae"]
+    export = export_run(r.run, str(tmp_path / "xla"), chunk_size=128, jit_compile=True)
+    assert any(f.attr["_XlaMustCompile"].b for f in saved_graph_functions(export))
+    x = (r.reference.x[:40] + 0.05).astype(np.float32)
+    served = tf.saved_model.load(export).signatures["generate_from_x"](x=x)["images"].numpy()
+    np.testing.assert_allclose(served, r.model.decode_from_x(x, r.reference.x,
+                                                             r.reference.z_mean).numpy(), **TOL)
+    assert json.load(open(os.path.join(export, INFO_FILE)))["jit_compile"] is True
+
+
+def test_export_serves_the_lengthscale_recorded_in_the_reference_set(runs, tmp_path):
+    import dataclasses
+
+    r = runs["npvae"]
+    run = tmp_path / "run"
+    shutil.copytree(r.run, run)
+    learned = float(r.model.kernel.lengthscale.numpy())
+    chosen = 0.25 * learned
+    dataclasses.replace(r.reference, lengthscale=chosen).save(str(run))
+    export = export_run(str(run), str(tmp_path / "export"))
+    x = (r.reference.x[:50] + 0.05).astype(np.float32)
+    served = tf.saved_model.load(export).signatures["generate_from_x"](x=x)["images"].numpy()
+    ref = r.reference
+    expected = r.model.decode_from_x(x, ref.x, ref.z_mean, lengthscale=chosen).numpy()
+    np.testing.assert_allclose(served, expected, **TOL)
+    # A different lengthscale gives different images here, so the check above can fail.
+    assert np.abs(r.model.decode_from_x(x, ref.x, ref.z_mean).numpy() - expected).max() > 1e-3
+    info = json.load(open(os.path.join(export, INFO_FILE)))
+    assert info["lengthscale"] == pytest.approx(chosen)
+    assert info["learned_lengthscale"] == pytest.approx(learned)
+
+
+def test_export_samples_the_density_stored_in_the_run_folder(runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs["npvae"].run, run)
+    stored = XDensity.load(str(run))
+    far = XDensity(stored.weights, stored.means + 1000.0, stored.covariances, stored.fit_seed)
+    far.save(str(run))
+    export = export_run(str(run), str(tmp_path / "export"))
+    x = tf.saved_model.load(export).signatures["sample"](
+        count=tf.constant(500), seed=tf.constant(1, tf.int64))["x"].numpy()
+    np.testing.assert_allclose(x.mean(0), runs["npvae"].reference.x.mean(0) + 1000.0, atol=50.0)
+    info = json.load(open(os.path.join(export, INFO_FILE)))
+    np.testing.assert_allclose(info["x_density"]["means"], far.means, rtol=1e-6)
+    (run / X_DENSITY_FILE).write_bytes(b"not a zip file")
+    with pytest.raises(ExportError, match="cannot read the density over X"):
+        export_run(str(run), str(tmp_path / "export2"))
 
 
 def test_vae_export_has_no_generate_from_x(loaded, runs):
@@ -295,9 +472,11 @@ def _count_seed(count=3, seed=0, count_dtype=tf.int32, seed_dtype=tf.int64):
 
 
 SHAPE = "is not compatible with expected shape"
+WIDTH = "wrong width"
 NOT_FLOAT = "expected to be a float tensor"
 BAD_INPUTS = [
-    ("reconstruct", {"images": np.zeros((2, P - 1), np.float32)}, SHAPE),
+    ("reconstruct", {"images": np.zeros((2, P - 1), np.float32)},
+     f"images must be [N, {P}] ({P} pixels per image); wrong width"),
     ("reconstruct", {"images": np.zeros((P,), np.float32)}, SHAPE),
     ("encode", {"images": np.zeros((2, 1, P), np.float32)}, SHAPE),
     ("encode", {"images": np.zeros((2, P), np.int32)}, NOT_FLOAT),
@@ -306,10 +485,10 @@ BAD_INPUTS = [
     ("reconstruct", {"images": _with((2, P), np.inf)}, "images must be finite"),
     ("encode", {"images": _with((2, P), 1.5)}, "images must be pixel values in [0, 1]"),
     ("serving_default", {"images": _with((2, P), -0.01)}, "images must be pixel values in [0, 1]"),
-    ("decode", {"z": np.zeros((2, 9), np.float32)}, SHAPE),
+    ("decode", {"z": np.zeros((2, 9), np.float32)}, "z must be [N, 8] (8 latent dimensions)"),
     ("decode", {"z": _with((2, 8), np.nan)}, "z must be finite"),
     ("decode", {"z": np.zeros((2, 8), np.int64)}, NOT_FLOAT),
-    ("generate_from_x", {"x": np.zeros((2, 3), np.float32)}, SHAPE),
+    ("generate_from_x", {"x": np.zeros((2, 3), np.float32)}, "x must be [N, 2] (2 coordinates"),
     ("generate_from_x", {"x": np.zeros((2,), np.float32)}, SHAPE),
     ("generate_from_x", {"x": _with((2, 2), np.nan)}, "x must be finite"),
     ("generate_from_x", {"x": _with((2, 2), -np.inf)}, "x must be finite"),
@@ -333,7 +512,8 @@ def test_bad_input_is_rejected_with_a_clear_error(loaded, signature, kwargs, mes
 @pytest.mark.parametrize("signature,kwargs,message", [
     ("encode", {"images": _with((2, P), np.nan)}, "images must be finite"),
     ("reconstruct", {"images": _with((2, P), 2.0)}, "images must be pixel values in [0, 1]"),
-    ("decode", {"z": np.zeros((2, 8), np.float32)}, SHAPE),
+    ("decode", {"z": np.zeros((2, 8), np.float32)},
+     "z must be [N, 6] (6 latent dimensions); wrong width"),
     ("sample", _count_seed(count=-5), "count must be >= 0"),
 ])
 def test_vae_export_rejects_bad_input(loaded, signature, kwargs, message):
@@ -344,10 +524,33 @@ def test_vae_export_rejects_bad_input(loaded, signature, kwargs, message):
 def test_restored_functions_check_their_input_signature(loaded):
     encode = loaded["npvae"].encode
     assert encode(tf.zeros([2, P]))["z_mean"].shape == (2, 8)
-    with pytest.raises((TypeError, ValueError)):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=WIDTH):
         encode(tf.zeros([2, P - 1]))
     with pytest.raises((TypeError, ValueError)):
         encode(tf.zeros([2, P], tf.int32))
+
+
+@pytest.mark.parametrize("kind", ["npvae", "vae"])
+def test_numpy_input_of_the_wrong_width_is_an_invalid_argument_naming_it(loaded, kind):
+    # NumPy input goes through TensorFlow's Python binding first; a static width there
+    # raised a TypeError printing the whole array instead.
+    signatures = loaded[kind].signatures
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=re.escape(f"images must be [N, {P}] ({P} pixels per image)")):
+        signatures["encode"](images=np.zeros((2, P - 1), np.float32))
+    z_dim = 8 if kind == "npvae" else 6
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(f"z must be [N, {z_dim}]")):
+        signatures["decode"](z=np.zeros((2, z_dim + 1), np.float32))
+
+
+def test_float64_numpy_input_is_cast_and_a_float64_tensor_rejected(loaded):
+    reconstruct = loaded["npvae"].signatures["reconstruct"]
+    images, _ = digit_images(3, 4)
+    as_float32 = reconstruct(images=images)["images"].numpy()
+    np.testing.assert_array_equal(reconstruct(images=images.astype(np.float64))["images"].numpy(),
+                                  as_float32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=NOT_FLOAT):
+        reconstruct(images=tf.constant(images, tf.float64))
 
 
 # --- writing safely -------------------------------------------------------------------------
@@ -380,7 +583,7 @@ def test_failed_export_keeps_the_previous_export(runs, tmp_path, monkeypatch):
     shutil.copytree(runs["vae"].export, target)
     before = (target / "saved_model.pb").read_bytes()
 
-    def full_disk(module, folder, signatures=None):
+    def full_disk(module, folder, signatures=None, options=None):
         open(os.path.join(folder, "saved_model.pb"), "wb").write(b"partial")
         raise OSError("No space left on device")
 

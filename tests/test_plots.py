@@ -118,3 +118,15 @@ def test_samples_figure():
     assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
     assert fig.axes[0].images[0].get_array().shape == (8 * 7 - 1, 8 * 6 - 1)
     png_bytes(fig)
+
+
+def test_figures_say_class_unless_the_data_is_mnist():
+    panels = [("run", *points_and_labels(50, 0), "X")]
+    assert plots.spaces_figure(panels).legends[0].get_title().get_text() == "digit"
+    fig = plots.spaces_figure(panels, class_word="class")
+    assert fig.legends[0].get_title().get_text() == "class"
+    assert fig._suptitle.get_text().endswith("coloured by class")
+    train, labels = points_and_labels(50, 1)
+    fig = plots.embedding_figure(train, labels, train, labels, np.zeros((50, 16)), (4, 4),
+                                 class_word="class")
+    assert fig.axes[0].get_legend().get_title().get_text() == "class"

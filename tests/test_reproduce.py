@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -27,6 +28,10 @@ def test_reproduce_end_to_end(tmp_path, mnist_like_dir):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-3000:]
+    # Progress with the time since the start: each run's training, each evaluation stage.
+    for line in ("training run 1/3: ", "training run 3/3: ",
+                 "run 3/3 npvae-xpath-z2: interpolations"):
+        assert re.search(rf"^\[0:\d\d:\d\d\] {re.escape(line)}", result.stdout, re.M), line
     names = ("vae-z2", "npvae-z2", "npvae-xpath-z2")
     for name in names:
         assert os.path.isfile(tmp_path / "runs" / name / "model.keras"), name

@@ -77,3 +77,32 @@ def test_occupied_grid_spans_the_percentile_box_top_row_first():
     np.testing.assert_allclose(grid[-1], [extent[1], extent[2]], rtol=1e-6)    # bottom right
     with pytest.raises(ValueError, match="2-D points"):
         occupied_grid(np.zeros((5, 3)))
+
+
+def test_x_density_is_stored_loaded_and_sampled_like_the_fitted_mixture(tmp_path):
+    from npvae_tf.sampling import X_DENSITY_FILE, XDensity, x_density_for
+
+    x = two_blobs()
+    density = XDensity.fit(x, seed=0)
+    fitted = fit_x_density(x, seed=0)
+    np.testing.assert_allclose(density.means, fitted.means_)
+    density.save(str(tmp_path))
+    loaded = XDensity.load(str(tmp_path))
+    np.testing.assert_array_equal(loaded.covariances, density.covariances)
+    assert loaded.fit_seed == 0
+    samples = loaded.sample(4000, seed=1)
+    assert samples.dtype == np.float32 and samples.shape == (4000, 2)
+    np.testing.assert_array_equal(samples, loaded.sample(4000, seed=1))
+    left = samples[:, 0] < 0
+    assert left.mean() == pytest.approx(0.75, abs=0.03)
+    np.testing.assert_allclose(samples[left].mean(0), [-10.0, 0.0], atol=0.1)
+    # The stored density is used, not a refit: a shifted one comes back shifted.
+    shifted = XDensity(density.weights, density.means + 100.0, density.covariances, 0)
+    shifted.save(str(tmp_path))
+    np.testing.assert_allclose(x_density_for(str(tmp_path), x, 0).means, density.means + 100.0)
+    # A run from before the density was stored gets the fit training would have stored.
+    np.testing.assert_allclose(x_density_for(str(tmp_path / "older"), x, 0).means,
+                               density.means)
+    (tmp_path / X_DENSITY_FILE).write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="cannot read the density over X"):
+        XDensity.load(str(tmp_path))

@@ -1,0 +1,95 @@
+"""Reproduce the paper: train each scheme at several Z, evaluate them, write docs/results.md.
+
+    python reproduce.py                       # every scheme at its Z values, default epochs
+    python reproduce.py --schemes vae paper --z_dims 2 500 --epochs 20
+    python reproduce.py --runs vae:2 vae:500 xpath:500      # exactly these runs
+
+Schemes (npvae_tf/experiments.py): vae and paper at Z = 2, 20, 500; xpath at Z = 20, 500.
+
+Finished runs are kept and interrupted ones resume, so rerunning the command continues.
+"""
+
+import argparse
+import shlex
+import sys
+import time
+
+from npvae_tf import cli
+from npvae_tf.config import Config
+from npvae_tf.experiments import SCHEMES
+
+
+def run_spec(text: str):
+    """``SCHEME:Z`` -> ``(scheme, z_dim)``."""
+    scheme, _, z = text.partition(":")
+    if scheme not in SCHEMES or not z.isdigit() or int(z) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected SCHEME:Z with SCHEME one of {', '.join(SCHEMES)} and Z >= 1, got {text!r}")
+    return scheme, int(z)
+
+
+def parse_args(argv=None):
+    d = Config()
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--schemes", choices=list(SCHEMES), nargs="+", default=list(SCHEMES),
+                        help="training schemes to run (default: all: %(default)s)")
+    parser.add_argument("--z_dims", type=cli.positive_int, nargs="+", default=None,
+                        help="latent sizes Z for every scheme (default: each scheme's own: "
+                             + "; ".join(f"{k} {' '.join(map(str, v.z_dims))}"
+                                         for k, v in SCHEMES.items()) + ")")
+    parser.add_argument("--runs", type=run_spec, nargs="+", default=None, metavar="SCHEME:Z",
+                        help="exactly these runs, e.g. vae:2 xpath:500 (instead of --schemes "
+                             "and --z_dims)")
+    parser.add_argument("--epochs", type=cli.positive_int, default=d.epochs,
+                        help="training epochs of every run")
+    parser.add_argument("--hidden", type=cli.positive_int, nargs="+", default=list(d.hidden),
+                        help="hidden layer widths of every MLP")
+    parser.add_argument("--seed", type=int, default=d.seed, help="training seed")
+    parser.add_argument("--train_examples", type=int, default=None,
+                        help="use only the first N training examples (quick runs)")
+    parser.add_argument("--validation_examples", type=int, default=d.validation_examples,
+                        help="validation images taken from the end of the training file")
+    parser.add_argument("--runs_dir", default="runs/reproduce",
+                        help="where the run folders go (default: runs/reproduce)")
+    parser.add_argument("--docs", default="docs",
+                        help="where results.md and its figures go (default: docs)")
+    parser.add_argument("--data_dir", default=None,
+                        help="MNIST folder (default: $NPVAE_DATA_DIR, the Keras cache, a download)")
+    cli.add_evaluation_flags(parser)
+    args = parser.parse_args(argv)
+    try:
+        base = Config(epochs=args.epochs, hidden=tuple(args.hidden), seed=args.seed,
+                      train_examples=args.train_examples,
+                      validation_examples=args.validation_examples)
+    except ValueError as e:
+        parser.error(str(e))
+    return args, base
+
+
+def main(argv=None):
+    args, base = parse_args(argv)
+    cli.quiet_tensorflow()
+    from npvae_tf.config import ConfigError
+    from npvae_tf.data import DataError
+    from npvae_tf.evaluation import EvaluationError, evaluate
+    from npvae_tf.experiments import grid, run_grid, write_results
+    from npvae_tf.training import TrainingError
+
+    started = time.time()
+    command = "python " + " ".join(shlex.quote(a) for a in ["reproduce.py", *sys.argv[1:]])
+    try:
+        pairs = args.runs or grid(args.schemes, args.z_dims)
+        # Progress: a line per run and per epoch, then per evaluation stage, with the time
+        # since the start (an hour of training is otherwise silent).
+        paths = run_grid(base, pairs, args.runs_dir, args.data_dir, verbose=1, started=started)
+        summary = evaluate(paths, out=None, data_dir=args.data_dir,
+                           settings=cli.settings_from_args(args, plots=True), started=started)
+        path = write_results(summary, paths, args.docs, command, time.time() - started)
+    except (DataError, ConfigError, TrainingError, EvaluationError) as e:
+        cli.fail("reproduce.py", str(e))
+    print(f"\nresults: {path}")
+
+
+if __name__ == "__main__":
+    main()
