@@ -1,4 +1,4 @@
-"""Run folders: their layout, the one check, the one loader, the per-run lock, default names.
+r"""Run folders: their layout, the one check, the one loader, the per-run lock, default names.
 
 Every part of the project that reads or writes a run folder goes through this module, so the
 layout is written down once. A run folder (``train.py --out RUN``)::

@@ -353,9 +353,23 @@ def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose:
         lock.release()
 
 
+def _remove_stale_temporaries(*folders: str) -> None:
+    """Removes ``.tmp-*`` files a killed process left mid-write (see ``files.atomic_write``).
+
+    Safe: it runs under the run's lock, so no live process is writing them.
+    """
+    for folder in folders:
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                path = os.path.join(folder, name)
+                if name.startswith(".tmp-") and os.path.isfile(path):
+                    os.remove(path)
+
+
 def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_callbacks,
                   strategy, log):
     backup_dir = os.path.join(own_dir, BACKUP_DIR)
+    _remove_stale_temporaries(own_dir, backup_dir)
     if check_run_dir(config, run_dir):  # finished, perhaps but for removing the backup
         shutil.rmtree(backup_dir, ignore_errors=True)
         with open(os.path.join(run_dir, METRICS_FILE)) as f:

@@ -21,7 +21,7 @@ from npvae_tf.reference import ReferenceSet
 from npvae_tf.config import Config
 from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE,
                            default_run_dir)
-from tests.conftest import ROOT
+from tests.conftest import ROOT, synthetic_digits, write_idx
 
 # Runs train.py's main() with one kill planted. argv: KILL ARGS...; KILL is one of
 #   batch:SIG:EPOCH:BATCH   after that training batch            (mid-epoch)
@@ -84,7 +84,22 @@ def train_args(data_dir):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, mnist_like_dir):
+def gray_digits_dir(tmp_path_factory):
+    """Generated digits with grey levels (the shared fixture's are pure black and white, so
+    binarising them would change nothing)."""
+    folder = str(tmp_path_factory.mktemp("gray_digits"))
+    rng = np.random.default_rng(0)
+    for prefix, n, seed in (("train", 600, 0), ("t10k", 200, 1)):
+        images, labels = synthetic_digits(n, seed)
+        grey = images * rng.uniform(0.2, 0.9, size=(n, 1, 1))
+        write_idx(os.path.join(folder, f"{prefix}-images-idx3-ubyte"), grey.astype(np.uint8))
+        write_idx(os.path.join(folder, f"{prefix}-labels-idx1-ubyte"), labels)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, gray_digits_dir):
+    mnist_like_dir = gray_digits_dir
     cwd = str(tmp_path_factory.mktemp("uninterrupted"))
     result = run_train("none", train_args(mnist_like_dir), cwd)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -114,9 +129,9 @@ def assert_same_run(a, b):
 
 
 def test_a_run_killed_again_and_again_ends_as_if_never_interrupted(uninterrupted, tmp_path,
-                                                                    mnist_like_dir):
+                                                                    gray_digits_dir):
     out = str(tmp_path / default_run_dir(CONFIG))
-    args = train_args(mnist_like_dir)
+    args = train_args(gray_digits_dir)
     cwd = str(tmp_path)
 
     # 1. SIGKILL in the middle of the first epoch: no resume state yet.
@@ -153,8 +168,12 @@ def test_a_run_killed_again_and_again_ends_as_if_never_interrupted(uninterrupted
     assert "all 3 epochs done; finishing the run" in result.stdout
     assert os.path.isfile(os.path.join(out, METRICS_FILE))
 
-    # 6. The rerun finds a finished run: it only removes the leftover backup.
+    # 6. The rerun finds a finished run: it only removes the leftover backup (and what a
+    #    process killed mid-write leaves, as a kill inside best.keras's save would).
+    stale = os.path.join(out, ".tmp-99999-best.keras")
+    open(stale, "w").close()
     result = run_train("none", args, cwd)
+    assert not os.path.exists(stale)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "already trained; nothing to do" in result.stdout
     assert not os.path.exists(os.path.join(out, BACKUP_DIR))
@@ -163,13 +182,13 @@ def test_a_run_killed_again_and_again_ends_as_if_never_interrupted(uninterrupted
     assert fits["epochs_timed"] == 3 and len(fits["epoch_seconds"]) == 3
 
 
-def test_binarize_holds_end_to_end(uninterrupted, mnist_like_dir):
+def test_binarize_holds_end_to_end(uninterrupted, gray_digits_dir):
     """--binarize: the reference set (hence the X density) comes from the binarised training
     images the model was trained on, not from grayscale ones."""
     from npvae_tf.data import evaluation_images, load_mnist
     from npvae_tf.reference import encode_means
 
-    data = load_mnist(mnist_like_dir, CONFIG.validation_examples)
+    data = load_mnist(gray_digits_dir, CONFIG.validation_examples)
     model = keras.saving.load_model(os.path.join(uninterrupted, MODEL_FILE), compile=False)
     reference = ReferenceSet.load(uninterrupted)
     binary = evaluation_images(data.train.images, True, CONFIG.seed, "train")
