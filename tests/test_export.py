@@ -705,6 +705,7 @@ def test_export_serves_the_recorded_serving_lengthscale_and_the_x_path_decoder(t
                              lengthscale=serving)
     model.save(os.path.join(run, MODEL_FILE))
     reference.save(run)
+    write_json(os.path.join(run, METRICS_FILE), {"elbo": 0.0})  # marks the run finished
     served = tf.saved_model.load(export_run(run, str(tmp_path / "export"), chunk_size=64))
     x = reference.x[:5] + 0.01
     got = served.signatures["generate_from_x"](x=tf.constant(x))["images"].numpy()
