@@ -50,7 +50,7 @@ from npvae_tf.files import atomic_write, write_json, write_text
 from npvae_tf.model import VAE  # noqa: F401  registers the model classes for loading
 from npvae_tf.seeds import stream_seed
 from npvae_tf.runs import DATA_FILE
-from npvae_tf.runs import (EVAL_DIR, Run, check_run_dir, check_writable,  # noqa: F401
+from npvae_tf.runs import (EVAL_DIR, FIT_FILE, Run, check_run_dir, check_writable,  # noqa: F401
                            find_latest_run, load_run, read_training_log)
 
 METRICS_FILE = "metrics.json"
@@ -223,13 +223,14 @@ def sample_metrics(name: str, images: np.ndarray, reference: Reference,
     return out
 
 
-def _train_seconds(run_dir: str) -> Optional[float]:
-    """Training time recorded by ``train`` (None for runs trained before it was recorded)."""
-    path = os.path.join(run_dir, "fit_summary.json")
+def _train_minutes(run_dir: str) -> Optional[float]:
+    """Training time recorded by ``train``, summed over every finished epoch (None for runs
+    trained before it was recorded)."""
+    path = os.path.join(run_dir, FIT_FILE)
     if not os.path.isfile(path):
         return None
     with open(path) as f:
-        return float(json.load(f)["train_seconds"])
+        return float(json.load(f)["train_seconds"]) / 60
 
 
 def clock(started: float) -> str:
@@ -253,7 +254,7 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
         "epochs_run": int(len(run.log["epoch"])) if run.log else None,
         "space": run.space, "test_images": int(len(images)), "reference_size": n_ref,
         "scheme": cfg.scheme, "config": cfg.to_dict(),
-        "train_seconds": _train_seconds(run.path),
+        "train_minutes": _train_minutes(run.path),
     }
     if run.has_x:
         metrics["lengthscale"] = float(run.model.kernel.lengthscale.numpy())
@@ -481,8 +482,6 @@ def comparison_markdown(results: Sequence[Dict], reference: Dict, settings: Sett
     """One Markdown table: a row per metric, a column per run (sorted by z_dim)."""
     results = sorted(results, key=lambda m: (m["z_dim"], m["model"] == "npvae",
                                              m.get("scheme", "") != "npVAE"))
-    results = [{**m, "train_minutes": m["train_seconds"] / 60 if m.get("train_seconds") else None}
-               for m in results]
     heads = [f"{m.get('scheme') or m['model']} z{m['z_dim']}".replace(": ", ":<br>")
              for m in results]
     lines = ["| metric | " + " | ".join(heads) + " |",

@@ -34,6 +34,7 @@ import tensorflow_probability as tfp
 
 from npvae_tf.config import Config
 from npvae_tf.kernels import SquaredExponentialKernel, masked_softmax
+import npvae_tf.optimizers  # noqa: F401,E402  registers FusedAdam: model.keras files name it
 from npvae_tf.seeds import stream_seed
 
 tfd = tfp.distributions

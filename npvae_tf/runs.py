@@ -6,17 +6,17 @@ layout is written down once. A run folder (``train.py --out RUN``)::
     config.json          the Config (enough to rebuild the model); written first
     data.json            the data trained on: source, sha256 of its arrays, name (MNIST)
     .lock                held (``fcntl.flock``) by the one process training into the folder
-    backup/              resume state while training: weights, optimizer, random-generator
-                         states of the last finished epoch (removed once the run is finished)
-    training_log.csv     one row per finished epoch
-    best.keras           the model at the best validation loss so far
+    training_log.csv     one row per finished epoch                       \
+    best.keras(.json)    the model at the best validation loss so far      } after every
+    fit_summary.json     seconds of each finished epoch (all invocations)  } epoch, in
+    backup/              resume state of the last finished epoch: model,  } this order
+                         optimizer and random-generator states           /
     logs/                TensorBoard
     model.keras          the final model                       \\
     reference_set.npz    training-set E[z] (and x) with labels  |  written in this order
     x_density.npz        npVAE: the mixture over the training X  } when fitting ends; the
                          that sampling uses (sampling.XDensity) |  last one marks a
     test_metrics.json    seeded test-set metrics               /   finished run
-    fit_summary.json     training time of the last invocation
     eval/                evaluate.py's outputs (default)
 
 A folder is *a run* when it holds ``config.json``, and *finished* when it also holds

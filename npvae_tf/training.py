@@ -299,7 +299,8 @@ def callbacks_for(run_dir: str, own_dir: str, chief: bool, initial_epoch: int = 
     """The callbacks of fit, in the order their ``on_epoch_end`` must run.
 
     Logs and checkpoints (the chief's) come before the resume state (every worker's own), so
-    a kill between them makes the rerun redo the epoch, never skip its log row.
+    a kill between them makes the rerun redo the epoch, never skip its log row; the
+    progress line comes after it.
     """
     callbacks = [keras.callbacks.TerminateOnNaN()]
     if chief:
@@ -309,10 +310,10 @@ def callbacks_for(run_dir: str, own_dir: str, chief: bool, initial_epoch: int = 
             AtomicBestCheckpoint(os.path.join(run_dir, BEST_FILE)),
             keras.callbacks.TensorBoard(os.path.join(run_dir, LOGS_DIR), write_graph=False),
         ]
-    callbacks += list(extra)
-    if progress is not None:
-        callbacks.append(progress)
-    return callbacks + [ResumeState(os.path.join(own_dir, BACKUP_DIR))]
+    callbacks += list(extra) + [ResumeState(os.path.join(own_dir, BACKUP_DIR))]
+    # Last: an epoch's line is printed once its resume state is saved, so an interrupted
+    # run has kept every epoch it reported.
+    return callbacks + ([progress] if progress is not None else [])
 
 
 def make_optimizer(config: Config) -> keras.optimizers.Optimizer:

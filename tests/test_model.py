@@ -238,3 +238,27 @@ def test_xla_compiled_training_runs():
     assert np.isfinite(history.history["loss"][0])
     assert all(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
 
+
+
+def test_xpath_scheme_with_held_means_trains_the_vae_bit_for_bit():
+    """match 0 + X path with its own decoder and E[z] held: the VAE inside the npVAE gets the
+    same initial weights, data, noise, dropout masks and gradients as a plain VAE, so its
+    weights after training are identical (the X path costs the VAE nothing)."""
+    from npvae_tf.data import make_dataset, steps_per_epoch
+    from npvae_tf.optimizers import FusedAdam
+
+    y = images(64, seed=8)
+    weights = {}
+    for name, changes in (("vae", dict(model="vae")),
+                          ("xpath", dict(match_weight=0.0, x_path_weight=1.0,
+                                         x_path_decoder="separate", x_path_stop_gradient=True))):
+        keras.utils.set_random_seed(0)
+        model = build_model(Config(**{**SMALL, **changes}))
+        model.compile(optimizer=FusedAdam(1e-2))
+        model.fit(make_dataset(y, 16, shuffle=True, seed=3, epochs=2), epochs=2,
+                  steps_per_epoch=steps_per_epoch(64, 16), verbose=0)
+        weights[name] = {v.path.split("/", 1)[1]: v.numpy() for v in model.trainable_variables
+                         if v.path.split("/", 1)[1].startswith(("encoder/", "decoder/"))}
+    assert weights["vae"] and weights["vae"].keys() == weights["xpath"].keys()
+    for path, value in weights["vae"].items():
+        np.testing.assert_array_equal(weights["xpath"][path], value, err_msg=path)

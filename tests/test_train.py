@@ -226,8 +226,10 @@ def test_an_unwritable_output_stops_before_any_work(tmp_path, flag):
 
 
 def test_two_configs_into_one_folder_refused_even_when_one_is_finished(smoke_run):
-    out, _, _ = smoke_run
-    result = run_train("--z_dim", "10", "--out", out)
+    out, _, args = smoke_run
+    args = list(args)
+    args[args.index("--z_dim") + 1] = "10"
+    result = run_train(*args)
     assert result.returncode == 1
     assert "different config (differs in: z_dim)" in result.stderr.strip().splitlines()[-1]
 
