@@ -152,9 +152,7 @@ def write_projector(out_dir: str, images: np.ndarray, labels: np.ndarray,
     atomic_write(os.path.join(out_dir, "sprite.png"),
                  lambda tmp: Image.fromarray(sprite).save(tmp, format="PNG"))
     path = os.path.join(out_dir, PROJECTOR_CONFIG)
-    from google.protobuf import text_format
-
-    write_text(path, text_format.MessageToString(config))
+    write_text(path, str(config))  # a protobuf message prints as its text format
     writer = tf.summary.create_file_writer(out_dir)  # an event file: TensorBoard lists the run
     writer.flush()
     writer.close()

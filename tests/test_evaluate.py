@@ -145,7 +145,8 @@ def test_metrics_only_on_the_most_recent_run_reuses_the_classifier(runs, evaluat
                                     "--classifier_cache", cache_dir, *TINY_EVAL)
     assert code == 0, err[-3000:]
     eval_dir = os.path.join(paths["npvae-z4"], "eval")
-    assert os.listdir(eval_dir) == ["metrics.json"]          # no figures without --plots
+    # No figures without --plots; the metrics and the TensorBoard projector.
+    assert sorted(os.listdir(eval_dir)) == ["metrics.json", "projector"]
     assert not os.path.exists(os.path.join(paths["vae-z2"], "eval"))
     assert "training the evaluation classifier" not in out
     # Seeded: the same numbers as the first evaluation (another process).
