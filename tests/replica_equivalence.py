@@ -23,8 +23,12 @@ import tensorflow as tf  # noqa: E402
 
 from npvae_tf import Config, build_model  # noqa: E402
 
-CONFIG = Config(model=sys.argv[1] if len(sys.argv) > 1 else "npvae", z_dim=6, hidden=(32, 16),
-                image_shape=(4, 4), dropout=0.0, batch_size=16, seed=1)
+KIND = sys.argv[1] if len(sys.argv) > 1 else "npvae"
+# "xpath": the X-path term with its own decoder beside the match term, gradients into E[z].
+SCHEME = (dict(model="npvae", match_weight=0.5, x_path_weight=1.0, x_path_decoder="separate")
+          if KIND == "xpath" else dict(model=KIND))
+CONFIG = Config(z_dim=6, hidden=(32, 16), image_shape=(4, 4), dropout=0.0, batch_size=16, seed=1,
+                **SCHEME)
 images = np.random.default_rng(0).random((48, 16)).astype(np.float32)
 seed = tf.constant([5, 7], tf.int32)
 
