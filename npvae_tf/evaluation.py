@@ -57,8 +57,9 @@ METRICS_FILE = "metrics.json"
 # Each random consumer of an evaluation draws from its own stream of the evaluation seed
 # (``Settings.seed``), so no two share raw bits (the prior sample used to reuse the
 # importance-weighting seed of batch 1; the mixture was fitted and sampled with one seed).
-EVALUATION_STREAMS = ("importance_weights", "prior_samples", "x_density_fit",
-                      "x_density_samples", "trustworthiness_subset", "interpolation_pairs")
+# The mixture over X is fitted once by training (sampling.XDensity), so it has no stream here.
+EVALUATION_STREAMS = ("importance_weights", "prior_samples", "x_density_samples",
+                      "trustworthiness_subset", "interpolation_pairs")
 KNN_KS = (1, 5, 10)
 NEIGHBOUR_KS = (1, 10, 100)
 TRUST_NEIGHBOURS = 5
