@@ -249,9 +249,13 @@ class Progress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         parts = [f"epoch {epoch + 1}/{self.epochs}"]
-        for key in ("loss", "val_loss", "kl", "match", "val_match"):
+        # (log key, label, decimals): the objective, then the kernel's diagnostics.
+        for key, label, decimals in (("loss", "loss", 2), ("val_loss", "val_loss", 2),
+                                     ("match", "match", 3), ("val_x_path", "X path", 2),
+                                     ("lengthscale", "l", 3),
+                                     ("lengthscale_over_x_std", "l/sd(x)", 2)):
             if key in logs:
-                parts.append(f"{key} {float(logs[key]):.{3 if 'match' in key else 2}f}")
+                parts.append(f"{label} {float(logs[key]):.{decimals}f}")
         parts.append(f"{time.time() - self._epoch_start:.1f} s")
         line = "  ".join(parts)[:self.width]
         if self.live and self._shown:

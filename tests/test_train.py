@@ -183,13 +183,31 @@ def test_live_progress_never_exceeds_the_width():
 
     stream = io.StringIO()
     progress = Progress(epochs=50, steps=430, live=True, stream=stream, width=100)
-    huge = {k: -123456789.123456 for k in ("loss", "val_loss", "kl", "match", "val_match")}
+    huge = {k: -123456789.123456 for k in ("loss", "val_loss", "kl", "match", "val_match",
+                                           "val_x_path", "lengthscale", "lengthscale_over_x_std")}
     progress.on_epoch_begin(0)
     progress.on_train_batch_end(3, huge)
     progress.on_epoch_end(0, huge)
     pieces = [p for line in stream.getvalue().split("\n") for p in line.split("\r")]
     assert pieces and all(len(p) <= 100 for p in pieces)
     assert stream.getvalue().count("\n") == 1  # one line kept per epoch
+
+
+def test_epoch_line_shows_the_kernel_diagnostics_within_the_width():
+    import io
+
+    from npvae_tf.training import Progress
+
+    stream = io.StringIO()
+    progress = Progress(epochs=50, steps=430, live=False, stream=stream, width=100)
+    progress.on_epoch_begin(49)
+    progress.on_epoch_end(49, {"loss": 247.62, "val_loss": 250.11, "kl": 18.69, "match": 6.897,
+                               "val_x_path": 141.44, "lengthscale": 2.476,
+                               "lengthscale_over_x_std": 0.27})
+    line = stream.getvalue().rstrip("\n")
+    for part in ("epoch 50/50", "X path 141.44", "l 2.476", "l/sd(x) 0.27"):
+        assert part in line, line
+    assert len(line) <= 100 and line.endswith(" s"), line  # nothing cut off
 
 
 def test_a_second_run_into_a_locked_folder_stops_at_once(tmp_path):
