@@ -109,12 +109,6 @@ def x_path_scorer(model, reference: ReferenceSet, batch_size: int = 500):
     return score
 
 
-def x_path_log_likelihood(model, images: np.ndarray, reference: ReferenceSet,
-                          lengthscale: float, batch_size: int = 500) -> np.ndarray:
-    """``log p_X(y | z~(f(y)))`` per image ``[N]``, z~ over the reference set with ``lengthscale``."""
-    return x_path_scorer(model, reference, batch_size)(images, lengthscale)
-
-
 def select_serving_lengthscale(model, reference: ReferenceSet, images: np.ndarray,
                                scales: Sequence[float] = SERVING_SCALES
                                ) -> Tuple[float, Dict[str, object]]:

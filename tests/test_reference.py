@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from npvae_tf.reference import (ReferenceSet, build_reference_set, select_serving_lengthscale,
-                                x_path_log_likelihood)
+                                x_path_scorer)
 from tests.test_kernels import numpy_weights
 from tests.test_model import images, numpy_mlp, small_model, softplus
 
@@ -13,11 +13,11 @@ def _reference(model, n=40, seed=0):
     return build_reference_set(model, images(n, seed=seed), np.arange(n) % 3)
 
 
-def test_x_path_log_likelihood_matches_numpy():
+def test_x_path_scorer_matches_numpy():
     model = small_model("npvae")
     reference = _reference(model)
     y = images(7, seed=9)
-    got = x_path_log_likelihood(model, y, reference, lengthscale=0.4, batch_size=3)
+    got = x_path_scorer(model, reference, batch_size=3)(y, 0.4)
     x = numpy_mlp(model.x_encoder, y)
     x_ref = numpy_mlp(model.x_encoder, images(40, seed=0))
     z_ref = np.split(numpy_mlp(model.encoder, images(40, seed=0)), 2, axis=-1)[0]
@@ -32,7 +32,8 @@ def test_serving_lengthscale_is_the_best_scale_on_the_given_images():
     scales = (1.0, 0.5, 0.1, 0.01)
     chosen, record = select_serving_lengthscale(model, reference, y, scales)
     learned = float(model.kernel.lengthscale)
-    scores = [np.mean(x_path_log_likelihood(model, y, reference, s * learned)) for s in scales]
+    score = x_path_scorer(model, reference)
+    scores = [np.mean(score(y, s * learned)) for s in scales]
     assert record["learned_lengthscale"] == pytest.approx(learned)
     np.testing.assert_allclose(record["log_likelihood"], scores, rtol=1e-6)
     assert chosen == pytest.approx(learned * scales[int(np.argmax(scores))])
