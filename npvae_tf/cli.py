@@ -99,6 +99,16 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--x_path_stop_gradient", action="store_true",
                         help="the X-path term does not train the VAE's encoder (E[z_j] held "
                              "constant)")
+    parser.add_argument("--x_path_hold_decoder", action="store_true",
+                        help="with the shared decoder, the X-path term holds the decoder's "
+                             "weights too: it trains only X and the lengthscale")
+    parser.add_argument("--neighbour_weight", type=float, default=d.neighbour_weight,
+                        help="weight of the neighbour term: UMAP's cross-entropy between the "
+                             "training images' k-NN graph and X (0: off; the umap scheme: 1)")
+    parser.add_argument("--n_neighbors", type=int, default=d.n_neighbors,
+                        help="neighbours per image in that graph")
+    parser.add_argument("--min_dist", type=float, default=d.min_dist,
+                        help="UMAP's min_dist: how tightly X packs neighbours")
     parser.add_argument("--initial_lengthscale", type=float, default=d.initial_lengthscale,
                         help="initial kernel lengthscale l (learned)")
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed")
@@ -119,6 +129,9 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
                       match_weight=args.match_weight, x_path_weight=args.x_path_weight,
                       x_path_decoder=args.x_path_decoder,
                       x_path_stop_gradient=args.x_path_stop_gradient,
+                      x_path_hold_decoder=args.x_path_hold_decoder,
+                      neighbour_weight=args.neighbour_weight, n_neighbors=args.n_neighbors,
+                      min_dist=args.min_dist,
                       initial_lengthscale=args.initial_lengthscale, seed=args.seed,
                       binarize=args.binarize, train_examples=args.train_examples,
                       validation_examples=args.validation_examples,

@@ -44,6 +44,12 @@ SCHEMES = {
                     "ELBO + log p_X(y_i | z̃_i): the X path trained as it is used, with its own "
                     "decoder and no match term; the X-path term does not reach the VAE's "
                     "encoder, so the VAE trains exactly as a plain VAE"),
+    "umap": Scheme("npvae-umap", dict(model="npvae", match_weight=0.0, neighbour_weight=1.0),
+                   (20, 500),
+                   "ELBO − UMAP's cross-entropy between the fuzzy 15-nearest-neighbour graph of "
+                   "the training images and X (the neighbour term, McInnes et al. 2018, in "
+                   "parametric form): it trains the X encoder only, so the VAE trains exactly "
+                   "as a plain VAE, and X is decoded through the kernel by the VAE's decoder"),
 }
 
 

@@ -5,6 +5,7 @@ layout is written down once. A run folder (``train.py --out RUN``)::
 
     config.json          the Config (enough to rebuild the model); written first
     data.json            the data trained on: source, sha256 of its arrays, name (MNIST)
+    neighbour_graph.npz  umap scheme: the fuzzy k-NN graph of the training images (at start)
     .lock                held (``fcntl.flock``) by the one process training into the folder
     training_log.csv     one row per finished epoch                       \
     best.keras(.json)    the model at the best validation loss so far      } after every
@@ -43,6 +44,8 @@ REFERENCE_FILE = "reference_set.npz"
 # Which data the run was trained on: source, sha256 of the arrays, "MNIST" or null.
 DATA_FILE = "data.json"
 X_DENSITY_FILE = "x_density.npz"
+# The umap scheme: the fuzzy k-NN graph of the training images the run trains against.
+NEIGHBOUR_GRAPH_FILE = "neighbour_graph.npz"
 METRICS_FILE = "test_metrics.json"
 FIT_FILE = "fit_summary.json"
 LOG_FILE = "training_log.csv"
@@ -67,7 +70,7 @@ class RunLockedError(RunError):
 
 def config_digest(config: Config) -> str:
     """8 hex digits that identify a configuration (every field, in canonical JSON)."""
-    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(config.digest_fields(), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 

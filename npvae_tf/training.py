@@ -40,7 +40,7 @@ from npvae_tf.optimizers import FusedAdam
 from npvae_tf.files import atomic_write, write_json, write_text
 from npvae_tf.reference import build_reference_set
 from npvae_tf.sampling import XDensity
-from npvae_tf.runs import DATA_FILE
+from npvae_tf.runs import DATA_FILE, NEIGHBOUR_GRAPH_FILE
 from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, FIT_FILE, LOG_FILE, LOGS_DIR,  # noqa: F401
                            METRICS_FILE, MODEL_FILE, RunError, RunLock, check_for_training)
 from npvae_tf.seeds import stream_seed
@@ -251,7 +251,8 @@ class Progress(keras.callbacks.Callback):
         parts = [f"epoch {epoch + 1}/{self.epochs}"]
         # (log key, label, decimals): the objective, then the kernel's diagnostics.
         for key, label, decimals in (("loss", "loss", 2), ("val_loss", "val_loss", 2),
-                                     ("match", "match", 3), ("val_x_path", "X path", 2),
+                                     ("match", "match", 3), ("neighbour", "neighbour", 3),
+                                     ("val_x_path", "X path", 2),
                                      ("lengthscale", "l", 3),
                                      ("lengthscale_over_x_std", "l/sd(x)", 2)):
             if key in logs:
@@ -443,9 +444,16 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
     even = strategy.num_replicas_in_sync > 1
     # Fit resumes at this epoch; the data must start there too (each epoch's order depends
     # on (seed, epoch) only, so a resumed run sees the same batches).
+    graph = None
+    if config.neighbour_weight > 0:  # the umap scheme: the graph the run was started with
+        from npvae_tf.neighbours import graph_for_run, graph_key
+
+        graph = graph_for_run(os.path.join(own_dir, NEIGHBOUR_GRAPH_FILE), data.train.images,
+                              graph_key(data.sha256, config.n_neighbors, config.min_dist,
+                                        config.seed), log)
     train_ds = make_dataset(data.train.images, config.batch_size, shuffle=True,
                             seed=config.seed, binarize=config.binarize, drop_remainder=even,
-                            first_epoch=initial_epoch, epochs=config.epochs)
+                            first_epoch=initial_epoch, epochs=config.epochs, neighbours=graph)
     val_ds = make_dataset(data.validation.images, config.batch_size,
                           seed=stream_seed(config.seed, "validation_binarize"),
                           binarize=config.binarize, drop_remainder=even)

@@ -205,3 +205,35 @@ def test_the_uninterrupted_run_leaves_no_backup_and_logs_each_epoch_once(uninter
     with open(os.path.join(uninterrupted, LOG_FILE)) as f:
         rows = f.read().splitlines()
     assert rows[0].startswith("epoch,") and [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
+
+
+def test_the_neighbour_scheme_resumes_exactly_from_its_own_graph(uninterrupted, tmp_path,
+                                                                 gray_digits_dir, monkeypatch):
+    """The umap scheme: the graph is copied into the run folder at start and the tails and
+    negatives are drawn per (seed, epoch, batch), so a run killed mid-epoch and rerun ends
+    bit for bit as an uninterrupted one, even with the graph cache emptied in between."""
+    from npvae_tf.runs import NEIGHBOUR_GRAPH_FILE
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NPVAE_CACHE_DIR", str(cache))
+    args = train_args(gray_digits_dir) + ["--match_weight", "0", "--neighbour_weight", "1",
+                                          "--n_neighbors", "5", "--out", "run"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    whole.mkdir()
+    killed.mkdir()
+    result = run_train("none", args, str(whole))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "neighbour graph: building" in result.stdout
+    result = run_train("batch:SIGKILL:1:3", args, str(killed))
+    assert result.returncode == -9 and "from the cache" in result.stdout
+    for path in (cache / "graphs").glob("*.npz"):
+        path.unlink()  # the rerun must read the run folder's own graph
+    result = run_train("none", args, str(killed))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming run from epoch 2 of 3" in result.stdout and "building" not in result.stdout
+    assert_same_run(str(whole / "run"), str(killed / "run"))
+    with open(whole / "run" / NEIGHBOUR_GRAPH_FILE, "rb") as a, \
+            open(killed / "run" / NEIGHBOUR_GRAPH_FILE, "rb") as b:
+        assert a.read() == b.read()
+    with open(whole / "run" / LOG_FILE) as f:
+        assert "neighbour" in f.readline()
