@@ -102,6 +102,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--x_path_hold_decoder", action="store_true",
                         help="with the shared decoder, the X-path term holds the decoder's "
                              "weights too: it trains only X and the lengthscale")
+    parser.add_argument("--x_path_decoder_epochs", type=int, default=d.x_path_decoder_epochs,
+                        help="epochs of the fit of a separate X-path decoder after training "
+                             "(with --x_path_weight 0)")
     parser.add_argument("--neighbour_weight", type=float, default=d.neighbour_weight,
                         help="weight of the neighbour term: UMAP's cross-entropy between the "
                              "training images' k-NN graph and X (0: off; the umap scheme: 1)")
@@ -130,6 +133,7 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
                       x_path_decoder=args.x_path_decoder,
                       x_path_stop_gradient=args.x_path_stop_gradient,
                       x_path_hold_decoder=args.x_path_hold_decoder,
+                      x_path_decoder_epochs=args.x_path_decoder_epochs,
                       neighbour_weight=args.neighbour_weight, n_neighbors=args.n_neighbors,
                       min_dist=args.min_dist,
                       initial_lengthscale=args.initial_lengthscale, seed=args.seed,

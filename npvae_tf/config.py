@@ -19,7 +19,7 @@ STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 CONFIG_FILE = "config.json"
 # Fields added after run folders were first named by a digest of the config (see
 # Config.digest_fields).
-LATER_FIELDS = ("x_path_hold_decoder", "neighbour_weight", "n_neighbors", "min_dist")
+LATER_FIELDS = ("x_path_hold_decoder", "x_path_decoder_epochs", "neighbour_weight", "n_neighbors", "min_dist")
 
 
 class ConfigError(ValueError):
@@ -48,7 +48,10 @@ class Config:
         It trains what X is used for after training: y -> x -> z~ -> decoder.
       x_path_decoder: ``"shared"`` decodes z~ with the model's decoder; ``"separate"`` gives
         the X path a decoder of its own (same architecture), so the VAE's decoder keeps
-        decoding posterior samples only.
+        decoding posterior samples only. A separate decoder with ``x_path_weight`` 0 is
+        fitted after training, on leave-one-out kernel averages of the training codes at
+        the serving lengthscale (:mod:`npvae_tf.xpath_decoder`; the ``umap-own`` scheme).
+      x_path_decoder_epochs: epochs of that fit.
       x_path_stop_gradient: the X-path term treats the latent means E[z_j] it averages as
         constants, so it trains the X encoder, the lengthscale and the X-path decoder but never
         moves the VAE's encoder (with ``match_weight`` 0 and a separate decoder the VAE is
@@ -84,6 +87,7 @@ class Config:
     x_path_decoder: str = "shared"
     x_path_stop_gradient: bool = False
     x_path_hold_decoder: bool = False
+    x_path_decoder_epochs: int = 10
     neighbour_weight: float = 0.0
     n_neighbors: int = 15
     min_dist: float = 0.1
@@ -120,9 +124,17 @@ class Config:
                 parts.append("E[z] held")
             if self.x_path_hold_decoder:
                 parts.append("decoder held")
+        elif self.fits_x_path_decoder:
+            parts.append("own decoder fitted after")
         if self.neighbour_weight > 0:
             parts.insert(0, f"neighbour {self.neighbour_weight:g}")
         return "npVAE: " + ", ".join(parts) if parts else "npVAE"
+
+    @property
+    def fits_x_path_decoder(self) -> bool:
+        """The X path's own decoder is fitted after training (not by the X-path term)."""
+        return (self.model == "npvae" and self.x_path_decoder == "separate"
+                and self.x_path_weight == 0)
 
     @property
     def image_dim(self) -> int:
@@ -158,6 +170,8 @@ class Config:
                 f"neighbour_weight must be >= 0, got {self.neighbour_weight}")
         require(self.model == "npvae" or self.neighbour_weight == 0,
                 "neighbour_weight (the neighbour term trains X) applies to model 'npvae' only")
+        require(self.x_path_decoder_epochs >= 1,
+                f"x_path_decoder_epochs must be >= 1, got {self.x_path_decoder_epochs}")
         require(self.n_neighbors >= 2, f"n_neighbors must be >= 2, got {self.n_neighbors}")
         require(self.min_dist >= 0, f"min_dist must be >= 0, got {self.min_dist}")
         require(not self.x_path_hold_decoder or self.x_path_decoder == "shared",

@@ -50,6 +50,12 @@ SCHEMES = {
                    "the training images and X (the neighbour term, McInnes et al. 2018, in "
                    "parametric form): it trains the X encoder only, so the VAE trains exactly "
                    "as a plain VAE, and X is decoded through the kernel by the VAE's decoder"),
+    "umap-own": Scheme("npvae-umap-own", dict(model="npvae", match_weight=0.0,
+                                              neighbour_weight=1.0, x_path_decoder="separate"),
+                       (500,),
+                       "the umap scheme, with an X-path decoder of its own fitted after training "
+                       "(10 epochs) on leave-one-out kernel averages of the training codes at "
+                       "the serving lengthscale"),
 }
 
 

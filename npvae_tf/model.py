@@ -262,7 +262,9 @@ class VAE(keras.Model):
             terms = self.loss_terms(y, training=True, neighbours=self._neighbours(data))
             loss = self.scaled_loss(terms["loss"])
         grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        # Variables no term reaches (an X-path decoder fitted after training) are left out.
+        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, self.trainable_variables)
+                                        if g is not None])
         return self._update_metrics(terms)
 
     def test_step(self, data):

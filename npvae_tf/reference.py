@@ -96,16 +96,19 @@ def encode_means(model, images: np.ndarray, batch_size: int = 1024):
     return z_mean, (np.concatenate(xs) if has_x else None)
 
 
-def x_path_scorer(model, reference: ReferenceSet, batch_size: int = 500):
+def x_path_scorer(model, reference: ReferenceSet, batch_size: int = 500,
+                  shared_decoder: bool = False):
     """``score(images, lengthscale) -> [N]``: ``log p_X(y | z~(f(y)))`` per image, z~ over the
-    reference set with the given lengthscale (one traced function for every lengthscale)."""
+    reference set with the given lengthscale (one traced function for every lengthscale).
+    ``shared_decoder``: decode with the VAE's decoder even if the X path has its own."""
+    likelihood = model.decoder_likelihood if shared_decoder else model.x_path_likelihood
     x_ref = tf.constant(reference.x, tf.float32)
     z_ref = tf.constant(reference.z_mean, tf.float32)
 
     @tf.function(reduce_retracing=True)
     def step(y, l):
         z_tilde = model.predictive_mean(model.embed(y), x_ref, z_ref, lengthscale=l)
-        return model.x_path_likelihood(z_tilde).log_prob(y)
+        return likelihood(z_tilde).log_prob(y)
 
     def score(images: np.ndarray, lengthscale: float) -> np.ndarray:
         l = tf.constant(lengthscale, tf.float32)
@@ -130,7 +133,8 @@ def median_neighbour_distance(x: np.ndarray, sample: int = 5000) -> float:
 
 def select_serving_lengthscale(model, reference: ReferenceSet, images: np.ndarray,
                                scales: Sequence[float] = SERVING_SCALES,
-                               max_extensions: int = MAX_EXTENSIONS
+                               max_extensions: int = MAX_EXTENSIONS,
+                               shared_decoder: bool = False
                                ) -> Tuple[float, Dict[str, object]]:
     """The lengthscale ``s * anchor`` (s in ``scales``) with the best X path on ``images``.
 
@@ -141,6 +145,8 @@ def select_serving_lengthscale(model, reference: ReferenceSet, images: np.ndarra
     best factor lies on the grid's edge the grid is extended by halving (or doubling) up to
     ``max_extensions`` times; the record says whether it still ended on an edge.
 
+    ``shared_decoder``: score with the VAE's decoder (to fit an X-path decoder of its own at
+    the chosen lengthscale, :mod:`npvae_tf.xpath_decoder`).
     Returns the chosen lengthscale and the selection record (see :class:`ReferenceSet`).
     Cost: one kernel pass of ``images`` over the reference set per factor tried.
     """
@@ -151,7 +157,7 @@ def select_serving_lengthscale(model, reference: ReferenceSet, images: np.ndarra
     else:
         anchor_kind, anchor = "learned lengthscale", learned
     images = np.asarray(images[:SELECTION_IMAGES], np.float32)
-    score = x_path_scorer(model, reference)
+    score = x_path_scorer(model, reference, shared_decoder=shared_decoder)
     tried = {float(s): float(np.mean(score(images, s * anchor))) for s in scales}
     extensions = 0
     while True:

@@ -401,6 +401,8 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
     else:
         model = _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbacks,
                      log)
+        if config.fits_x_path_decoder:  # part of the model: done before model.keras
+            _fit_own_x_path_decoder(config, model, data, log)
         atomic_write(model_path, model.save)
     if chief:
         # The model trained on (and evaluation uses) binarised images with --binarize: so
@@ -427,6 +429,22 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
         metrics = {}
     shutil.rmtree(backup_dir, ignore_errors=True)
     return metrics
+
+
+def _fit_own_x_path_decoder(config, model, data, log):
+    """The X path's own decoder, fitted on leave-one-out averages at the lengthscale the
+    VAE's decoder serves best (seeded: a rerun after a kill refits it identically)."""
+    from npvae_tf.reference import ReferenceSet, encode_means, select_serving_lengthscale
+    from npvae_tf.xpath_decoder import fit_x_path_decoder
+
+    train_images = evaluation_images(data.train.images, config.binarize, config.seed, "train")
+    z_mean, x = encode_means(model, train_images)
+    reference = ReferenceSet(z_mean=z_mean, labels=data.train.labels, x=x)
+    lengthscale, _ = select_serving_lengthscale(
+        model, reference, evaluation_images(data.validation.images, config.binarize,
+                                            config.seed, "validation"), shared_decoder=True)
+    fit_x_path_decoder(model, train_images, x, z_mean, lengthscale, config.x_path_decoder_epochs,
+                       config.batch_size, config.seed, config.learning_rate, log)
 
 
 def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbacks, log):
