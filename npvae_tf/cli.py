@@ -112,6 +112,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                         help="neighbours per image in that graph")
     parser.add_argument("--min_dist", type=float, default=d.min_dist,
                         help="UMAP's min_dist: how tightly X packs neighbours")
+    parser.add_argument("--landmark_weight", type=float, default=d.landmark_weight,
+                        help="weight of the landmark term ||x - u||^2: X regresses the training "
+                             "images' UMAP layout u (0: off)")
     parser.add_argument("--initial_lengthscale", type=float, default=d.initial_lengthscale,
                         help="initial kernel lengthscale l (learned)")
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed")
@@ -135,7 +138,7 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
                       x_path_hold_decoder=args.x_path_hold_decoder,
                       x_path_decoder_epochs=args.x_path_decoder_epochs,
                       neighbour_weight=args.neighbour_weight, n_neighbors=args.n_neighbors,
-                      min_dist=args.min_dist,
+                      min_dist=args.min_dist, landmark_weight=args.landmark_weight,
                       initial_lengthscale=args.initial_lengthscale, seed=args.seed,
                       binarize=args.binarize, train_examples=args.train_examples,
                       validation_examples=args.validation_examples,

@@ -19,7 +19,8 @@ STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 CONFIG_FILE = "config.json"
 # Fields added after run folders were first named by a digest of the config (see
 # Config.digest_fields).
-LATER_FIELDS = ("x_path_hold_decoder", "x_path_decoder_epochs", "neighbour_weight", "n_neighbors", "min_dist")
+LATER_FIELDS = ("x_path_hold_decoder", "x_path_decoder_epochs", "neighbour_weight", "n_neighbors", "min_dist",
+                "landmark_weight")
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,9 @@ class Config:
         images and X (:mod:`npvae_tf.neighbours`). It trains the X encoder only. 0 is off.
       n_neighbors: neighbours per image of that graph (UMAP's ``n_neighbors``).
       min_dist: UMAP's ``min_dist``: how tightly X may pack neighbours (sets ``a``, ``b``).
+      landmark_weight: weight of the *landmark term* ``||x_i - u_i||^2``: X regresses the
+        training images' nonparametric UMAP layout ``u`` (computed once with the graph). It
+        trains the X encoder only. 0 is off.
       initial_lengthscale: starting value of the learned kernel lengthscale l.
       seed: seeds weight initialisation, dropout, sampling and shuffling.
       binarize: dynamically binarise training images (y ~ Bernoulli(pixel) per epoch).
@@ -91,6 +95,7 @@ class Config:
     neighbour_weight: float = 0.0
     n_neighbors: int = 15
     min_dist: float = 0.1
+    landmark_weight: float = 0.0
     initial_lengthscale: float = 1.0
     seed: int = 0
     binarize: bool = False
@@ -126,9 +131,16 @@ class Config:
                 parts.append("decoder held")
         elif self.fits_x_path_decoder:
             parts.append("own decoder fitted after")
+        if self.landmark_weight > 0:
+            parts.insert(0, f"landmarks {self.landmark_weight:g}")
         if self.neighbour_weight > 0:
             parts.insert(0, f"neighbour {self.neighbour_weight:g}")
         return "npVAE: " + ", ".join(parts) if parts else "npVAE"
+
+    @property
+    def uses_neighbour_graph(self) -> bool:
+        """Training draws from the k-NN graph of the training images (neighbours, landmarks)."""
+        return self.neighbour_weight > 0 or self.landmark_weight > 0
 
     @property
     def fits_x_path_decoder(self) -> bool:
@@ -172,6 +184,10 @@ class Config:
                 "neighbour_weight (the neighbour term trains X) applies to model 'npvae' only")
         require(self.x_path_decoder_epochs >= 1,
                 f"x_path_decoder_epochs must be >= 1, got {self.x_path_decoder_epochs}")
+        require(self.landmark_weight >= 0,
+                f"landmark_weight must be >= 0, got {self.landmark_weight}")
+        require(self.model == "npvae" or self.landmark_weight == 0,
+                "landmark_weight (the landmark term trains X) applies to model 'npvae' only")
         require(self.n_neighbors >= 2, f"n_neighbors must be >= 2, got {self.n_neighbors}")
         require(self.min_dist >= 0, f"min_dist must be >= 0, got {self.min_dist}")
         require(not self.x_path_hold_decoder or self.x_path_decoder == "shared",

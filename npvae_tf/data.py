@@ -279,7 +279,8 @@ def make_dataset(images: np.ndarray, batch_size: int, *, shuffle: bool = False,
     splits each batch evenly over replicas).
     ``neighbours``: a :class:`npvae_tf.neighbours.NeighbourGraph` of ``images`` (training only):
     each batch becomes ``(images, {"tails", "head_weight", "negatives"})``, one tail image per
-    head drawn from the graph and the negatives' positions, drawn per (seed, epoch, batch)
+    head drawn from the graph and the negatives' positions (and ``"landmarks"``, the heads'
+    places in the graph's UMAP layout, when it has one), drawn per (seed, epoch, batch)
     from the streams ``neighbour_tails`` and ``neighbour_negatives``.
     """
     n = len(images)
@@ -348,10 +349,13 @@ def _shuffled_epochs(images, labels, batch_size, seed, first_epoch, epochs, drop
 
     def _neighbour_draws(idx, counter):
         tails = sampler.tails(idx, tf.stack([tails_seed, counter]))
-        return {"tails": tf.gather(images_t, tails),
-                "head_weight": tf.gather(sampler.head_weight, idx),
-                "negatives": sampler.negative_positions(tf.shape(idx)[0],
-                                                        tf.stack([negatives_seed, counter]))}
+        draws = {"tails": tf.gather(images_t, tails),
+                 "head_weight": tf.gather(sampler.head_weight, idx),
+                 "negatives": sampler.negative_positions(tf.shape(idx)[0],
+                                                         tf.stack([negatives_seed, counter]))}
+        if sampler.landmarks is not None:
+            draws["landmarks"] = tf.gather(sampler.landmarks, idx)
+        return draws
 
     epochs_ds = tf.data.Dataset.range(int(first_epoch), max(int(epochs), int(first_epoch)))
     return epochs_ds.flat_map(epoch_batches).map(gather, num_parallel_calls=tf.data.AUTOTUNE,

@@ -302,7 +302,7 @@ class NonparametricVAE(VAE):
                  initial_lengthscale: float = 1.0, x_path_weight: float = 0.0,
                  x_path_decoder: str = "shared", x_path_stop_gradient: bool = False,
                  x_path_hold_decoder: bool = False, neighbour_weight: float = 0.0,
-                 min_dist: float = 0.1, **kwargs):
+                 min_dist: float = 0.1, landmark_weight: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.x_dim = int(x_dim)
         self.match_weight = float(match_weight)
@@ -313,6 +313,7 @@ class NonparametricVAE(VAE):
         self.x_path_hold_decoder = bool(x_path_hold_decoder)
         self.neighbour_weight = float(neighbour_weight)
         self.min_dist = float(min_dist)
+        self.landmark_weight = float(landmark_weight)
         # UMAP's (a, b) for min_dist: fitted once (umap-learn), only when the term is on.
         self.umap_ab = umap_ab(self.min_dist) if self.neighbour_weight > 0 else None
         self.x_encoder = mlp(self.hidden, self.x_dim, self.dropout, self.seed, "x_encoder")
@@ -324,6 +325,7 @@ class NonparametricVAE(VAE):
         self.match_tracker = keras.metrics.Mean(name="match")
         self.x_path_tracker = keras.metrics.Mean(name="x_path")
         self.neighbour_tracker = keras.metrics.Mean(name="neighbour")
+        self.landmark_tracker = keras.metrics.Mean(name="landmark")
         self.lengthscale_tracker = keras.metrics.Mean(name="lengthscale")
         self.relative_lengthscale_tracker = keras.metrics.Mean(name="lengthscale_over_x_std")
 
@@ -371,6 +373,9 @@ class NonparametricVAE(VAE):
                 z_tilde, training=training, held=self.x_path_hold_decoder).log_prob(y)
         if self.neighbour_weight > 0 and neighbours is not None:
             terms["neighbour"] = self._neighbour_term(x, neighbours, training)
+        if self.landmark_weight > 0 and neighbours is not None:
+            # ||x_i - u_i||^2 to the head's place in the graph's UMAP layout.
+            terms["landmark"] = tf.reduce_sum(tf.square(x - neighbours["landmarks"]), axis=-1)
         lengthscale = tf.stop_gradient(self.kernel.lengthscale)
         spread = tf.reduce_mean(tf.math.reduce_std(tf.stop_gradient(replica_all_gather(x)), axis=0))
         ones = tf.ones_like(terms["match"])
@@ -405,6 +410,8 @@ class NonparametricVAE(VAE):
             loss += self.x_path_weight * terms["x_path"]
         if "neighbour" in terms:
             loss += self.neighbour_weight * terms["neighbour"]
+        if "landmark" in terms:
+            loss += self.landmark_weight * terms["landmark"]
         return loss
 
     def _update_metrics(self, terms):
@@ -413,6 +420,8 @@ class NonparametricVAE(VAE):
             self.x_path_tracker.update_state(terms["x_path"])
         if "neighbour" in terms:
             self.neighbour_tracker.update_state(terms["neighbour"])
+        if "landmark" in terms:
+            self.landmark_tracker.update_state(terms["landmark"])
         self.lengthscale_tracker.update_state(terms["lengthscale"])
         self.relative_lengthscale_tracker.update_state(terms["lengthscale_over_x_std"])
         return super()._update_metrics(terms)
@@ -424,6 +433,8 @@ class NonparametricVAE(VAE):
             extra.append(self.x_path_tracker)
         if self.neighbour_weight > 0:
             extra.append(self.neighbour_tracker)
+        if self.landmark_weight > 0:
+            extra.append(self.landmark_tracker)
         return super().metrics + extra + [self.lengthscale_tracker,
                                           self.relative_lengthscale_tracker]
 
@@ -456,7 +467,8 @@ class NonparametricVAE(VAE):
                       x_path_weight=self.x_path_weight, x_path_decoder=self.x_path_decoder_kind,
                       x_path_stop_gradient=self.x_path_stop_gradient,
                       x_path_hold_decoder=self.x_path_hold_decoder,
-                      neighbour_weight=self.neighbour_weight, min_dist=self.min_dist)
+                      neighbour_weight=self.neighbour_weight, min_dist=self.min_dist,
+                      landmark_weight=self.landmark_weight)
         return config
 
 
@@ -472,7 +484,8 @@ def build_model(config: Config) -> VAE:
                                  x_path_stop_gradient=config.x_path_stop_gradient,
                                  x_path_hold_decoder=config.x_path_hold_decoder,
                                  neighbour_weight=config.neighbour_weight,
-                                 min_dist=config.min_dist, **common)
+                                 min_dist=config.min_dist,
+                                 landmark_weight=config.landmark_weight, **common)
     else:
         model = VAE(**common)
     model.build()

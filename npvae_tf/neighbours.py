@@ -20,6 +20,13 @@ with one tail ``j`` drawn from row i of the graph with probability ``w_ij / deg_
 (never ``i`` itself). The factor ``deg_i / mean deg`` makes the expectation over uniformly
 drawn heads equal UMAP's edge sampling (edges drawn with probability ``w_ij / sum w``).
 
+*Landmarks* (``landmark_weight`` > 0, the ``umap-landmark`` scheme; ParametricUMAP's landmark
+loss): the graph's own nonparametric UMAP embedding ``u`` of the training images
+(umap-learn's ``simplicial_set_embedding``, 200 epochs, spectral start) is stored with the
+graph, and each head also pays ``landmark_i = ||x_i - u_i||^2``: the X encoder regresses the
+layout UMAP's optimiser reaches, which the neighbour term alone, at one edge per image per
+step, does not reach in 50 epochs.
+
 The graph is built once per data set and settings (umap-learn's ``fuzzy_simplicial_set``),
 cached in ``$NPVAE_CACHE_DIR/graphs`` (default ``~/.cache/npvae_tf``), and copied into the run
 folder, which is what training reads: a resumed run uses the very graph it started with.
@@ -78,6 +85,7 @@ class NeighbourGraph:
     indices: np.ndarray
     weights: np.ndarray
     key: dict
+    embedding: Optional[np.ndarray] = None  # [N, D] float32: UMAP's layout (landmarks)
 
     @property
     def size(self) -> int:
@@ -118,10 +126,15 @@ class NeighbourGraph:
             raise GraphError("the neighbour graph has weights that are not positive and finite")
         if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= self.size):
             raise GraphError("the neighbour graph has an edge to no image")
+        if self.embedding is not None and (len(self.embedding) != self.size
+                                           or not np.all(np.isfinite(self.embedding))):
+            raise GraphError("the neighbour graph's embedding does not fit its images")
 
     def save(self, path: str) -> str:
         arrays = dict(indptr=self.indptr, indices=self.indices, weights=self.weights,
                       key=np.asarray(json.dumps(self.key, sort_keys=True)))
+        if self.embedding is not None:
+            arrays["embedding"] = self.embedding
         atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
         return path
 
@@ -132,18 +145,25 @@ class NeighbourGraph:
                 graph = cls(indptr=f["indptr"].astype(np.int64),
                             indices=f["indices"].astype(np.int32),
                             weights=f["weights"].astype(np.float32),
-                            key=json.loads(str(f["key"])))
+                            key=json.loads(str(f["key"])),
+                            embedding=(f["embedding"].astype(np.float32)
+                                       if "embedding" in f.files else None))
         except (OSError, KeyError, ValueError) as e:
             raise GraphError(f"{path}: not a readable neighbour graph ({e})") from None
         graph.validate()
         return graph
 
 
-def graph_key(data_sha256: str, n_neighbors: int, min_dist: float, seed: int) -> dict:
-    # min_dist does not change the graph, only (a, b); it stays in the key so the record
-    # says every setting of the scheme.
-    return {"format": GRAPH_FORMAT, "data_sha256": data_sha256, "n_neighbors": int(n_neighbors),
-            "min_dist": float(min_dist), "seed": int(seed)}
+def graph_key(data_sha256: str, n_neighbors: int, min_dist: float, seed: int,
+              embedding_dim: int = 0) -> dict:
+    """What a graph is built from. ``min_dist`` changes only (a, b) and the landmarks' layout;
+    it stays in the key so the record says every setting of the scheme. ``embedding_dim``:
+    also UMAP's layout in that many dimensions (landmarks), 0 for none."""
+    key = {"format": GRAPH_FORMAT, "data_sha256": data_sha256, "n_neighbors": int(n_neighbors),
+           "min_dist": float(min_dist), "seed": int(seed)}
+    if embedding_dim:
+        key["embedding_dim"] = int(embedding_dim)
+    return key
 
 
 def build_graph(images: np.ndarray, key: dict) -> NeighbourGraph:
@@ -165,8 +185,27 @@ def build_graph(images: np.ndarray, key: dict) -> NeighbourGraph:
     result = NeighbourGraph(indptr=graph.indptr.astype(np.int64),
                             indices=graph.indices.astype(np.int32),
                             weights=graph.data.astype(np.float32), key=dict(key))
+    if key.get("embedding_dim"):
+        result = dataclasses.replace(result, embedding=umap_layout(images, result, key))
     result.validate(len(images))
     return result
+
+
+def umap_layout(images: np.ndarray, graph: NeighbourGraph, key: dict) -> np.ndarray:
+    """umap-learn's nonparametric embedding ``[N, D]`` of the graph (what ``UMAP.fit`` does
+    after building it: spectral start, 200 epochs of its SGD, seeded and single-threaded)."""
+    from scipy.sparse import csr_matrix
+    from umap.umap_ import simplicial_set_embedding
+
+    n = graph.size
+    # Copies: umap-learn prunes the weak edges of the matrix it is given in place.
+    matrix = csr_matrix((graph.weights.copy(), graph.indices.copy(), graph.indptr.copy()),
+                        shape=(n, n))
+    a, b = umap_ab(key["min_dist"])
+    embedding, _ = simplicial_set_embedding(
+        images, matrix, int(key["embedding_dim"]), 1.0, a, b, 1.0, NEGATIVE_SAMPLES, 200,
+        "spectral", np.random.RandomState(int(key["seed"])), "euclidean", {}, False, {}, False)
+    return np.asarray(embedding, np.float32)
 
 
 def _cache_path(key: dict) -> str:
@@ -199,7 +238,8 @@ def graph_for_run(path: str, images: np.ndarray, key: dict,
                 f"from the cache {cached}")
     if graph is None:
         log(f"neighbour graph: building the fuzzy {key['n_neighbors']}-nearest-neighbour graph "
-            f"of {len(images):,} training images (umap-learn) ...")
+            f"of {len(images):,} training images (umap-learn)"
+            + (" and its UMAP layout" if key.get("embedding_dim") else "") + " ...")
         started = time.time()
         graph = build_graph(images, key)
         log(f"neighbour graph: {len(graph.indices):,} edges in {time.time() - started:.0f} s")
@@ -225,6 +265,8 @@ class GraphSampler:
         self.indices = tf.constant(graph.indices, tf.int32)
         self.head_weight = tf.constant(graph.head_weight, tf.float32)
         self.negatives = int(negatives)
+        self.landmarks = (None if graph.embedding is None
+                          else tf.constant(graph.embedding, tf.float32))
 
     def tails(self, heads: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """``[b]`` int32: for each head (a training-set index) one neighbour, ``P = w_ij/deg_i``."""

@@ -151,7 +151,8 @@ def select_serving_lengthscale(model, reference: ReferenceSet, images: np.ndarra
     Cost: one kernel pass of ``images`` over the reference set per factor tried.
     """
     learned = float(model.kernel.lengthscale.numpy())
-    if model.neighbour_weight > 0 and model.match_weight == 0 and model.x_path_weight == 0:
+    if ((model.neighbour_weight > 0 or model.landmark_weight > 0) and model.match_weight == 0
+            and model.x_path_weight == 0):
         anchor_kind, anchor = "median nearest-neighbour distance in X", \
             median_neighbour_distance(reference.x)
     else:

@@ -252,6 +252,7 @@ class Progress(keras.callbacks.Callback):
         # (log key, label, decimals): the objective, then the kernel's diagnostics.
         for key, label, decimals in (("loss", "loss", 2), ("val_loss", "val_loss", 2),
                                      ("match", "match", 3), ("neighbour", "neighbour", 3),
+                                     ("landmark", "landmark", 3),
                                      ("val_x_path", "X path", 2),
                                      ("lengthscale", "l", 3),
                                      ("lengthscale_over_x_std", "l/sd(x)", 2)):
@@ -463,12 +464,13 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
     # Fit resumes at this epoch; the data must start there too (each epoch's order depends
     # on (seed, epoch) only, so a resumed run sees the same batches).
     graph = None
-    if config.neighbour_weight > 0:  # the umap scheme: the graph the run was started with
+    if config.uses_neighbour_graph:  # the umap schemes: the graph the run was started with
         from npvae_tf.neighbours import graph_for_run, graph_key
 
+        key = graph_key(data.sha256, config.n_neighbors, config.min_dist, config.seed,
+                        config.x_dim if config.landmark_weight > 0 else 0)
         graph = graph_for_run(os.path.join(own_dir, NEIGHBOUR_GRAPH_FILE), data.train.images,
-                              graph_key(data.sha256, config.n_neighbors, config.min_dist,
-                                        config.seed), log)
+                              key, log)
     train_ds = make_dataset(data.train.images, config.batch_size, shuffle=True,
                             seed=config.seed, binarize=config.binarize, drop_remainder=even,
                             first_epoch=initial_epoch, epochs=config.epochs, neighbours=graph)

@@ -208,3 +208,43 @@ def test_new_fields_at_their_defaults_keep_old_run_folder_names():
            if k not in ("x_path_hold_decoder", "neighbour_weight", "n_neighbors", "min_dist")}
     assert config.digest_fields() == old
     assert config_digest(config) != config_digest(config.replace(neighbour_weight=1.0))
+
+
+def test_landmarks_are_the_graphs_umap_layout_and_leave_the_graph_intact(digits):
+    plain = neighbours.build_graph(digits, graph_key("abc", 5, 0.1, 0))
+    with_layout = neighbours.build_graph(digits, graph_key("abc", 5, 0.1, 0, embedding_dim=2))
+    assert plain.embedding is None and with_layout.embedding.shape == (120, 2)
+    # umap-learn prunes the matrix it is given in place: the graph kept must be the whole one
+    np.testing.assert_array_equal(with_layout.weights, plain.weights)
+    # the layout keeps the synthetic classes apart: 5-NN in it beats chance by far
+    from sklearn.neighbors import KNeighborsClassifier
+
+    labels = synthetic_digits(120, seed=2)[1]
+    knn = KNeighborsClassifier(6).fit(with_layout.embedding, labels)
+    assert knn.score(with_layout.embedding, labels) > 0.8
+
+
+def test_landmark_term_is_the_squared_distance_to_the_layout_and_trains_x_only():
+    import keras
+    from npvae_tf.model import build_model
+
+    config = Config(z_dim=3, hidden=(8,), image_shape=(2, 2), dropout=0.0, match_weight=0.0,
+                    landmark_weight=2.0, seed=0)
+    keras.utils.set_random_seed(0)
+    model = build_model(config)
+    y = np.random.default_rng(0).random((6, 4)).astype(np.float32)
+    u = np.random.default_rng(1).normal(size=(6, 2)).astype(np.float32)
+    draws = {"tails": y[::-1], "head_weight": np.ones(6, np.float32),
+             "negatives": np.zeros((6, 5), np.int32), "landmarks": u}
+    terms = model.loss_terms(y, neighbours=draws, seed=tf.constant([1, 2]))
+    x = model.embed(y).numpy()
+    np.testing.assert_allclose(terms["landmark"].numpy(), ((x - u) ** 2).sum(-1), rtol=1e-5)
+    without = model.loss_terms(y, seed=tf.constant([1, 2]))
+    np.testing.assert_allclose(terms["loss"] - without["loss"], 2.0 * terms["landmark"],
+                               rtol=1e-5)
+    with tf.GradientTape() as tape:
+        landmark = tf.reduce_sum(model.loss_terms(y, neighbours=draws)["landmark"])
+    grads = dict(zip([v.path for v in model.trainable_variables],
+                     tape.gradient(landmark, model.trainable_variables)))
+    assert all(g is None for p, g in grads.items() if "/encoder/" in p or "/decoder/" in p)
+    assert any(g is not None for p, g in grads.items() if "x_encoder" in p)
