@@ -53,7 +53,7 @@ from npvae_tf.runs import DATA_FILE
 from npvae_tf.runs import (EVAL_DIR, FIT_FILE, Run, check_run_dir, check_writable,  # noqa: F401
                            find_latest_run, load_run, read_training_log)
 
-METRICS_FILE = "metrics.json"
+EVAL_METRICS_FILE = "metrics.json"
 # Each random consumer of an evaluation draws from its own stream of the evaluation seed
 # (``Settings.seed``), so no two share raw bits (the prior sample used to reuse the
 # importance-weighting seed of batch 1; the mixture was fitted and sampled with one seed).
@@ -186,8 +186,9 @@ def decode_latents(run: Run, z: np.ndarray, batch_size: int) -> np.ndarray:
 # --- one run --------------------------------------------------------------------------------
 
 @dataclasses.dataclass
-class Reference:
-    """What every run is compared with: the classifier on real images."""
+class ClassifierBaseline:
+    """What every run is compared with: the judging classifier and its numbers on real
+    images (not the run's reference set, ``Run.reference``)."""
 
     classifier: object
     test_features: np.ndarray
@@ -195,7 +196,7 @@ class Reference:
     summary: Dict[str, float]
 
 
-def make_reference(data: Dataset, settings: Settings, log=print) -> Reference:
+def make_classifier_baseline(data: Dataset, settings: Settings, log=print) -> ClassifierBaseline:
     """Loads (or trains once) the classifier; real-image baselines of the sample metrics."""
     classifier = load_or_train_classifier(
         data.train.images, data.train.labels, data.test.images, data.test.labels,
@@ -211,13 +212,13 @@ def make_reference(data: Dataset, settings: Settings, log=print) -> Reference:
         "frechet_train_vs_test_images": frechet_distance(train_features, test_features),
         "test_images": int(len(data.test)),
     }
-    return Reference(classifier, test_features, data.test.labels, summary)
+    return ClassifierBaseline(classifier, test_features, data.test.labels, summary)
 
 
-def sample_metrics(name: str, images: np.ndarray, reference: Reference,
+def sample_metrics(name: str, images: np.ndarray, baseline: ClassifierBaseline,
                    true_labels: Optional[np.ndarray] = None) -> Dict[str, float]:
-    features, probs = reference.classifier.predict(images)
-    out = {f"frechet_{name}": frechet_distance(features, reference.test_features),
+    features, probs = baseline.classifier.predict(images)
+    out = {f"frechet_{name}": frechet_distance(features, baseline.test_features),
            f"confidence_{name}": mean_confidence(probs)}
     if true_labels is not None:
         out[f"accuracy_{name}"] = float(np.mean(np.argmax(probs, -1) == true_labels))
@@ -240,7 +241,7 @@ def clock(started: float) -> str:
     return f"[{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}]"
 
 
-def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settings,
+def evaluate_run(run: Run, data: Dataset, baseline: ClassifierBaseline, settings: Settings,
                  progress: Callable[[str], None] = lambda text: None):
     """All metrics of one run; returns ``(metrics, artifacts)`` (arrays for the figures)."""
     started = time.time()
@@ -329,7 +330,7 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
         generated["test_locations"] = decode_latents(run, terms["z_mean"], settings.batch_size)
     for name in ("prior", "x_density", "test_locations"):
         if name in generated:
-            metrics.update(sample_metrics(name, generated[name], reference,
+            metrics.update(sample_metrics(name, generated[name], baseline,
                                           labels if name == "test_locations" else None))
         else:
             metrics.update({f"frechet_{name}": None, f"confidence_{name}": None})
@@ -342,7 +343,7 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
     ends = terms["x"] if run.has_x else terms["z_mean"]
     paths = sampling.interpolation_paths(ends[pairs[:, 0]], ends[pairs[:, 1]], settings.steps)
     path_images = decode_at(paths.reshape(-1, paths.shape[-1]))
-    _, path_probs = reference.classifier.predict(path_images)
+    _, path_probs = baseline.classifier.predict(path_images)
     path_probs = path_probs.reshape(len(pairs), settings.steps, -1)
     metrics["interpolation_space"] = "X" if run.has_x else "Z"
     metrics["interpolation_confidence"] = mean_confidence(path_probs[:, 1:-1])
@@ -479,7 +480,7 @@ def run_table(metrics: Dict, settings: Settings) -> str:
     return "\n".join(f"  {t:<{width}}  {v:>9}" for t, v in rows)
 
 
-def comparison_markdown(results: Sequence[Dict], reference: Dict, settings: Settings) -> str:
+def comparison_markdown(results: Sequence[Dict], baseline: Dict, settings: Settings) -> str:
     """One Markdown table: a row per metric, a column per run (sorted by z_dim)."""
     results = sorted(results, key=lambda m: (m["z_dim"], m["model"] == "npvae",
                                              m.get("scheme", "") != "npVAE"))
@@ -493,10 +494,10 @@ def comparison_markdown(results: Sequence[Dict], reference: Dict, settings: Sett
     for key, text, fmt in _rows(settings):
         text = text.replace("|", "\\|")  # a literal bar inside a Markdown table cell
         lines.append(f"| {text} | " + " | ".join(_fmt(m.get(key), fmt) for m in results) + " |")
-    lines += ["", f"Test set: {reference['test_images']:,} images. Classifier test accuracy "
-              f"{reference['classifier_test_accuracy']:.4f}; its confidence on real test images "
-              f"{reference['confidence_test_images']:.3f}; Fréchet distance between real "
-              f"training and test images {reference['frechet_train_vs_test_images']:.2f} "
+    lines += ["", f"Test set: {baseline['test_images']:,} images. Classifier test accuracy "
+              f"{baseline['classifier_test_accuracy']:.4f}; its confidence on real test images "
+              f"{baseline['confidence_test_images']:.3f}; Fréchet distance between real "
+              f"training and test images {baseline['frechet_train_vs_test_images']:.2f} "
               "(the floor). 2-D maps of MNIST for scale: UMAP on this project's machine and "
               "protocol 5-NN 0.953, trustworthiness 0.952; published 5-NN accuracies: "
               "parametric UMAP 0.961, UMAP 0.954, t-SNE 0.950, a VAE 0.765, PCA 0.420."]
@@ -549,14 +550,14 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
     # Figures and tables say "digit" on MNIST, "class" on any other data.
     class_word = "digit" if datasets[0].is_mnist else "class"
     log(f"{clock(started)} the judging classifier")
-    reference = make_reference(datasets[0], settings, log)
+    baseline = make_classifier_baseline(datasets[0], settings, log)
     results, all_artifacts = [], []
     for i, (run, data, run_dir) in enumerate(zip(runs, datasets, run_dirs)):
         def progress(text, run=run, i=i):
             log(f"{clock(started)} run {i + 1}/{len(runs)} {run.name}: {text}")
 
-        metrics, artifacts = evaluate_run(run, data, reference, settings, progress)
-        metrics["classifier_test_accuracy"] = reference.summary["classifier_test_accuracy"]
+        metrics, artifacts = evaluate_run(run, data, baseline, settings, progress)
+        metrics["classifier_test_accuracy"] = baseline.summary["classifier_test_accuracy"]
         os.makedirs(run_dir, exist_ok=True)
         if settings.plots:
             progress("figures")
@@ -569,23 +570,23 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
                             artifacts["labels"][:n],
                             {k: v[:n] for k, v in artifacts["projector"].items()},
                             run.config.image_shape)
-        write_json(os.path.join(run_dir, METRICS_FILE),
+        write_json(os.path.join(run_dir, EVAL_METRICS_FILE),
                    {**metrics, "settings": dataclasses.asdict(settings),
-                    "reference": reference.summary})
+                    "reference": baseline.summary})
         seconds = metrics["seconds"]["total"] + metrics["seconds"].get("figures", 0.0)
         log(f"\n{run.path} ({run.label}): evaluated in {seconds:.0f} s -> {run_dir}")
         log(run_table(metrics, settings))
         log(f"  (sample-quality rows judged by a classifier with test accuracy "
-            f"{reference.summary['classifier_test_accuracy']:.4f} on this data)")
+            f"{baseline.summary['classifier_test_accuracy']:.4f} on this data)")
         results.append(metrics)
         # Keep only what the comparison figures need.
         all_artifacts.append({k: artifacts[k] for k in ("test_emb", "labels", "pair_images",
                                                         "pair_labels", "pair_row")})
-    summary = {"runs": results, "reference": reference.summary,
+    summary = {"runs": results, "reference": baseline.summary,
                "settings": dataclasses.asdict(settings)}
     if comparison_dir is not None:
         os.makedirs(comparison_dir, exist_ok=True)
-        table = comparison_markdown(results, reference.summary, settings)
+        table = comparison_markdown(results, baseline.summary, settings)
         write_text(os.path.join(comparison_dir, "comparison.md"), table)
         write_json(os.path.join(comparison_dir, "comparison.json"), summary)
         if settings.plots:

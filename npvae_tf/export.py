@@ -445,16 +445,16 @@ def export_model(model, export_dir: str, reference: Optional[ReferenceSet] = Non
     return os.path.abspath(export_dir)
 
 
-def load_run(run_dir: str):
+def load_exportable(run_dir: str):
     """``(config, model, reference)`` of a finished run folder (reference ``None`` for a VAE).
 
     :func:`npvae_tf.runs.load_run` checks and loads the folder; its errors come back as
     :class:`ExportError`.
     """
-    from npvae_tf.runs import RunError, load_run as load_checked_run
+    from npvae_tf.runs import RunError, load_run
 
     try:
-        run = load_checked_run(run_dir)
+        run = load_run(run_dir)
     except RunError as e:
         raise ExportError(str(e)) from None
     return run.config, run.model, (run.reference if run.config.model == "npvae" else None)
@@ -469,7 +469,7 @@ def export_run(run_dir: str, export_dir: str, *, chunk_size: int = DEFAULT_CHUNK
     message for a folder that is not a finished run, or an unsafe ``export_dir``.
     """
     check_target(export_dir)
-    config, model, reference = load_run(run_dir)
+    config, model, reference = load_exportable(run_dir)
     density = None
     if reference is not None:
         try:
@@ -483,4 +483,4 @@ def export_run(run_dir: str, export_dir: str, *, chunk_size: int = DEFAULT_CHUNK
 
 
 __all__ = ["ExportError", "mixture_parameters", "mixture_sample", "serving_lengthscale",
-           "ServingModule", "atomic_write_dir", "export_model", "export_run", "load_run"]
+           "ServingModule", "atomic_write_dir", "export_model", "export_run", "load_exportable"]

@@ -274,13 +274,13 @@ class NonparametricVAE(VAE):
         self.match_weight = float(match_weight)
         self.initial_lengthscale = float(initial_lengthscale)
         self.x_path_weight = float(x_path_weight)
-        self.x_path_decoder_kind = str(x_path_decoder)
+        self.x_path_decoder = str(x_path_decoder)  # "shared" or "separate", as in Config
         self.x_path_stop_gradient = bool(x_path_stop_gradient)
         self.x_encoder = mlp(self.hidden, self.x_dim, self.dropout, self.seed, "x_encoder")
         # The X path's own decoder, or None: decode z~ with the VAE's decoder.
-        self.x_path_decoder = (mlp(self.hidden, self.image_dim, self.dropout, self.seed,
-                                   "x_path_decoder")
-                               if self.x_path_decoder_kind == "separate" else None)
+        self.x_path_decoder_net = (mlp(self.hidden, self.image_dim, self.dropout, self.seed,
+                                       "x_path_decoder")
+                                   if self.x_path_decoder == "separate" else None)
         self.kernel = SquaredExponentialKernel(self.initial_lengthscale, name="kernel")
         self.match_tracker = keras.metrics.Mean(name="match")
         self.x_path_tracker = keras.metrics.Mean(name="x_path")
@@ -296,9 +296,9 @@ class NonparametricVAE(VAE):
 
         The VAE's ``decoder_likelihood`` unless the X path has a decoder of its own.
         """
-        if self.x_path_decoder is None:
+        if self.x_path_decoder_net is None:
             return self.decoder_likelihood(z_tilde, training=training)
-        logits = self.x_path_decoder(z_tilde, training=training)
+        logits = self.x_path_decoder_net(z_tilde, training=training)
         return tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32),
                                reinterpreted_batch_ndims=1)
 
@@ -364,8 +364,8 @@ class NonparametricVAE(VAE):
 
     def build(self, input_shape=None):
         self.x_encoder.build((None, self.image_dim))
-        if self.x_path_decoder is not None:
-            self.x_path_decoder.build((None, self.z_dim))
+        if self.x_path_decoder_net is not None:
+            self.x_path_decoder_net.build((None, self.z_dim))
         super().build(input_shape)
 
     def predictive_mean(self, x_query, x_ref, z_ref, chunk_size=None, lengthscale=None):
@@ -388,7 +388,7 @@ class NonparametricVAE(VAE):
         config = super().get_config()
         config.update(x_dim=self.x_dim, match_weight=self.match_weight,
                       initial_lengthscale=self.initial_lengthscale,
-                      x_path_weight=self.x_path_weight, x_path_decoder=self.x_path_decoder_kind,
+                      x_path_weight=self.x_path_weight, x_path_decoder=self.x_path_decoder,
                       x_path_stop_gradient=self.x_path_stop_gradient)
         return config
 

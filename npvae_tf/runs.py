@@ -43,7 +43,7 @@ REFERENCE_FILE = "reference_set.npz"
 # Which data the run was trained on: source, sha256 of the arrays, "MNIST" or null.
 DATA_FILE = "data.json"
 X_DENSITY_FILE = "x_density.npz"
-METRICS_FILE = "test_metrics.json"
+TEST_METRICS_FILE = "test_metrics.json"
 FIT_FILE = "fit_summary.json"
 LOG_FILE = "training_log.csv"
 BACKUP_DIR = "backup"
@@ -51,7 +51,7 @@ LOGS_DIR = "logs"
 LOCK_FILE = ".lock"
 EVAL_DIR = "eval"
 # What a finished run holds; test_metrics.json is written last, after the other two.
-FINISHED_FILES = (CONFIG_FILE, MODEL_FILE, REFERENCE_FILE, METRICS_FILE)
+FINISHED_FILES = (CONFIG_FILE, MODEL_FILE, REFERENCE_FILE, TEST_METRICS_FILE)
 DEFAULT_ROOT = "runs"
 
 

@@ -42,7 +42,7 @@ from npvae_tf.reference import build_reference_set
 from npvae_tf.sampling import XDensity
 from npvae_tf.runs import DATA_FILE
 from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, FIT_FILE, LOG_FILE, LOGS_DIR,  # noqa: F401
-                           METRICS_FILE, MODEL_FILE, RunError, RunLock, check_for_training)
+                           TEST_METRICS_FILE, MODEL_FILE, RunError, RunLock, check_for_training)
 from npvae_tf.seeds import stream_seed
 from npvae_tf.summaries import MODEL_LOGS, ModelSummaries
 
@@ -291,12 +291,6 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
                                      "monitor": self.monitor})
 
 
-def check_run_dir(config: Config, run_dir: str) -> bool:
-    """Refuses a folder made by another config (:class:`npvae_tf.runs.RunError`); True if
-    the run already finished."""
-    return check_for_training(config, run_dir)
-
-
 def callbacks_for(run_dir: str, own_dir: str, chief: bool, initial_epoch: int = 0,
                   extra: Sequence[keras.callbacks.Callback] = (),
                   progress: Optional[keras.callbacks.Callback] = None):
@@ -345,7 +339,7 @@ def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose:
                           f"{replicas} replicas")
     chief, _ = worker_identity(strategy)
     own_dir = worker_dir(run_dir, strategy)
-    check_run_dir(config, run_dir)  # another config's folder: refuse before locking it
+    check_for_training(config, run_dir)  # another config's folder: refuse before locking it
     try:
         lock = RunLock(own_dir).acquire()
     except OSError as e:
@@ -374,9 +368,9 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
                   strategy, log):
     backup_dir = os.path.join(own_dir, BACKUP_DIR)
     _remove_stale_temporaries(own_dir, backup_dir)
-    if check_run_dir(config, run_dir):  # finished, perhaps but for removing the backup
+    if check_for_training(config, run_dir):  # finished, perhaps but for removing the backup
         shutil.rmtree(backup_dir, ignore_errors=True)
-        with open(os.path.join(run_dir, METRICS_FILE)) as f:
+        with open(os.path.join(run_dir, TEST_METRICS_FILE)) as f:
             return json.load(f)
     data = load_mnist(data_dir, config.validation_examples, config.train_examples,
                       config.image_shape)
@@ -421,7 +415,7 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
         if hasattr(model, "kernel"):
             metrics["lengthscale"] = float(model.kernel.lengthscale.numpy())
             metrics["serving_lengthscale"] = reference.lengthscale
-        write_json(os.path.join(run_dir, METRICS_FILE), metrics)  # marks the run finished
+        write_json(os.path.join(run_dir, TEST_METRICS_FILE), metrics)  # marks the run finished
     else:
         metrics = {}
     shutil.rmtree(backup_dir, ignore_errors=True)

@@ -20,12 +20,12 @@ import tensorflow as tf
 
 from npvae_tf.config import Config
 from npvae_tf.export import (INFO_FILE, MAX_SAMPLE_COUNT, QUERY_BLOCK, ExportError,
-                             ServingModule, atomic_write_dir, export_run, load_run,
+                             ServingModule, atomic_write_dir, export_run, load_exportable,
                              mixture_parameters, mixture_sample)
 from npvae_tf.model import build_model
 from npvae_tf.reference import ReferenceSet, build_reference_set
 from npvae_tf.files import write_json
-from npvae_tf.runs import METRICS_FILE, MODEL_FILE
+from npvae_tf.runs import TEST_METRICS_FILE, MODEL_FILE
 from npvae_tf.sampling import X_DENSITY_FILE, XDensity
 from tests.conftest import ROOT, synthetic_digits
 
@@ -53,7 +53,7 @@ def make_run(folder, images, labels, **settings):
     reference.save(folder)
     if reference.x is not None:
         XDensity.fit(reference.x, config.seed).save(folder)
-    write_json(os.path.join(folder, METRICS_FILE), {"elbo": 0.0})  # marks the run finished
+    write_json(os.path.join(folder, TEST_METRICS_FILE), {"elbo": 0.0})  # marks the run finished
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def runs(tmp_path_factory):
         make_run(run, images, labels, **settings)
         # Chunks of 128 over 500 reference points: several chunks, and padding in the last.
         export = export_run(run, str(root / f"export-{kind}"), chunk_size=128)
-        _, model, reference = load_run(run)
+        _, model, reference = load_exportable(run)
         out[kind] = types.SimpleNamespace(run=run, export=export, model=model,
                                           reference=reference)
     return out
@@ -626,7 +626,7 @@ def test_export_of_an_unfinished_or_foreign_folder_fails_clearly(runs, tmp_path)
     with pytest.raises(ExportError, match="unfinished run, missing model.keras"):
         export_run(str(unfinished), str(tmp_path / "out"))
     shutil.copy(os.path.join(runs["npvae"].run, MODEL_FILE), unfinished)
-    shutil.copy(os.path.join(runs["npvae"].run, METRICS_FILE), unfinished)
+    shutil.copy(os.path.join(runs["npvae"].run, TEST_METRICS_FILE), unfinished)
     with pytest.raises(ExportError, match="unfinished run, missing reference_set.npz"):
         export_run(str(unfinished), str(tmp_path / "out"))
     (unfinished / "reference_set.npz").write_bytes(b"not a zip file")

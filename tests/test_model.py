@@ -59,7 +59,7 @@ def numpy_loss_terms(model, y, eps, match_weight, x_path_weight=0.0):
         terms["match"] = ((loc - z_tilde) ** 2).sum(-1)
         loss = loss + match_weight * terms["match"]
         if x_path_weight > 0:
-            decoder = model.x_path_decoder or model.decoder
+            decoder = model.x_path_decoder_net or model.decoder
             terms["x_path"] = numpy_bernoulli_nll(numpy_mlp(decoder, z_tilde), y)
             loss = loss + x_path_weight * terms["x_path"]
         terms["lengthscale"] = np.full(len(y), lengthscale)
@@ -96,7 +96,7 @@ def test_separate_x_path_decoder_is_its_own_network():
     np.testing.assert_allclose(model.decode_from_x(x_ref, x_ref, z_ref).numpy(), own[:1],
                                rtol=1e-6)
     shared_model = small_model("npvae", x_path_weight=1.0)
-    assert shared_model.x_path_decoder is None
+    assert shared_model.x_path_decoder_net is None
     np.testing.assert_allclose(shared_model.x_path_likelihood(z).mean().numpy(),
                                shared_model.decoder_likelihood(z).mean().numpy())
 

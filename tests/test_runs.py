@@ -10,7 +10,7 @@ import pytest
 
 from npvae_tf.config import Config
 from npvae_tf.files import write_json
-from npvae_tf.runs import (FINISHED_FILES, LOCK_FILE, METRICS_FILE, MODEL_FILE, RunError,
+from npvae_tf.runs import (FINISHED_FILES, LOCK_FILE, TEST_METRICS_FILE, MODEL_FILE, RunError,
                            RunLock, RunLockedError, check_run_dir, check_writable,
                            default_run_dir, find_latest_run, load_run)
 from tests.conftest import ROOT
@@ -84,7 +84,7 @@ def test_load_run_refuses_a_folder_whose_parts_disagree(tmp_path):
     os.makedirs(folder)
     model.save(os.path.join(folder, MODEL_FILE))
     build_reference_set(model, images, labels).save(folder)
-    write_json(os.path.join(folder, METRICS_FILE), {})
+    write_json(os.path.join(folder, TEST_METRICS_FILE), {})
     trained.save(folder)
     assert load_run(folder).config == trained  # consistent: loads
     trained.replace(z_dim=5, seed=2).save(folder)
