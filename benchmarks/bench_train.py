@@ -82,7 +82,7 @@ def dense_layers(config):
 
     mlp("encoder", config.image_dim, 2 * config.z_dim, False)
     mlp("decoder", config.z_dim, config.image_dim, True)
-    if config.model == "npvae":
+    if config.has_x:
         mlp("x_encoder", config.image_dim, config.x_dim, False)
     return layers
 
@@ -100,7 +100,7 @@ def matmuls(config):
         out.append((f"{name}/dW", d_in, b, d_out, True, False))
         if input_grad:
             out.append((f"{name}/dX", b, d_out, d_in, False, True))
-    if config.model == "npvae":
+    if config.has_x:
         z = config.z_dim
         out.append(("kernel/W@mu", b, b, z, False, False))
         out.append(("kernel/dW", b, z, b, False, True))
@@ -112,7 +112,7 @@ def step_flops(config):
     """``(total, matmul)`` FLOPs of one training step (see the module docstring)."""
     mm = sum(2 * m * k * n for _, m, k, n, _, _ in matmuls(config))
     other = 0
-    if config.model == "npvae":
+    if config.has_x:
         other = 3 * (3 * config.batch_size ** 2 * config.x_dim)  # distances, fwd + 2x bwd
     return mm + other, mm
 
@@ -294,7 +294,7 @@ class StepRunner:
         gradients = tf.function(gradients, jit_compile=jit)
         self.parts = {"forward": lambda: forward(cached_batch),
                       "gradients": lambda: gradients(cached_batch)}
-        if config.model == "npvae":
+        if config.has_x:
             rng = np.random.default_rng(config.seed)
             x = tf.constant(rng.standard_normal((config.batch_size, config.x_dim), np.float32))
             z = tf.constant(rng.standard_normal((config.batch_size, config.z_dim), np.float32))

@@ -49,11 +49,9 @@ from npvae_tf.summaries import PROJECTOR_DIR, write_projector
 from npvae_tf.files import atomic_write, write_json, write_text
 from npvae_tf.model import VAE  # noqa: F401  registers the model classes for loading
 from npvae_tf.seeds import stream_seed
-from npvae_tf.runs import DATA_FILE
-from npvae_tf.runs import (EVAL_DIR, FIT_FILE, Run, check_run_dir, check_writable,  # noqa: F401
-                           find_latest_run, load_run, read_training_log)
+from npvae_tf.runs import (EVAL_DIR, EVAL_METRICS_FILE, FIT_FILE, Run, RunError, check_data,
+                           check_run_dir, check_writable, load_run, recorded_data)
 
-EVAL_METRICS_FILE = "metrics.json"
 # Each random consumer of an evaluation draws from its own stream of the evaluation seed
 # (``Settings.seed``), so no two share raw bits (the prior sample used to reuse the
 # importance-weighting seed of batch 1; the mixture was fitted and sampled with one seed).
@@ -107,17 +105,6 @@ class Settings:
 # --- run folders: npvae_tf.runs owns their layout, check and loading ---------------------------
 
 
-def recorded_data(run_dir: str) -> Optional[Dict]:
-    """The run's ``data.json`` (source, sha256, name), or None for runs from before it."""
-    import json
-
-    path = os.path.join(run_dir, DATA_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def load_data_for(run: Run, data_dir: Optional[str], cache: Dict) -> Dataset:
     """The data split the run was trained on (training split without ``train_examples``
     truncation: the classifier uses all of it); checks it matches the reference set.
@@ -138,10 +125,10 @@ def load_data_for(run: Run, data_dir: Optional[str], cache: Dict) -> Dataset:
             raise EvaluationError(f"{run.path}: trained on {c.image_shape[0]}x{c.image_shape[1]} "
                                   f"images, but the data does not fit: {e}") from None
     data = cache[key]
-    if recorded and recorded.get("sha256") and recorded["sha256"] != data.sha256:
-        raise EvaluationError(f"{run.path}: trained on other data ({recorded.get('source')}, "
-                              f"sha256 {recorded['sha256'][:12]}...) than {data.source} "
-                              f"(sha256 {data.sha256[:12]}...); pass that data's --data_dir")
+    try:
+        check_data(run.path, data.sha256, data.source)
+    except RunError as e:
+        raise EvaluationError(str(e)) from None
     n = len(run.reference.labels)
     if n > len(data.train) or not np.array_equal(run.reference.labels, data.train.labels[:n]):
         raise EvaluationError(f"{run.path}: its reference set does not match the training split "

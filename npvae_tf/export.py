@@ -210,7 +210,7 @@ class ServingModule(tf.Module):
         # the variables the functions capture are (loading needs neither Keras nor npvae_tf).
         object.__setattr__(self, "_model", model)
         self.image_dim, self.z_dim = int(model.image_dim), int(model.z_dim)
-        self.is_npvae = hasattr(model, "kernel")
+        self.is_npvae = model.has_x
         self.jit_compile = bool(jit_compile)
         self.specs = {"images": [tf.TensorSpec([None, None], tf.float32, name="images")],
                       "z": [tf.TensorSpec([None, None], tf.float32, name="z")],
@@ -457,7 +457,7 @@ def load_exportable(run_dir: str):
         run = load_run(run_dir)
     except RunError as e:
         raise ExportError(str(e)) from None
-    return run.config, run.model, (run.reference if run.config.model == "npvae" else None)
+    return run.config, run.model, (run.reference if run.has_x else None)
 
 
 def export_run(run_dir: str, export_dir: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE,

@@ -131,6 +131,11 @@ class VAE(keras.Model):
 
     # --- the model's distributions -------------------------------------------------------
     @property
+    def has_x(self) -> bool:
+        """Whether the model has the embedding X (``embed``, the kernel): False for the VAE."""
+        return False
+
+    @property
     def prior(self) -> tfd.Distribution:
         """p(z) = N(0, I_Z)."""
         return tfd.MultivariateNormalDiag(loc=tf.zeros([self.z_dim]),
@@ -287,6 +292,10 @@ class NonparametricVAE(VAE):
         self.lengthscale_tracker = keras.metrics.Mean(name="lengthscale")
         self.relative_lengthscale_tracker = keras.metrics.Mean(name="lengthscale_over_x_std")
 
+    @property
+    def has_x(self) -> bool:
+        return True
+
     def embed(self, y, training=False):
         """The deterministic embedding ``x = f(y)``, ``[B, D]``."""
         return self.x_encoder(tf.convert_to_tensor(y, tf.float32), training=training)
@@ -397,7 +406,7 @@ def build_model(config: Config) -> VAE:
     """The (built, untrained) model a :class:`Config` describes."""
     common = dict(z_dim=config.z_dim, image_dim=config.image_dim, hidden=config.hidden,
                   dropout=config.dropout, seed=config.seed)
-    if config.model == "npvae":
+    if config.has_x:
         model = NonparametricVAE(x_dim=config.x_dim, match_weight=config.match_weight,
                                  initial_lengthscale=config.initial_lengthscale,
                                  x_path_weight=config.x_path_weight,

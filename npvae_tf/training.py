@@ -40,9 +40,9 @@ from npvae_tf.optimizers import FusedAdam
 from npvae_tf.files import atomic_write, write_json, write_text
 from npvae_tf.reference import build_reference_set
 from npvae_tf.sampling import XDensity
-from npvae_tf.runs import DATA_FILE
-from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, FIT_FILE, LOG_FILE, LOGS_DIR,  # noqa: F401
-                           TEST_METRICS_FILE, MODEL_FILE, RunError, RunLock, check_for_training)
+from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, FIT_FILE, LOG_FILE, LOGS_DIR, MODEL_FILE,
+                           TEST_METRICS_FILE, RunError, RunLock, check_data, check_for_training,
+                           is_run, record_data)
 from npvae_tf.seeds import stream_seed
 from npvae_tf.summaries import MODEL_LOGS, ModelSummaries
 
@@ -374,18 +374,14 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
             return json.load(f)
     data = load_mnist(data_dir, config.validation_examples, config.train_examples,
                       config.image_shape)
-    if chief and not os.path.isfile(os.path.join(run_dir, "config.json")):
+    if chief and not is_run(run_dir):
         config.save(run_dir)
     if chief:  # evaluate.py finds (and checks) the data by this record
-        data_file = os.path.join(run_dir, DATA_FILE)
-        if os.path.isfile(data_file):
-            with open(data_file) as f:
-                before = json.load(f).get("sha256")
-            if before and before != data.sha256:
-                raise ConfigError(f"{run_dir} was trained on other data (sha256 "
-                                  f"{before[:12]}...) than {data.source} (sha256 "
-                                  f"{data.sha256[:12]}...); pass that data's --data_dir")
-        write_json(data_file, {**data.provenance, "source": _absolute_source(data.source)})
+        try:
+            check_data(run_dir, data.sha256, data.source)
+        except RunError as e:
+            raise ConfigError(str(e)) from None
+        record_data(run_dir, data.provenance)
     model_path = os.path.join(own_dir, MODEL_FILE)
     if os.path.isfile(model_path):
         # Fitting finished in an earlier, interrupted invocation: only the last steps remain.
@@ -412,7 +408,7 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
         test_images = evaluation_images(data.test.images, config.binarize, config.seed)
         metrics = elbo_summary(model, test_images, config.batch_size,
                                seed=stream_seed(config.seed, "test_metrics"))
-        if hasattr(model, "kernel"):
+        if model.has_x:
             metrics["lengthscale"] = float(model.kernel.lengthscale.numpy())
             metrics["serving_lengthscale"] = reference.lengthscale
         write_json(os.path.join(run_dir, TEST_METRICS_FILE), metrics)  # marks the run finished
@@ -463,10 +459,6 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
     if losses and not np.all(np.isfinite(losses)):
         raise TrainingError(f"training diverged (loss {losses[-1]}); see {run_dir}/{LOG_FILE}")
     return model
-
-
-def _absolute_source(source: str) -> str:
-    return source if source.startswith("keras.") else os.path.abspath(source)
 
 
 def format_metrics(metrics: Dict[str, float]) -> str:

@@ -221,7 +221,7 @@ def test_output_dirs(tmp_path):
 
 
 def test_find_latest_run_takes_the_newest_finished_run(tmp_path):
-    from npvae_tf.evaluation import find_latest_run
+    from npvae_tf.runs import find_latest_run
     from npvae_tf.runs import FINISHED_FILES
 
     for i, name in enumerate(["old", "new", "unfinished", "comparison"]):
@@ -235,7 +235,7 @@ def test_find_latest_run_takes_the_newest_finished_run(tmp_path):
 
 
 def test_read_training_log_keeps_the_last_row_of_each_epoch(tmp_path):
-    from npvae_tf.evaluation import read_training_log
+    from npvae_tf.runs import read_training_log
 
     path = tmp_path / "training_log.csv"
     path.write_text("epoch,elbo,val_elbo\n0,-200,-190\n1,-150,-140\n1,-149,-139\n2,-120,-110\n")
