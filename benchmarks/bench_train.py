@@ -200,20 +200,6 @@ class ModelMatmuls:
 
 # --- training steps -------------------------------------------------------------------------
 
-def make_optimizer(config):
-    """The optimizer ``npvae_tf.training.train`` compiles with.
-
-    ``training.make_optimizer(config)`` when the package has it, else Keras Adam as
-    ``train`` builds it inline.
-    """
-    import keras
-
-    from npvae_tf import training
-
-    make = getattr(training, "make_optimizer", None)
-    return make(config) if make else keras.optimizers.Adam(config.learning_rate)
-
-
 class BatchStream:
     """The training pipeline and one shared iterator, renewed (untimed) before it runs out."""
 
@@ -269,6 +255,7 @@ class StepRunner:
         import tensorflow as tf
 
         from npvae_tf.model import build_model
+        from npvae_tf.training import make_optimizer
 
         keras.utils.set_random_seed(config.seed)
         self.config, self.jit = config, jit
@@ -510,6 +497,7 @@ def run_benchmark(args):
 
     from npvae_tf.config import Config
     from npvae_tf.data import load_mnist, make_dataset
+    from npvae_tf.training import make_optimizer
 
     tf.get_logger().setLevel("ERROR")  # one tf.function per matmul shape: retracing notes
     load_start = os.getloadavg()

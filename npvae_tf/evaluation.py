@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from npvae_tf import plots, sampling
-from npvae_tf.classifier import CLASSIFIER_EPOCHS, load_or_train_classifier
+from npvae_tf.classifier import load_or_train_classifier
 from npvae_tf.config import Config
 from npvae_tf.data import DataError, Dataset, evaluation_images, load_mnist
 from npvae_tf.metrics import (active_units, class_silhouette, embedding_trustworthiness,
@@ -49,6 +49,7 @@ from npvae_tf.summaries import PROJECTOR_DIR, write_projector
 from npvae_tf.files import atomic_write, write_json, write_text
 from npvae_tf.model import VAE  # noqa: F401  registers the model classes for loading
 from npvae_tf.seeds import stream_seed
+from npvae_tf.settings import Settings
 from npvae_tf.runs import (EVAL_DIR, EVAL_METRICS_FILE, FIT_FILE, Run, RunError, check_data,
                            check_run_dir, check_writable, load_run, recorded_data)
 
@@ -70,36 +71,6 @@ def evaluation_seeds(seed: int) -> Dict[str, int]:
 
 class EvaluationError(ValueError):
     """A run folder cannot be evaluated; the message names the folder and the problem."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """Evaluation settings (all seeded by ``seed``).
-
-    Attributes:
-      iw_samples: draws k per image of the importance-weighted log-likelihood (cost: k
-        decoder passes over the test set; k = 1 is the ELBO estimate).
-      trust_subset: test images used for trustworthiness (O(n^2) memory).
-      generated: images generated per source (prior, X density) for the sample metrics.
-      pairs: test-image pairs for the interpolation metric; steps: points per path.
-      grid_size: the decoded grid over X (or a 2-D Z) is grid_size x grid_size.
-      batch_size: images per prediction batch.
-      plots: also draw the figures.
-      projector_images: test images in the TensorBoard Embedding Projector (0: none).
-    """
-
-    iw_samples: int = 100
-    seed: int = 0
-    trust_subset: int = 2000
-    generated: int = 10000
-    pairs: int = 100
-    steps: int = 10
-    grid_size: int = 20
-    batch_size: int = 1000
-    plots: bool = False
-    projector_images: int = 2000
-    classifier_cache: Optional[str] = None
-    classifier_epochs: int = CLASSIFIER_EPOCHS
 
 
 # --- run folders: npvae_tf.runs owns their layout, check and loading ---------------------------

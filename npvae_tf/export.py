@@ -63,6 +63,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+# Named, so draws do not depend on the device's default generator.
+from npvae_tf.model import RNG_ALG
 from npvae_tf.reference import ReferenceSet
 from npvae_tf.sampling import XDensity, x_density_for
 
@@ -73,8 +75,6 @@ DEFAULT_CHUNK_SIZE = 1024
 QUERY_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 640, 768, 896, 1024)
 QUERY_BLOCK = QUERY_BUCKETS[-1]
 MAX_SAMPLE_COUNT = 100_000
-# Named, so draws do not depend on the device's default generator (as in npvae_tf.model).
-RNG_ALG = "philox"
 INFO_FILE = os.path.join("assets.extra", "npvae_export.json")
 SIGNATURES_NPVAE = ("serving_default", "reconstruct", "encode", "decode", "generate_from_x",
                     "sample")
