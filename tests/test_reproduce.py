@@ -71,7 +71,7 @@ def test_reproduce_end_to_end(tmp_path, mnist_like_dir):
 
 def test_results_say_whether_the_nats_are_of_grayscale_or_binarised_pixels():
     from npvae_tf.config import Config
-    from npvae_tf.experiments import pixel_likelihood
+    from npvae_tf.report import pixel_likelihood
 
     assert "grayscale" in pixel_likelihood(Config()) and "not comparable" in \
         pixel_likelihood(Config())

@@ -179,7 +179,7 @@ def test_quiet_prints_one_plain_short_line_per_epoch(smoke_run):
 def test_live_progress_never_exceeds_the_width():
     import io
 
-    from npvae_tf.training import Progress
+    from npvae_tf.callbacks import Progress
 
     stream = io.StringIO()
     progress = Progress(epochs=50, steps=430, live=True, stream=stream, width=100)
@@ -196,7 +196,7 @@ def test_live_progress_never_exceeds_the_width():
 def test_epoch_line_shows_the_kernel_diagnostics_within_the_width():
     import io
 
-    from npvae_tf.training import Progress
+    from npvae_tf.callbacks import Progress
 
     stream = io.StringIO()
     progress = Progress(epochs=50, steps=430, live=False, stream=stream, width=100)

@@ -62,7 +62,8 @@ def main(argv=None):
     from npvae_tf.config import ConfigError
     from npvae_tf.data import DataError
     from npvae_tf.evaluation import EvaluationError, evaluate
-    from npvae_tf.experiments import grid, run_grid, write_results
+    from npvae_tf.experiments import grid, run_grid
+    from npvae_tf.report import write_results
     from npvae_tf.training import TrainingError
 
     started = time.time()
