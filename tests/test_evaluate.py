@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, write_mnist_like
+from tests.helpers import ROOT, write_mnist_like
 
 TINY_TRAIN = ["--hidden", "32", "32", "--epochs", "1", "--batch_size", "64",
               "--validation_examples", "100", "--quiet"]
@@ -184,7 +184,7 @@ def test_bad_run_folders_give_one_line_errors(runs, tmp_path, mnist_like_dir, ca
     assert_one_line_error(*run_in_process(capsys, str(not_a_run))[::2],
                           "not a run folder (no config.json)")
 
-    from tests.test_runs import unwritable_folder
+    from tests.helpers import unwritable_folder
     readonly = os.path.join(unwritable_folder(tmp_path), "eval")
     assert_one_line_error(*run_in_process(capsys, paths["vae-z2"], "--out", readonly)[::2],
                           f"{readonly}: cannot write the output folder")

@@ -11,8 +11,7 @@ from npvae_tf.metrics import (active_units, class_silhouette, elbo_summary,
                               log_importance_weights, mean_confidence, per_example_terms,
                               evaluation_terms, neighbour_average_log_likelihood)
 from npvae_tf.reference import ReferenceSet
-from tests.test_kernels import numpy_weights
-from tests.test_model import images, numpy_mlp, small_model, softplus
+from tests.helpers import images, numpy_mlp, numpy_weights, small_model, softplus
 
 tfd = tfp.distributions
 

@@ -8,7 +8,7 @@ import sys
 
 from npvae_tf.config import Config
 from npvae_tf.experiments import grid, run_grid
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_grid_keeps_each_schemes_z_values_unless_given():

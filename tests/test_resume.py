@@ -21,7 +21,7 @@ from npvae_tf.reference import ReferenceSet
 from npvae_tf.config import Config
 from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, LOG_FILE, TEST_METRICS_FILE, MODEL_FILE,
                            default_run_dir)
-from tests.conftest import ROOT, synthetic_digits, write_idx
+from tests.helpers import ROOT, synthetic_digits, write_idx
 
 # Runs train.py's main() with one kill planted. argv: KILL ARGS...; KILL is one of
 #   batch:SIG:EPOCH:BATCH   after that training batch            (mid-epoch)
