@@ -41,10 +41,9 @@ Speed of ``generate_from_x``: ``z~`` is the kernel's chunked, streaming-softmax
 product, plus the element-wise distances and exponentials), cut into blocks of
 :data:`QUERY_BLOCK` queries so memory stays ``O(QUERY_BLOCK * (chunk + Z))``. By default the
 graph runs as plain TensorFlow ops: a stock TensorFlow Serving CPU build does not JIT-compile
-with XLA, and with TensorFlow 2.21 on CPU the plain graph measured faster than XLA anyway
-(1.6-1.9 against 2.6-2.8 times the bare product at batch 1,024, M = 55,000, Z = 500;
-``benchmarks/bench_serving.py``). ``jit_compile=True`` (``export.py --xla``) compiles the
-kernel with XLA for Python serving; XLA compiles once per input shape, so the last block is
+with XLA, and on CPU the plain graph measured faster than XLA anyway (the numbers:
+``benchmarks/bench_serving.py`` and its results). ``jit_compile=True`` (``export.py --xla``)
+compiles the kernel with XLA for Python serving; XLA compiles once per input shape, so the last block is
 then padded up to one of :data:`QUERY_BUCKETS` (at most ``len(QUERY_BUCKETS)`` compilations
 per process). The reference set is stored padded to a multiple of the chunk size, the
 padding at ``x = +inf`` (kernel logit -inf) with ``E[z] = 0``, so no call copies the
