@@ -43,9 +43,9 @@ product, plus the element-wise distances and exponentials), cut into blocks of
 graph runs as plain TensorFlow ops: a stock TensorFlow Serving CPU build does not JIT-compile
 with XLA, and on CPU the plain graph measured faster than XLA anyway (the numbers:
 ``benchmarks/bench_serving.py`` and its results). ``jit_compile=True`` (``export.py --xla``)
-compiles the kernel with XLA for Python serving; XLA compiles once per input shape, so the last block is
-then padded up to one of :data:`QUERY_BUCKETS` (at most ``len(QUERY_BUCKETS)`` compilations
-per process). The reference set is stored padded to a multiple of the chunk size, the
+compiles the kernel with XLA for Python serving; XLA compiles once per input shape, so the
+last block is then padded up to one of :data:`QUERY_BUCKETS` (at most ``len(QUERY_BUCKETS)``
+compilations per process). The reference set is stored padded to a multiple of the chunk size, the
 padding at ``x = +inf`` (kernel logit -inf) with ``E[z] = 0``, so no call copies the
 ``[M, Z]`` matrix to pad it.
 """

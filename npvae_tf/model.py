@@ -112,6 +112,10 @@ class VAE(keras.Model):
     decoded at the posterior mean (deterministic).
     """
 
+    # Whether the model has the embedding X (``embed``, the kernel): what is asked instead of
+    # the class or its attributes.
+    has_x = False
+
     def __init__(self, z_dim: int = 500, image_dim: int = 784, hidden: Sequence[int] = (500, 500),
                  dropout: float = 0.1, seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
@@ -130,11 +134,6 @@ class VAE(keras.Model):
         self.elbo_tracker = keras.metrics.Mean(name="elbo")
 
     # --- the model's distributions -------------------------------------------------------
-    @property
-    def has_x(self) -> bool:
-        """Whether the model has the embedding X (``embed``, the kernel): False for the VAE."""
-        return False
-
     @property
     def prior(self) -> tfd.Distribution:
         """p(z) = N(0, I_Z)."""
@@ -270,6 +269,8 @@ class VAE(keras.Model):
 class NonparametricVAE(VAE):
     """The VAE plus an X encoder and the in-batch kernel prediction of the latent means."""
 
+    has_x = True
+
     def __init__(self, x_dim: int = 2, match_weight: float = 1.0,
                  initial_lengthscale: float = 1.0, x_path_weight: float = 0.0,
                  x_path_decoder: str = "shared", x_path_stop_gradient: bool = False,
@@ -291,10 +292,6 @@ class NonparametricVAE(VAE):
         self.x_path_tracker = keras.metrics.Mean(name="x_path")
         self.lengthscale_tracker = keras.metrics.Mean(name="lengthscale")
         self.relative_lengthscale_tracker = keras.metrics.Mean(name="lengthscale_over_x_std")
-
-    @property
-    def has_x(self) -> bool:
-        return True
 
     def embed(self, y, training=False):
         """The deterministic embedding ``x = f(y)``, ``[B, D]``."""
