@@ -149,6 +149,11 @@ class Config:
                 and self.x_path_weight == 0)
 
     @property
+    def has_x(self) -> bool:
+        """Whether the model has the embedding X (the npVAE); as ``model.has_x``."""
+        return self.model == "npvae"
+
+    @property
     def image_dim(self) -> int:
         return self.image_shape[0] * self.image_shape[1]
 

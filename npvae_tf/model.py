@@ -134,6 +134,10 @@ class VAE(keras.Model):
     decoded at the posterior mean (deterministic).
     """
 
+    # Whether the model has the embedding X (``embed``, the kernel): what is asked instead of
+    # the class or its attributes.
+    has_x = False
+
     def __init__(self, z_dim: int = 500, image_dim: int = 784, hidden: Sequence[int] = (500, 500),
                  dropout: float = 0.1, seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
@@ -298,6 +302,8 @@ class VAE(keras.Model):
 class NonparametricVAE(VAE):
     """The VAE plus an X encoder and the in-batch kernel prediction of the latent means."""
 
+    has_x = True
+
     def __init__(self, x_dim: int = 2, match_weight: float = 1.0,
                  initial_lengthscale: float = 1.0, x_path_weight: float = 0.0,
                  x_path_decoder: str = "shared", x_path_stop_gradient: bool = False,
@@ -308,7 +314,7 @@ class NonparametricVAE(VAE):
         self.match_weight = float(match_weight)
         self.initial_lengthscale = float(initial_lengthscale)
         self.x_path_weight = float(x_path_weight)
-        self.x_path_decoder_kind = str(x_path_decoder)
+        self.x_path_decoder = str(x_path_decoder)  # "shared" or "separate", as in Config
         self.x_path_stop_gradient = bool(x_path_stop_gradient)
         self.x_path_hold_decoder = bool(x_path_hold_decoder)
         self.neighbour_weight = float(neighbour_weight)
@@ -318,9 +324,9 @@ class NonparametricVAE(VAE):
         self.umap_ab = umap_ab(self.min_dist) if self.neighbour_weight > 0 else None
         self.x_encoder = mlp(self.hidden, self.x_dim, self.dropout, self.seed, "x_encoder")
         # The X path's own decoder, or None: decode z~ with the VAE's decoder.
-        self.x_path_decoder = (mlp(self.hidden, self.image_dim, self.dropout, self.seed,
-                                   "x_path_decoder")
-                               if self.x_path_decoder_kind == "separate" else None)
+        self.x_path_decoder_net = (mlp(self.hidden, self.image_dim, self.dropout, self.seed,
+                                       "x_path_decoder")
+                                   if self.x_path_decoder == "separate" else None)
         self.kernel = SquaredExponentialKernel(self.initial_lengthscale, name="kernel")
         self.match_tracker = keras.metrics.Mean(name="match")
         self.x_path_tracker = keras.metrics.Mean(name="x_path")
@@ -340,13 +346,13 @@ class NonparametricVAE(VAE):
         ``held``: the shared decoder's weights as constants, without dropout (gradients reach
         z~ only; the decoder's dropout stream is not drawn from).
         """
-        if self.x_path_decoder is None:
+        if self.x_path_decoder_net is None:
             if held:
                 return tfd.Independent(tfd.Bernoulli(logits=held_forward(self.decoder, z_tilde),
                                                      dtype=tf.float32),
                                        reinterpreted_batch_ndims=1)
             return self.decoder_likelihood(z_tilde, training=training)
-        logits = self.x_path_decoder(z_tilde, training=training)
+        logits = self.x_path_decoder_net(z_tilde, training=training)
         return tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32),
                                reinterpreted_batch_ndims=1)
 
@@ -440,8 +446,8 @@ class NonparametricVAE(VAE):
 
     def build(self, input_shape=None):
         self.x_encoder.build((None, self.image_dim))
-        if self.x_path_decoder is not None:
-            self.x_path_decoder.build((None, self.z_dim))
+        if self.x_path_decoder_net is not None:
+            self.x_path_decoder_net.build((None, self.z_dim))
         super().build(input_shape)
 
     def predictive_mean(self, x_query, x_ref, z_ref, chunk_size=None, lengthscale=None):
@@ -464,7 +470,7 @@ class NonparametricVAE(VAE):
         config = super().get_config()
         config.update(x_dim=self.x_dim, match_weight=self.match_weight,
                       initial_lengthscale=self.initial_lengthscale,
-                      x_path_weight=self.x_path_weight, x_path_decoder=self.x_path_decoder_kind,
+                      x_path_weight=self.x_path_weight, x_path_decoder=self.x_path_decoder,
                       x_path_stop_gradient=self.x_path_stop_gradient,
                       x_path_hold_decoder=self.x_path_hold_decoder,
                       neighbour_weight=self.neighbour_weight, min_dist=self.min_dist,
@@ -476,7 +482,7 @@ def build_model(config: Config) -> VAE:
     """The (built, untrained) model a :class:`Config` describes."""
     common = dict(z_dim=config.z_dim, image_dim=config.image_dim, hidden=config.hidden,
                   dropout=config.dropout, seed=config.seed)
-    if config.model == "npvae":
+    if config.has_x:
         model = NonparametricVAE(x_dim=config.x_dim, match_weight=config.match_weight,
                                  initial_lengthscale=config.initial_lengthscale,
                                  x_path_weight=config.x_path_weight,

@@ -23,8 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from npvae_tf.files import atomic_write
-
-REFERENCE_FILE = "reference_set.npz"
+from npvae_tf.runs import REFERENCE_FILE
 
 
 # Factors of the learned lengthscale tried for serving: 2, 1, 1/2, ..., 1/256.
@@ -80,7 +79,7 @@ class ReferenceSet:
 
 def encode_means(model, images: np.ndarray, batch_size: int = 1024):
     """Posterior means ``[N, Z]`` and, for the npVAE, embeddings ``[N, D]`` (eval mode)."""
-    has_x = hasattr(model, "embed")
+    has_x = model.has_x
 
     @tf.function(reduce_retracing=True)
     def step(y):

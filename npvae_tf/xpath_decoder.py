@@ -54,11 +54,11 @@ def fit_x_path_decoder(model, images: np.ndarray, x: np.ndarray, z_mean: np.ndar
                        lengthscale: float, epochs: int, batch_size: int, seed: int,
                        learning_rate: float = 1e-3,
                        log: Callable[[str], None] = print) -> float:
-    """Fits ``model.x_path_decoder`` (the X path's own decoder) as the module says.
+    """Fits ``model.x_path_decoder_net`` (the X path's own decoder) as the module says.
 
     Returns the final epoch's mean ``-log p_X(y | z~)`` (nats per image) on the training set.
     """
-    decoder = model.x_path_decoder
+    decoder = model.x_path_decoder_net
     if decoder is None:
         raise ValueError("the model has no X-path decoder of its own to fit")
     started = time.time()

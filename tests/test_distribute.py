@@ -14,7 +14,7 @@ import pytest
 
 import npvae_tf.model  # noqa: F401  registers the classes model.keras names
 from npvae_tf.distribute import _auto, tf_config, worker_dir, worker_identity
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 TINY = ["--z_dim", "8", "--hidden", "64", "64", "--batch_size", "64",

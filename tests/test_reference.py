@@ -5,8 +5,7 @@ import pytest
 
 from npvae_tf.reference import (ReferenceSet, build_reference_set, select_serving_lengthscale,
                                 x_path_scorer)
-from tests.test_kernels import numpy_weights
-from tests.test_model import images, numpy_mlp, small_model, softplus
+from tests.helpers import images, numpy_mlp, numpy_weights, small_model, softplus
 
 
 def _reference(model, n=40, seed=0):

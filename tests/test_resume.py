@@ -19,9 +19,9 @@ import pytest
 import npvae_tf.model  # noqa: F401  registers the classes model.keras names
 from npvae_tf.reference import ReferenceSet
 from npvae_tf.config import Config
-from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE,
+from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, LOG_FILE, TEST_METRICS_FILE, MODEL_FILE,
                            default_run_dir)
-from tests.conftest import ROOT, synthetic_digits, write_idx
+from tests.helpers import ROOT, synthetic_digits, write_idx
 
 # Runs train.py's main() with one kill planted. argv: KILL ARGS...; KILL is one of
 #   batch:SIG:EPOCH:BATCH   after that training batch            (mid-epoch)
@@ -115,7 +115,7 @@ def weights(path):
 
 
 def assert_same_run(a, b):
-    for name in (LOG_FILE, METRICS_FILE, "config.json", BEST_FILE + ".json"):
+    for name in (LOG_FILE, TEST_METRICS_FILE, "config.json", BEST_FILE + ".json"):
         with open(os.path.join(a, name)) as fa, open(os.path.join(b, name)) as fb:
             assert fa.read() == fb.read(), name
     for name in (MODEL_FILE, BEST_FILE):
@@ -166,7 +166,7 @@ def test_a_run_killed_again_and_again_ends_as_if_never_interrupted(uninterrupted
     result = run_train("call:SIGKILL:shutil.rmtree", args, cwd)
     assert result.returncode == -9
     assert "all 3 epochs done; finishing the run" in result.stdout
-    assert os.path.isfile(os.path.join(out, METRICS_FILE))
+    assert os.path.isfile(os.path.join(out, TEST_METRICS_FILE))
 
     # 6. The rerun finds a finished run: it only removes the leftover backup (and what a
     #    process killed mid-write leaves, as a kill inside best.keras's save would).
