@@ -138,6 +138,19 @@ def decoder_for(run: Run, batch_size: int) -> Callable[[np.ndarray], np.ndarray]
     return decode
 
 
+def x_path_log_likelihood_at(run: Run, x: np.ndarray, images: np.ndarray,
+                             batch_size: int) -> np.ndarray:
+    """``[N]``: ``log p_X(y | z~(x))`` of each image decoded from a given location ``x``."""
+    model, reference = run.model, run.reference
+    x_ref = tf.constant(reference.x, tf.float32)
+    z_ref = tf.constant(reference.z_mean, tf.float32)
+    fn = tf.function(lambda xq, y: model.x_path_likelihood(model.predictive_mean(
+        xq, x_ref, z_ref, lengthscale=reference.lengthscale)).log_prob(y), reduce_retracing=True)
+    return np.concatenate([fn(tf.constant(x[s:s + batch_size], tf.float32),
+                              tf.constant(images[s:s + batch_size], tf.float32)).numpy()
+                           for s in range(0, len(x), batch_size)])
+
+
 def decode_latents(run: Run, z: np.ndarray, batch_size: int) -> np.ndarray:
     fn = tf.function(lambda t: run.model.decode(t), reduce_retracing=True)
     return np.concatenate([fn(tf.constant(z[s:s + batch_size], tf.float32)).numpy()
@@ -344,6 +357,32 @@ def samples_step(e: RunEvaluation, baseline: ClassifierBaseline, settings: Setti
     e.generated = generated
 
 
+def placement_step(e: RunEvaluation, data: Dataset, baseline: ClassifierBaseline,
+                   settings: Settings, seeds: Dict[str, int],
+                   decode_at: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Neighbour schemes: the test images placed in X from their nearest training images
+    (:mod:`npvae_tf.placement`) instead of by the X encoder, measured as the encoder's
+    placement is: k-NN accuracy, trustworthiness, the X path and the images decoded there.
+    Keys end in ``_placed``."""
+    from npvae_tf.placement import PLACEMENT_NEIGHBOURS, neighbour_placement
+
+    run = e.run
+    train_images = evaluation_images(data.train.images, run.config.binarize, run.config.seed,
+                                     "train")
+    placed = neighbour_placement(train_images, run.reference.x, e.images, PLACEMENT_NEIGHBOURS)
+    e.metrics["placement_neighbours"] = PLACEMENT_NEIGHBOURS
+    e.metrics["knn_accuracy_5_placed"] = knn_accuracy(e.train_emb, e.train_labels, placed,
+                                                      e.labels, (5,))[5]
+    e.metrics["trustworthiness_placed"] = embedding_trustworthiness(
+        e.images, placed, TRUST_NEIGHBOURS, settings.trust_subset,
+        seeds["trustworthiness_subset"])
+    decoded = decode_at(placed)
+    e.metrics["x_path_log_likelihood_placed"] = float(np.mean(
+        x_path_log_likelihood_at(run, placed, e.images, settings.batch_size)))
+    placed_metrics = sample_metrics("test_locations", decoded, baseline, e.labels)
+    e.metrics.update({f"{k}_placed": v for k, v in placed_metrics.items()})
+
+
 def interpolation_step(e: RunEvaluation, baseline: ClassifierBaseline, settings: Settings,
                        seeds: Dict[str, int],
                        decode_at: Callable[[np.ndarray], np.ndarray]) -> None:
@@ -385,6 +424,10 @@ def evaluate_run(run: Run, data: Dataset, baseline: ClassifierBaseline, settings
     progress(f"generated images ({settings.generated:,} per source)")
     decode_at = decoder_for(run, settings.batch_size)
     timed("samples", lambda: samples_step(e, baseline, settings, seeds, decode_at))
+    if run.has_x and run.config.uses_neighbour_graph and run.space is not None:
+        progress("placement from the nearest training images")
+        timed("placement", lambda: placement_step(e, data, baseline, settings, seeds,
+                                                  decode_at))
     progress(f"interpolations ({settings.pairs} test pairs)")
     timed("interpolation", lambda: interpolation_step(e, baseline, settings, seeds, decode_at))
     if run.space is not None:

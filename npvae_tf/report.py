@@ -15,7 +15,7 @@ import math
 import os
 import platform
 import time
-from typing import TYPE_CHECKING, Dict, List, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 from npvae_tf import plots
 from npvae_tf.config import Config
@@ -66,6 +66,15 @@ TABLE_ROWS = [
     ("confidence_test_locations", "classifier confidence, at test locations", ".3f"),
     ("accuracy_test_locations", "classifier accuracy, at test locations", ".3f"),
     ("interpolation_confidence", "interpolation confidence (VAE in Z, npVAE in X)", ".3f"),
+    ("x_path_log_likelihood_placed", "placed from 15 nearest training images: X path (nats)",
+     ".2f"),
+    ("knn_accuracy_5_placed", "placed from 15 nearest training images: 5-NN accuracy", ".3f"),
+    ("trustworthiness_placed", "placed from 15 nearest training images: trustworthiness",
+     ".3f"),
+    ("frechet_test_locations_placed", "placed from 15 nearest training images: Fréchet "
+     "distance", ".2f"),
+    ("accuracy_test_locations_placed", "placed from 15 nearest training images: classifier "
+     "accuracy", ".3f"),
     ("train_minutes", "training time (min)", ".1f"),
 ]
 
@@ -116,7 +125,9 @@ def comparison_markdown(results: Sequence[Dict], baseline: Dict, settings: Setti
              for m in results]
     lines = ["| metric | " + " | ".join(heads) + " |",
              "|---|" + "---:|" * len(results)]
-    lines.append("| run | " + " | ".join(f"`{os.path.basename(m['run'])}`" for m in results) + " |")
+    lines.append("| run | " + " | ".join(f"`{os.path.basename(m['run'])}`"
+                                         + (" †" if m.get("earlier") else "")
+                                         for m in results) + " |")
     epochs = [str(m.get("epochs_run") or m["epochs"]) for m in results]
     lines.append("| epochs | " + " | ".join(epochs) + " |")
     for key, text, fmt in table_rows(settings):
@@ -361,7 +372,7 @@ def scheme_lines(config: Config, configs: Sequence[Config]) -> List[str]:
 
     lines = []
     for name, scheme in SCHEMES.items():
-        label = config.replace(**scheme.changes).scheme
+        label = Config(**scheme.changes).scheme  # the scheme alone names it
         used = sorted({c.z_dim for c in configs if c.scheme == label})
         if used:
             lines.append(f"- `{name}` ({label}; run names `{scheme.prefix}-zZ`, Z = "
@@ -417,20 +428,37 @@ def settings_of(summary: Dict) -> Settings:
     return Settings(**{k: v for k, v in summary["settings"].items() if k in known})
 
 
+def earlier_runs(earlier: Optional[Dict], run_paths: Sequence[str]) -> List[Dict]:
+    """The runs of an earlier ``results.json`` that this evaluation did not redo (by name),
+    each marked with where it comes from."""
+    present = {os.path.basename(p.rstrip("/")) for p in run_paths}
+    source = {"date": (earlier or {}).get("date"), "command": (earlier or {}).get("command")}
+    return [{**r, "earlier": r.get("earlier") or source}
+            for r in (earlier or {}).get("runs", []) if r["name"] not in present]
+
+
 def write_results(summary: Dict, run_paths: Sequence[str], docs_dir: str,
-                  command: str, seconds: float) -> str:
+                  command: str, seconds: float, earlier: Optional[Dict] = None) -> str:
     """Writes ``docs_dir/results.md`` and ``results.json`` from an evaluation ``summary``
-    (:func:`npvae_tf.evaluation.evaluate`) and copies the figures to ``docs_dir/figures/``."""
+    (:func:`npvae_tf.evaluation.evaluate`) and copies the figures to ``docs_dir/figures/``.
+
+    ``earlier``: a ``results.json`` written before; its runs that were not evaluated now
+    (their folders are elsewhere) stay in the table and the record, marked † with the date
+    and command that made them."""
     shown = copy_figures(summary, run_paths, os.path.join(docs_dir, "figures"))
-    results = summary["runs"]
+    kept = earlier_runs(earlier, run_paths)
+    results = list(summary["runs"]) + [{**r["metrics"], "config": r["config"],
+                                        "earlier": r["earlier"]} for r in kept]
     config = Config.load(run_paths[0])
-    configs = [Config.load(p) for p in run_paths]
+    configs = [Config.load(p) for p in run_paths] + [Config.from_dict(r["config"])
+                                                      for r in kept]
     lines = [
         *intro_lines(command, seconds),
         *settings_lines(config, configs),
         "## Comparison",
         "",
         comparison_markdown(results, summary["reference"], settings_of(summary)),
+        *earlier_lines(kept),
         "How to read the X rows:",
         "",
         *READING_X_ROWS,
@@ -447,5 +475,17 @@ def write_results(summary: Dict, run_paths: Sequence[str], docs_dir: str,
         "reference": summary["reference"], "settings": summary["settings"],
         "runs": [{"name": os.path.basename(p.rstrip("/")), "config": c.to_dict(),
                   "metrics": {k: v for k, v in m.items() if k != "config"}}
-                 for p, c, m in zip(run_paths, configs, results)]})
+                 for p, c, m in zip(run_paths, configs, results)]
+        + [{k: r[k] for k in ("name", "config", "metrics", "earlier")} for r in kept]})
     return path
+
+
+def earlier_lines(kept: Sequence[Dict]) -> List[str]:
+    if not kept:
+        return []
+    sources = sorted({(r["earlier"].get("date") or "?", r["earlier"].get("command") or "?")
+                      for r in kept})
+    made = "; ".join(f"`{c}` on {d}" for d, c in sources)
+    return [f"† Copied from an earlier results.json ({made}): these runs' folders were not on "
+            "the machine that made this page, so their numbers are those of that evaluation, "
+            "with the code of its date (rows added since are blank).", ""]

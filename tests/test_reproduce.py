@@ -19,7 +19,7 @@ def test_grid_keeps_each_schemes_z_values_unless_given():
 
 def test_reproduce_end_to_end(tmp_path, mnist_like_dir):
     docs = tmp_path / "docs"
-    args = ["--z_dims", "2", "--epochs", "1", "--hidden", "32",
+    args = ["--schemes", "vae", "paper", "xpath", "--z_dims", "2", "--epochs", "1", "--hidden", "32",
             "--validation_examples", "100", "--data_dir", mnist_like_dir,
             "--runs_dir", str(tmp_path / "runs"), "--docs", str(docs),
             "--iw_samples", "2", "--generated", "200", "--pairs", "3", "--trust_subset", "100",
@@ -59,6 +59,29 @@ def test_reproduce_end_to_end(tmp_path, mnist_like_dir):
     assert {"fig3_spaces.png", "fig4_interpolations.png", "fig2_npvae-z2.png"} <= set(figures)
     for name in figures:
         assert f"figures/{name}" in text
+
+    # A umap run next to them, the three kept from that results.json (their folders could be
+    # on another machine: here they are moved away) and marked.
+    os.rename(tmp_path / "runs", tmp_path / "runs-elsewhere")
+    later = [a for a in args if a not in ("vae", "paper", "xpath")]
+    later[later.index("--schemes"):later.index("--schemes") + 1] = []
+    later[later.index("--z_dims"):later.index("--z_dims") + 2] = []
+    later += ["--runs", "umap:2", "--earlier_results", str(docs / "results.json")]
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "reproduce.py"), *later],
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = (docs / "results.md").read_text()
+    assert "`npvae-umap-z2`" in text and "`vae-z2` †" in text and "`npvae-z2` †" in text
+    assert "† Copied from an earlier results.json" in text
+    assert "placed from 15 nearest training images: trustworthiness" in text
+    with open(docs / "results.json") as f:
+        again = json.load(f)
+    assert sorted(r["name"] for r in again["runs"]) == sorted(names + ("npvae-umap-z2",))
+    assert all(r.get("earlier") for r in again["runs"] if r["name"] in names)
+    umap = next(r for r in again["runs"] if r["name"] == "npvae-umap-z2")
+    assert umap["metrics"]["trustworthiness_placed"] > 0 and "earlier" not in umap
+    os.rename(tmp_path / "runs-elsewhere", tmp_path / "runs")
 
     # Running the grid again keeps every finished run folder instead of retraining.
     before = os.path.getmtime(tmp_path / "runs" / "vae-z2" / "model.keras")

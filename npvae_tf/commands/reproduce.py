@@ -10,6 +10,7 @@ Finished runs are kept and interrupted ones resume, so rerunning the command con
 """
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -49,6 +50,9 @@ def parse_args(argv=None):
                         help="where the run folders go (default: runs/reproduce)")
     parser.add_argument("--docs", default="docs",
                         help="where results.md and its figures go (default: docs)")
+    parser.add_argument("--earlier_results", default=None, metavar="RESULTS_JSON",
+                        help="keep the runs of this earlier results.json that are not in this "
+                             "grid's run folders (marked † in the table; default: none)")
     parser.add_argument("--data_dir", default=None,
                         help="MNIST folder (default: $NPVAE_DATA_DIR, the Keras cache, a download)")
     cli.add_evaluation_flags(parser)
@@ -67,6 +71,15 @@ def main(argv=None):
     from npvae_tf.training import TrainingError
 
     started = time.time()
+    earlier = None
+    if args.earlier_results:
+        try:
+            with open(args.earlier_results) as f:
+                earlier = json.load(f)
+            if not isinstance(earlier.get("runs"), list):
+                raise ValueError("it has no list of runs")
+        except (OSError, ValueError) as e:
+            cli.fail("reproduce.py", f"--earlier_results {args.earlier_results}: {e}")
     command = "python " + " ".join(shlex.quote(a) for a in ["reproduce.py", *sys.argv[1:]])
     try:
         pairs = args.runs or grid(args.schemes, args.z_dims)
@@ -75,7 +88,8 @@ def main(argv=None):
         paths = run_grid(base, pairs, args.runs_dir, args.data_dir, verbose=1, started=started)
         summary = evaluate(paths, out=None, data_dir=args.data_dir,
                            settings=cli.settings_from_args(args, plots=True), started=started)
-        path = write_results(summary, paths, args.docs, command, time.time() - started)
+        path = write_results(summary, paths, args.docs, command, time.time() - started,
+                             earlier=earlier)
     except (DataError, ConfigError, TrainingError, EvaluationError) as e:
         cli.fail("reproduce.py", str(e))
     print(f"\nresults: {path}")
