@@ -60,12 +60,12 @@ def test_reproduce_end_to_end(tmp_path, mnist_like_dir):
     for name in figures:
         assert f"figures/{name}" in text
 
-    # A umap run next to them, the three kept from that results.json (their folders could be
-    # on another machine: here they are moved away) and marked.
-    os.rename(tmp_path / "runs", tmp_path / "runs-elsewhere")
+    # A umap run in another runs folder; the three kept from that results.json (their folders
+    # could be on another machine) and marked.
     later = [a for a in args if a not in ("vae", "paper", "xpath")]
     later[later.index("--schemes"):later.index("--schemes") + 1] = []
     later[later.index("--z_dims"):later.index("--z_dims") + 2] = []
+    later[later.index("--runs_dir") + 1] = str(tmp_path / "runs2")
     later += ["--runs", "umap:2", "--earlier_results", str(docs / "results.json")]
     result = subprocess.run([sys.executable, os.path.join(ROOT, "reproduce.py"), *later],
                             capture_output=True, text=True, timeout=600,
@@ -81,7 +81,6 @@ def test_reproduce_end_to_end(tmp_path, mnist_like_dir):
     assert all(r.get("earlier") for r in again["runs"] if r["name"] in names)
     umap = next(r for r in again["runs"] if r["name"] == "npvae-umap-z2")
     assert umap["metrics"]["trustworthiness_placed"] > 0 and "earlier" not in umap
-    os.rename(tmp_path / "runs-elsewhere", tmp_path / "runs")
 
     # Running the grid again keeps every finished run folder instead of retraining.
     before = os.path.getmtime(tmp_path / "runs" / "vae-z2" / "model.keras")
