@@ -36,6 +36,9 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+from npvae_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow loads: none of its start-up lines (npvae_tf/quiet.py)
 import tensorflow as tf
 
 from npvae_tf import plots, sampling
@@ -49,7 +52,7 @@ from npvae_tf.summaries import PROJECTOR_DIR, write_projector
 from npvae_tf.files import atomic_write, write_json, write_text
 from npvae_tf.model import VAE  # noqa: F401  registers the model classes for loading
 from npvae_tf.seeds import stream_seed
-from npvae_tf.runs import DATA_FILE
+from npvae_tf.runs import DATA_FILE, EVAL_MARKER, check_output_folder, mark_output_folder
 from npvae_tf.runs import (EVAL_DIR, FIT_FILE, Run, check_run_dir, check_writable,  # noqa: F401
                            find_latest_run, load_run, read_training_log)
 
@@ -539,6 +542,13 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
         raise EvaluationError(f"the runs were trained on different image sizes {sorted(shapes)}; "
                               "evaluate them separately")
     run_dirs, comparison_dir = output_dirs(paths, out)
+    # Never a file evaluate.py did not write: outputs go only into a new or empty folder,
+    # one marked as evaluate.py's (it leaves its marker in each), or a run's own eval/.
+    for path, folder in zip(paths, run_dirs):
+        own = os.path.abspath(folder) == os.path.abspath(os.path.join(path, EVAL_DIR))
+        check_output_folder(folder, EVAL_MARKER, "evaluate.py", owned=own)
+    if comparison_dir is not None:
+        check_output_folder(comparison_dir, EVAL_MARKER, "evaluate.py")
     for folder in run_dirs + ([comparison_dir] if comparison_dir else []):
         check_writable(folder)  # a read-only output fails now, not after the metrics
     # Load every run and its data before evaluating any: a bad folder fails in seconds.
@@ -557,7 +567,7 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
 
         metrics, artifacts = evaluate_run(run, data, reference, settings, progress)
         metrics["classifier_test_accuracy"] = reference.summary["classifier_test_accuracy"]
-        os.makedirs(run_dir, exist_ok=True)
+        mark_output_folder(run_dir, EVAL_MARKER, "evaluate.py")
         if settings.plots:
             progress("figures")
             t = time.time()
@@ -584,7 +594,7 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
     summary = {"runs": results, "reference": reference.summary,
                "settings": dataclasses.asdict(settings)}
     if comparison_dir is not None:
-        os.makedirs(comparison_dir, exist_ok=True)
+        mark_output_folder(comparison_dir, EVAL_MARKER, "evaluate.py")
         table = comparison_markdown(results, reference.summary, settings)
         write_text(os.path.join(comparison_dir, "comparison.md"), table)
         write_json(os.path.join(comparison_dir, "comparison.json"), summary)

@@ -61,6 +61,9 @@ import tempfile
 from typing import Optional
 
 import numpy as np
+from npvae_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow loads: none of its start-up lines (npvae_tf/quiet.py)
 import tensorflow as tf
 
 from npvae_tf.reference import ReferenceSet
@@ -410,14 +413,37 @@ def atomic_write_dir(path: str, write) -> None:
             shutil.rmtree(aside, ignore_errors=True)
 
 
+# What an export writes at the top of its folder (TensorFlow's SavedModel files, then ours).
+EXPORT_ENTRIES = {"saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra"}
+
+
 def check_target(export_dir: str) -> None:
-    """Refuses to replace anything but an empty folder or an earlier SavedModel."""
+    """Refuses to replace anything but an empty folder or an earlier export of this program.
+
+    An earlier export is a SavedModel holding ``assets.extra/npvae_export.json`` (which only
+    :func:`export_model` writes) and nothing beside what an export writes: a SavedModel of
+    someone else's, or one with a user's file added, is never deleted.
+    """
+    from npvae_tf.runs import describe_entries
+
     if not os.path.lexists(export_dir):
         return
     if not os.path.isdir(export_dir) or os.path.islink(export_dir):
         raise ExportError(f"{export_dir} exists and is not a folder; choose another --out")
-    if os.listdir(export_dir) and not is_saved_model(export_dir):
-        raise ExportError(f"{export_dir} exists and is not a SavedModel; refusing to replace it")
+    names = os.listdir(export_dir)
+    if not names:
+        return
+    if not is_saved_model(export_dir):
+        raise ExportError(f"{export_dir} exists and is not a SavedModel; refusing to replace it "
+                          f"(holds {describe_entries(export_dir, names)})")
+    if not os.path.isfile(os.path.join(export_dir, INFO_FILE)):
+        raise ExportError(f"{export_dir} holds a SavedModel export.py did not write (no "
+                          f"{INFO_FILE}); refusing to replace it: choose another --out")
+    foreign = sorted(set(names) - EXPORT_ENTRIES)
+    if foreign:
+        raise ExportError(f"{export_dir} holds files an export does not write "
+                          f"({describe_entries(export_dir, foreign)}); refusing to replace it: "
+                          "move them or choose another --out")
 
 
 def export_model(model, export_dir: str, reference: Optional[ReferenceSet] = None, *,

@@ -27,6 +27,9 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+from npvae_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow loads: none of its start-up lines (npvae_tf/quiet.py)
 import keras
 import numpy as np
 import tensorflow as tf
@@ -345,14 +348,21 @@ def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose:
                           f"{replicas} replicas")
     chief, _ = worker_identity(strategy)
     own_dir = worker_dir(run_dir, strategy)
-    check_run_dir(config, run_dir)  # another config's folder: refuse before locking it
+    # Another config's folder, or a folder that is not a run: refuse before touching it.
+    finished = check_run_dir(config, run_dir)
+    RunLock(own_dir).check_free()  # a busy folder: refuse before loading the data
+    # The data is found and read before the run folder (and its lock) is created, so a
+    # data error leaves nothing behind.
+    data = None if finished else load_mnist(data_dir, config.validation_examples,
+                                            config.train_examples, config.image_shape)
     try:
         lock = RunLock(own_dir).acquire()
     except OSError as e:
         raise RunError(f"{own_dir}: cannot create the run folder ({e.strerror or e})") from None
     try:
         return _train_locked(config, run_dir, own_dir, chief, data_dir, verbose,
-                             extra_callbacks, strategy, log if verbose else (lambda _: None))
+                             extra_callbacks, strategy, log if verbose else (lambda _: None),
+                             data)
     finally:
         lock.release()
 
@@ -371,15 +381,16 @@ def _remove_stale_temporaries(*folders: str) -> None:
 
 
 def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_callbacks,
-                  strategy, log):
+                  strategy, log, data=None):
     backup_dir = os.path.join(own_dir, BACKUP_DIR)
     _remove_stale_temporaries(own_dir, backup_dir)
     if check_run_dir(config, run_dir):  # finished, perhaps but for removing the backup
         shutil.rmtree(backup_dir, ignore_errors=True)
         with open(os.path.join(run_dir, METRICS_FILE)) as f:
             return json.load(f)
-    data = load_mnist(data_dir, config.validation_examples, config.train_examples,
-                      config.image_shape)
+    if data is None:  # finished when checked, unfinished now (a folder copied in?)
+        data = load_mnist(data_dir, config.validation_examples, config.train_examples,
+                          config.image_shape)
     if chief and not os.path.isfile(os.path.join(run_dir, "config.json")):
         config.save(run_dir)
     if chief:  # evaluate.py finds (and checks) the data by this record

@@ -19,7 +19,8 @@ TINY_TRAIN = ["--hidden", "32", "32", "--epochs", "1", "--batch_size", "64",
 TINY_EVAL = ["--iw_samples", "5", "--generated", "200", "--pairs", "10", "--trust_subset", "100",
              "--classifier_epochs", "1"]
 RUN_FILES = {"metrics.json", "fig2_embedding.png", "manifold_grid.png", "interpolation.png",
-             "samples.png", "training_curves.png", "projector"}
+             "samples.png", "training_curves.png", "projector",
+             ".npvae-evaluate"}  # its mark: evaluate.py writes there again
 
 
 def run_script(script, *args):
@@ -302,3 +303,25 @@ def test_the_data_a_run_recorded_is_found_and_checked(tmp_path, monkeypatch, mni
     # Data given explicitly must be the recorded data.
     with pytest.raises(EvaluationError, match="trained on other data"):
         load_data_for(run, other, {})
+
+
+def test_evaluation_never_overwrites_a_file_it_did_not_write(runs, tmp_path, capsys):
+    _, paths = runs
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.json").write_bytes(b'{"mine": true}')
+    code, _, err = run_in_process(capsys, paths["vae-z2"], "--out", str(mine))
+    assert_one_line_error(code, err, f"{mine} holds files evaluate.py did not write "
+                                     "(metrics.json; no .npvae-evaluate); choose a new or empty "
+                                     "--out")
+    assert os.listdir(mine) == ["metrics.json"]
+    assert (mine / "metrics.json").read_bytes() == b'{"mine": true}'
+
+
+def test_evaluation_marks_the_folders_it_writes(evaluated):
+    out, _ = evaluated
+    from npvae_tf.runs import EVAL_MARKER
+
+    assert os.path.isfile(os.path.join(out, EVAL_MARKER))  # the comparison folder
+    for name in ("vae-z2", "npvae-z4"):
+        assert os.path.isfile(os.path.join(out, name, EVAL_MARKER))

@@ -724,3 +724,22 @@ def test_cli_unwritable_out_fails_before_any_work(runs, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"export.py: error: {target}: cannot write the export folder in "
                    f"{os.path.dirname(target)} (Permission denied)"]
+
+
+def test_export_never_replaces_a_saved_model_it_did_not_write_or_one_with_user_files(runs,
+                                                                                    tmp_path):
+    foreign = tmp_path / "theirs"
+    shutil.copytree(runs["vae"].export, foreign)
+    os.remove(foreign / INFO_FILE)  # a SavedModel, but not written by export.py
+    before = {p: open(os.path.join(foreign, p), "rb").read()
+              for p in ("saved_model.pb",)}
+    with pytest.raises(ExportError, match="holds a SavedModel export.py did not write"):
+        export_run(runs["vae"].run, str(foreign))
+    assert open(foreign / "saved_model.pb", "rb").read() == before["saved_model.pb"]
+    ours = tmp_path / "ours"
+    shutil.copytree(runs["vae"].export, ours)
+    (ours / "README.txt").write_text("my notes")
+    with pytest.raises(ExportError, match=r"holds files an export does not write "
+                                          r"\(README.txt\)"):
+        export_run(runs["vae"].run, str(ours))
+    assert (ours / "README.txt").read_text() == "my notes"

@@ -30,8 +30,7 @@ def run_spec(text: str):
 
 def parse_args(argv=None):
     d = Config()
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("reproduce.py", __doc__)
     parser.add_argument("--schemes", choices=list(SCHEMES), nargs="+", default=list(SCHEMES),
                         help="training schemes to run (default: all: %(default)s)")
     parser.add_argument("--z_dims", type=cli.positive_int, nargs="+", default=None,
@@ -47,7 +46,7 @@ def parse_args(argv=None):
                         help="hidden layer widths of every MLP")
     parser.add_argument("--seed", type=int, default=d.seed, help="training seed")
     parser.add_argument("--train_examples", type=int, default=None,
-                        help="use only the first N training examples (quick runs)")
+                        help="use only the first N training examples (quick runs; default: all)")
     parser.add_argument("--validation_examples", type=int, default=d.validation_examples,
                         help="validation images taken from the end of the training file")
     parser.add_argument("--runs_dir", default="runs/reproduce",
