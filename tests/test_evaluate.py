@@ -147,7 +147,7 @@ def test_metrics_only_on_the_most_recent_run_reuses_the_classifier(runs, evaluat
     assert code == 0, err[-3000:]
     eval_dir = os.path.join(paths["npvae-z4"], "eval")
     # No figures without --plots; the metrics and the TensorBoard projector.
-    assert sorted(os.listdir(eval_dir)) == ["metrics.json", "projector"]
+    assert sorted(os.listdir(eval_dir)) == [".npvae-evaluate", "metrics.json", "projector"]
     assert not os.path.exists(os.path.join(paths["vae-z2"], "eval"))
     assert "training the evaluation classifier" not in out
     # Seeded: the same numbers as the first evaluation (another process).
