@@ -129,10 +129,18 @@ def serving_lengthscale(reference: ReferenceSet, model) -> float:
 
 # --- input validation inside the signatures ------------------------------------------------
 def _checked_matrix(t: tf.Tensor, width: int, name: str, what: str) -> tf.Tensor:
-    """``t`` ``[N, width]``, checked at run time for its rank, width and finiteness."""
-    # EnsureShape checks the real rank (Grappler folds rank asserts on the signature's
-    # static rank away); the width is dynamic in the signature, so its assert stays.
-    t = tf.ensure_shape(t, [None, None], name=f"check_{name}_rank")
+    """``t`` ``[N, width]``, checked at run time for its rank, width and finiteness.
+
+    The signatures leave the rank and the width unknown (``TensorSpec(None)``): NumPy input
+    of a wrong shape then reaches these checks, which name the input and its shape, instead
+    of failing in TensorFlow's Python binding (a ``TypeError`` of dozens of lines).
+    """
+    # The rank is checked on the tensor's run-time shape (Grappler would fold an assert on
+    # a static rank away), before anything indexes its shape.
+    rank_ok = tf.debugging.assert_equal(
+        tf.size(tf.shape(t)), 2, message=f"{name} must be [N, {width}] ({what}); wrong rank")
+    with tf.control_dependencies([rank_ok]):
+        t = tf.ensure_shape(t, [None, None], name=f"check_{name}_rank")
     width_ok = tf.debugging.assert_equal(
         tf.shape(t)[1], width, message=f"{name} must be [N, {width}] ({what}); wrong width")
     with tf.control_dependencies([width_ok]):
@@ -215,8 +223,8 @@ class ServingModule(tf.Module):
         self.image_dim, self.z_dim = int(model.image_dim), int(model.z_dim)
         self.is_npvae = hasattr(model, "kernel")
         self.jit_compile = bool(jit_compile)
-        self.specs = {"images": [tf.TensorSpec([None, None], tf.float32, name="images")],
-                      "z": [tf.TensorSpec([None, None], tf.float32, name="z")],
+        self.specs = {"images": [tf.TensorSpec(None, tf.float32, name="images")],
+                      "z": [tf.TensorSpec(None, tf.float32, name="z")],
                       "sample": [tf.TensorSpec([], tf.int32, name="count"),
                                  tf.TensorSpec([], tf.int64, name="seed")]}
         self.reconstruct = _function(self._reconstruct, self.specs["images"])
@@ -229,7 +237,7 @@ class ServingModule(tf.Module):
             raise ExportError("the npVAE export needs a reference set with x")
         self._check_reference(reference)
         self.x_dim, self.chunk_size = int(model.x_dim), int(chunk_size)
-        self.specs["x"] = [tf.TensorSpec([None, None], tf.float32, name="x")]
+        self.specs["x"] = [tf.TensorSpec(None, tf.float32, name="x")]
         self.reference_size = len(reference.x)
         x_pad, z_pad = _pad_reference(np.asarray(reference.x, np.float32),
                                       np.asarray(reference.z_mean, np.float32), self.chunk_size)
