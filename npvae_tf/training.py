@@ -231,6 +231,17 @@ class Progress(keras.callbacks.Callback):
         self.stream.write(text)
         self.stream.flush()
 
+    def on_train_begin(self, logs=None):
+        self._train_start, self._epochs_done = time.time(), 0
+
+    def _eta(self, epochs_left: int) -> str:
+        """Time remaining at this invocation's mean epoch time (with validation)."""
+        done = getattr(self, "_epochs_done", 0)
+        if not done or not hasattr(self, "_train_start"):
+            return "ETA ?"
+        per_epoch = (time.time() - self._train_start) / done
+        return f"ETA {_clock(per_epoch * epochs_left)}"
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch, self._epoch_start = epoch, time.time()
 
@@ -240,9 +251,10 @@ class Progress(keras.callbacks.Callback):
         self._last_draw = time.time()
         logs = logs or {}
         steps = f"/{self.steps}" if self.steps else ""
+        left = self.epochs - self._epoch_number() + 1 - (batch + 1) / (self.steps or 1e9)
         line = (f"epoch {self._epoch_number()}/{self.epochs}  batch {batch + 1}{steps}  "
                 f"loss {logs.get('loss', float('nan')):.3f}  "
-                f"{time.time() - self._epoch_start:.0f} s")[:self._columns()]
+                f"{time.time() - self._epoch_start:.0f} s  {self._eta(left)}")[:self._columns()]
         self._write("\r" + line.ljust(self._shown))
         self._shown = len(line)
 
@@ -251,20 +263,61 @@ class Progress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        self._epochs_done = getattr(self, "_epochs_done", 0) + 1
         parts = [f"epoch {epoch + 1}/{self.epochs}"]
-        # (log key, label, decimals): the objective, then the kernel's diagnostics.
-        for key, label, decimals in (("loss", "loss", 2), ("val_loss", "val_loss", 2),
-                                     ("match", "match", 3), ("val_x_path", "X path", 2),
-                                     ("lengthscale", "l", 3),
+        if "elbo" in logs:  # the ELBO (nats per image; higher is better), training/validation
+            val = f"/{float(logs['val_elbo']):.2f}" if "val_elbo" in logs else ""
+            parts.append(f"ELBO {float(logs['elbo']):.2f}{val}")
+        # (log key, label, decimals): the loss's terms by name, then the kernel's diagnostics.
+        for key, label, decimals in (("kl", "KL", 2), ("match", "match", 3),
+                                     ("val_x_path", "X path", 2), ("lengthscale", "l", 3),
                                      ("lengthscale_over_x_std", "l/sd(x)", 2)):
             if key in logs:
                 parts.append(f"{label} {float(logs[key]):.{decimals}f}")
-        parts.append(f"{time.time() - self._epoch_start:.1f} s")
-        line = "  ".join(parts)[:self.width]
+        elapsed = time.time() - getattr(self, "_train_start", self._epoch_start)
+        timing = (f"{time.time() - self._epoch_start:.1f} s  {_clock(elapsed)} "
+                  f"{self._eta(self.epochs - epoch - 1)}")
+        while parts and len("  ".join(parts + [timing])) > self.width:
+            parts.pop()  # the diagnostics go first: the time always fits
+        line = "  ".join(parts + [timing])[:self.width]
         if self.live and self._shown:
             line = "\r" + line.ljust(self._shown)
         self._shown = 0
         self._write(line + "\n")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _strategy_name(strategy) -> str:
+    name = type(strategy).__name__
+    return "default strategy" if name.startswith("_Default") else name
+
+
+def startup_block(config: Config, run_dir: str, initial_epoch: int, data, model,
+                  strategy) -> str:
+    """What a run is about to do, before its first epoch: folder, data, model, devices."""
+    state = (f"resumed at epoch {initial_epoch + 1} of {config.epochs}" if initial_epoch
+             else f"new, {config.epochs} epochs")
+    try:
+        params = f"{model.count_params():,} parameters"
+    except ValueError:  # not built yet
+        params = "parameters counted once built"
+    kind = "npVAE" if config.model == "npvae" else "VAE"
+    x = f", X {config.x_dim}-D" if config.model == "npvae" else ""
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = f"{len(gpus)} GPU(s)" if gpus else "CPU"
+    return "\n".join([
+        f"run folder  {os.path.abspath(run_dir)} ({state})",
+        f"data        {data.source}: {len(data.train.images):,} train / "
+        f"{len(data.validation.images):,} validation / {len(data.test.images):,} test images",
+        f"model       {kind}, scheme {config.scheme}, Z {config.z_dim}{x}, "
+        f"batch {config.batch_size}; {params}",
+        f"device      {devices}, {_strategy_name(strategy)} "
+        f"({strategy.num_replicas_in_sync} replica(s))",
+    ])
 
 
 class AtomicBestCheckpoint(keras.callbacks.Callback):
@@ -420,15 +473,21 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
                                          "train")
         validation_images = evaluation_images(data.validation.images, config.binarize,
                                               config.seed, "validation")
+        started = time.time()
         reference = build_reference_set(model, train_images, data.train.labels,
                                         validation_images)
         reference.save(run_dir)
+        log(f"reference set: E[z] of the {len(train_images):,} training images"
+            f"{' and the serving lengthscale' if reference.x is not None else ''} "
+            f"({time.time() - started:.1f} s)")
         if reference.x is not None:
             # Fitted once, here: evaluation and the export both sample it.
             XDensity.fit(reference.x, config.seed).save(run_dir)
         test_images = evaluation_images(data.test.images, config.binarize, config.seed)
+        started = time.time()
         metrics = elbo_summary(model, test_images, config.batch_size,
                                seed=stream_seed(config.seed, "test_metrics"))
+        log(f"test metrics on {len(test_images):,} images ({time.time() - started:.1f} s)")
         if hasattr(model, "kernel"):
             metrics["lengthscale"] = float(model.kernel.lengthscale.numpy())
             metrics["serving_lengthscale"] = reference.lengthscale
@@ -450,6 +509,7 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
     if initial_epoch:
         log(f"resuming {run_dir} from epoch {initial_epoch + 1} of {config.epochs} "
             f"({initial_epoch} done)")
+    log(startup_block(config, run_dir, initial_epoch, data, model, strategy))
     # With several replicas every batch is full, so it splits evenly.
     even = strategy.num_replicas_in_sync > 1
     # Fit resumes at this epoch; the data must start there too (each epoch's order depends
