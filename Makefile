@@ -1,4 +1,6 @@
-# `make train` / `make test` on a fresh machine: each creates .venv and installs first.
+# `make train` / `make test` on a fresh machine: each creates .venv and installs first: the
+# pinned requirements, then the package itself, editable (`pip install -e .`), so that
+# `import npvae_tf` and the npvae-* commands work from any folder with this .venv.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,6 +12,7 @@ $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)

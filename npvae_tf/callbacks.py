@@ -176,6 +176,11 @@ class FitTimer(keras.callbacks.Callback):
                                "epoch_seconds": self.seconds})
 
 
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
 class Progress(keras.callbacks.Callback):
     """Progress in at most ``width`` (100) columns.
 
@@ -202,6 +207,17 @@ class Progress(keras.callbacks.Callback):
         self.stream.write(text)
         self.stream.flush()
 
+    def on_train_begin(self, logs=None):
+        self._train_start, self._epochs_done = time.time(), 0
+
+    def _eta(self, epochs_left: int) -> str:
+        """Time remaining at this invocation's mean epoch time (with validation)."""
+        done = getattr(self, "_epochs_done", 0)
+        if not done or not hasattr(self, "_train_start"):
+            return "ETA ?"
+        per_epoch = (time.time() - self._train_start) / done
+        return f"ETA {_clock(per_epoch * epochs_left)}"
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch, self._epoch_start = epoch, time.time()
 
@@ -211,9 +227,10 @@ class Progress(keras.callbacks.Callback):
         self._last_draw = time.time()
         logs = logs or {}
         steps = f"/{self.steps}" if self.steps else ""
+        left = self.epochs - self._epoch_number() + 1 - (batch + 1) / (self.steps or 1e9)
         line = (f"epoch {self._epoch_number()}/{self.epochs}  batch {batch + 1}{steps}  "
                 f"loss {logs.get('loss', float('nan')):.3f}  "
-                f"{time.time() - self._epoch_start:.0f} s")[:self._columns()]
+                f"{time.time() - self._epoch_start:.0f} s  {self._eta(left)}")[:self._columns()]
         self._write("\r" + line.ljust(self._shown))
         self._shown = len(line)
 
@@ -222,17 +239,23 @@ class Progress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        self._epochs_done = getattr(self, "_epochs_done", 0) + 1
         parts = [f"epoch {epoch + 1}/{self.epochs}"]
-        # (log key, label, decimals): the objective, then the kernel's diagnostics.
-        for key, label, decimals in (("loss", "loss", 2), ("val_loss", "val_loss", 2),
-                                     ("match", "match", 3), ("neighbour", "neighbour", 3),
-                                     ("landmark", "landmark", 3), ("val_x_path", "X path", 2),
-                                     ("lengthscale", "l", 3),
+        if "elbo" in logs:  # the ELBO (nats per image; higher is better), training/validation
+            val = f"/{float(logs['val_elbo']):.2f}" if "val_elbo" in logs else ""
+            parts.append(f"ELBO {float(logs['elbo']):.2f}{val}")
+        # (log key, label, decimals): the loss's terms by name, then the kernel's diagnostics.
+        for key, label, decimals in (("kl", "KL", 2), ("match", "match", 3),
+                                     ("val_x_path", "X path", 2), ("lengthscale", "l", 3),
                                      ("lengthscale_over_x_std", "l/sd(x)", 2)):
             if key in logs:
                 parts.append(f"{label} {float(logs[key]):.{decimals}f}")
-        parts.append(f"{time.time() - self._epoch_start:.1f} s")
-        line = "  ".join(parts)[:self.width]
+        elapsed = time.time() - getattr(self, "_train_start", self._epoch_start)
+        timing = (f"{time.time() - self._epoch_start:.1f} s  {_clock(elapsed)} "
+                  f"{self._eta(self.epochs - epoch - 1)}")
+        while parts and len("  ".join(parts + [timing])) > self.width:
+            parts.pop()  # the diagnostics go first: the time always fits
+        line = "  ".join(parts + [timing])[:self.width]
         if self.live and self._shown:
             line = "\r" + line.ljust(self._shown)
         self._shown = 0

@@ -24,6 +24,9 @@ import json
 import os
 from typing import Optional, Tuple
 
+from npvae_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow loads: none of its start-up lines (npvae_tf/quiet.py)
 import keras
 import numpy as np
 import tensorflow as tf

@@ -12,59 +12,41 @@ from typing import Callable, Dict, List, NoReturn, Optional, Sequence
 from npvae_tf.config import MODELS, X_PATH_DECODERS, Config, ConfigError
 
 
-# TensorFlow's start-up lines that say nothing a user must act on. They are printed by C++
-# code while TensorFlow loads, before its logging is configured, so TF_CPP_MIN_LOG_LEVEL
-# does not reach them: they are filtered out of what the import writes to stderr instead.
-STARTUP_NOISE = (
-    "All log messages before absl::InitializeLog() is called are written to STDERR",
-    "oneDNN custom operations are on",
-    "Could not find cuda drivers on your machine",
-    "This TensorFlow binary is optimized to use available CPU instructions",
-    "To enable the following instructions:",
-    "Unable to register cuDNN factory", "Unable to register cuFFT factory",
-    "Unable to register cuBLAS factory", "computation placer already registered",
-    "TensorRT",
-)
-# Said when the machine has no GPU; filtered only when TensorFlow indeed finds none.
-NO_GPU_NOISE = ("failed call to cuInit",)
+from npvae_tf.quiet import NO_GPU_NOISE, STARTUP_NOISE, quiet_tensorflow  # noqa: F401
 
 
-def quiet_tensorflow() -> None:
-    """Imports TensorFlow without its start-up chatter (keeps every other line it prints).
+# The commands, by their script name in a checkout and their console-script name (pip).
+COMMANDS = {"train.py": "npvae-train", "evaluate.py": "npvae-evaluate",
+            "export.py": "npvae-export", "reproduce.py": "npvae-reproduce"}
 
-    Must run before anything imports TensorFlow: sets ``TF_CPP_MIN_LOG_LEVEL=2`` (no INFO
-    or WARNING lines from its C++ logging once configured; errors stay), then imports it and
-    lists the GPUs (where CUDA reports a machine without one) with stderr sent to a file,
-    and writes back every line that is not in :data:`STARTUP_NOISE` (or, on a machine
-    without GPUs, :data:`NO_GPU_NOISE`). Listing GPUs does not initialise devices, so
-    ``tf.distribute`` can still configure them.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "tensorflow" in sys.modules:
-        return
-    import tempfile
 
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow as tf
+def prog(script: str) -> str:
+    """The command's name as it was invoked: ``npvae-train`` when run as the console script,
+    ``train.py`` as the script (also ``python -m npvae_tf.commands.train``); ``script`` when
+    run some other way (a test calling ``main``)."""
+    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return invoked if invoked in (script, COMMANDS.get(script)) else script
 
-            gpus = tf.config.list_physical_devices("GPU")
-        except BaseException:
-            gpus = None
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            noise = STARTUP_NOISE + (NO_GPU_NOISE if gpus == [] else ())
-            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
-                if not any(marker in line for marker in noise):
-                    sys.stderr.write(line)
-            sys.stderr.flush()
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's line breaks and adds each flag's default to its help
+    (``(default: 500)``), unless the help already says what the default is or there is none
+    to show (a switch that is off, a value that is unset)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default is None or default is False
+                or default is argparse.SUPPRESS or not action.option_strings):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else "%(default)s"
+        return f"{text} (default: {shown})"
+
+
+def parser(script: str, description: str) -> argparse.ArgumentParser:
+    """An argument parser named as the command was invoked, showing defaults in --help."""
+    return argparse.ArgumentParser(prog=prog(script), description=description,
+                                   formatter_class=HelpFormatter)
 
 
 def positive_int(text: str) -> int:
@@ -176,8 +158,9 @@ def flag_message(message: str) -> str:
     return message
 
 
-def fail(prog: str, message: str, code: int = 1) -> NoReturn:
-    print(f"{prog}: error: {message}", file=sys.stderr)
+def fail(script: str, message: str, code: int = 1) -> NoReturn:
+    """``PROG: error: message`` on stderr (PROG as invoked, see :func:`prog`), then exit."""
+    print(f"{prog(script)}: error: {message}", file=sys.stderr)
     sys.exit(code)
 
 

@@ -19,6 +19,9 @@ import os
 from typing import Optional
 
 import numpy as np
+from npvae_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow loads: none of its start-up lines (npvae_tf/quiet.py)
 import tensorflow as tf
 
 from npvae_tf.seeds import stream_seed

@@ -13,6 +13,9 @@ import json
 import os
 from typing import Optional
 
+from npvae_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow loads: none of its start-up lines (npvae_tf/quiet.py)
 import tensorflow as tf
 
 from npvae_tf.config import STRATEGIES

@@ -37,6 +37,9 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from npvae_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow loads: none of its start-up lines (npvae_tf/quiet.py)
 import tensorflow as tf
 
 from npvae_tf import sampling
@@ -52,6 +55,7 @@ from npvae_tf.model import VAE  # noqa: F401  registers the model classes for lo
 from npvae_tf.report import (comparison_figures, comparison_markdown, run_figures, run_table,
                              save_figures)
 from npvae_tf.seeds import stream_seed
+from npvae_tf.runs import DATA_FILE, EVAL_MARKER, check_output_folder, mark_output_folder  # noqa: F401,E501
 from npvae_tf.settings import Settings
 from npvae_tf.runs import (EVAL_DIR, EVAL_METRICS_FILE, FIT_FILE, Run, RunError, check_data,
                            check_run_dir, check_writable, load_run, recorded_data)
@@ -474,6 +478,13 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
         raise EvaluationError(f"the runs were trained on different image sizes {sorted(shapes)}; "
                               "evaluate them separately")
     run_dirs, comparison_dir = output_dirs(paths, out)
+    # Never a file evaluate.py did not write: outputs go only into a new or empty folder,
+    # one marked as evaluate.py's (it leaves its marker in each), or a run's own eval/.
+    for path, folder in zip(paths, run_dirs):
+        own = os.path.abspath(folder) == os.path.abspath(os.path.join(path, EVAL_DIR))
+        check_output_folder(folder, EVAL_MARKER, "evaluate.py", owned=own)
+    if comparison_dir is not None:
+        check_output_folder(comparison_dir, EVAL_MARKER, "evaluate.py")
     for folder in run_dirs + ([comparison_dir] if comparison_dir else []):
         check_writable(folder)  # a read-only output fails now, not after the metrics
     # Load every run and its data before evaluating any: a bad folder fails in seconds.
@@ -494,7 +505,7 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
         evaluation = evaluate_run(run, data, baseline, settings, progress)
         metrics = evaluation.metrics
         metrics["classifier_test_accuracy"] = baseline.summary["classifier_test_accuracy"]
-        os.makedirs(run_dir, exist_ok=True)
+        mark_output_folder(run_dir, EVAL_MARKER, "evaluate.py")
         if settings.plots:
             progress("figures")
             t = time.time()
@@ -519,7 +530,7 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
     summary = {"runs": results, "reference": baseline.summary,
                "settings": dataclasses.asdict(settings)}
     if comparison_dir is not None:
-        os.makedirs(comparison_dir, exist_ok=True)
+        mark_output_folder(comparison_dir, EVAL_MARKER, "evaluate.py")
         table = comparison_markdown(results, baseline.summary, settings)
         write_text(os.path.join(comparison_dir, "comparison.md"), table)
         write_json(os.path.join(comparison_dir, "comparison.json"), summary)

@@ -60,6 +60,9 @@ import tempfile
 from typing import Optional
 
 import numpy as np
+from npvae_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow loads: none of its start-up lines (npvae_tf/quiet.py)
 import tensorflow as tf
 
 # Named, so draws do not depend on the device's default generator.
@@ -125,10 +128,18 @@ def serving_lengthscale(reference: ReferenceSet, model) -> float:
 
 # --- input validation inside the signatures ------------------------------------------------
 def _checked_matrix(t: tf.Tensor, width: int, name: str, what: str) -> tf.Tensor:
-    """``t`` ``[N, width]``, checked at run time for its rank, width and finiteness."""
-    # EnsureShape checks the real rank (Grappler folds rank asserts on the signature's
-    # static rank away); the width is dynamic in the signature, so its assert stays.
-    t = tf.ensure_shape(t, [None, None], name=f"check_{name}_rank")
+    """``t`` ``[N, width]``, checked at run time for its rank, width and finiteness.
+
+    The signatures leave the rank and the width unknown (``TensorSpec(None)``): NumPy input
+    of a wrong shape then reaches these checks, which name the input and its shape, instead
+    of failing in TensorFlow's Python binding (a ``TypeError`` of dozens of lines).
+    """
+    # The rank is checked on the tensor's run-time shape (Grappler would fold an assert on
+    # a static rank away), before anything indexes its shape.
+    rank_ok = tf.debugging.assert_equal(
+        tf.size(tf.shape(t)), 2, message=f"{name} must be [N, {width}] ({what}); wrong rank")
+    with tf.control_dependencies([rank_ok]):
+        t = tf.ensure_shape(t, [None, None], name=f"check_{name}_rank")
     width_ok = tf.debugging.assert_equal(
         tf.shape(t)[1], width, message=f"{name} must be [N, {width}] ({what}); wrong width")
     with tf.control_dependencies([width_ok]):
@@ -211,8 +222,8 @@ class ServingModule(tf.Module):
         self.image_dim, self.z_dim = int(model.image_dim), int(model.z_dim)
         self.is_npvae = model.has_x
         self.jit_compile = bool(jit_compile)
-        self.specs = {"images": [tf.TensorSpec([None, None], tf.float32, name="images")],
-                      "z": [tf.TensorSpec([None, None], tf.float32, name="z")],
+        self.specs = {"images": [tf.TensorSpec(None, tf.float32, name="images")],
+                      "z": [tf.TensorSpec(None, tf.float32, name="z")],
                       "sample": [tf.TensorSpec([], tf.int32, name="count"),
                                  tf.TensorSpec([], tf.int64, name="seed")]}
         self.reconstruct = _function(self._reconstruct, self.specs["images"])
@@ -225,7 +236,7 @@ class ServingModule(tf.Module):
             raise ExportError("the npVAE export needs a reference set with x")
         self._check_reference(reference)
         self.x_dim, self.chunk_size = int(model.x_dim), int(chunk_size)
-        self.specs["x"] = [tf.TensorSpec([None, None], tf.float32, name="x")]
+        self.specs["x"] = [tf.TensorSpec(None, tf.float32, name="x")]
         self.reference_size = len(reference.x)
         x_pad, z_pad = _pad_reference(np.asarray(reference.x, np.float32),
                                       np.asarray(reference.z_mean, np.float32), self.chunk_size)
@@ -409,14 +420,37 @@ def atomic_write_dir(path: str, write) -> None:
             shutil.rmtree(aside, ignore_errors=True)
 
 
+# What an export writes at the top of its folder (TensorFlow's SavedModel files, then ours).
+EXPORT_ENTRIES = {"saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra"}
+
+
 def check_target(export_dir: str) -> None:
-    """Refuses to replace anything but an empty folder or an earlier SavedModel."""
+    """Refuses to replace anything but an empty folder or an earlier export of this program.
+
+    An earlier export is a SavedModel holding ``assets.extra/npvae_export.json`` (which only
+    :func:`export_model` writes) and nothing beside what an export writes: a SavedModel of
+    someone else's, or one with a user's file added, is never deleted.
+    """
+    from npvae_tf.runs import describe_entries
+
     if not os.path.lexists(export_dir):
         return
     if not os.path.isdir(export_dir) or os.path.islink(export_dir):
         raise ExportError(f"{export_dir} exists and is not a folder; choose another --out")
-    if os.listdir(export_dir) and not is_saved_model(export_dir):
-        raise ExportError(f"{export_dir} exists and is not a SavedModel; refusing to replace it")
+    names = os.listdir(export_dir)
+    if not names:
+        return
+    if not is_saved_model(export_dir):
+        raise ExportError(f"{export_dir} exists and is not a SavedModel; refusing to replace it "
+                          f"(holds {describe_entries(export_dir, names)})")
+    if not os.path.isfile(os.path.join(export_dir, INFO_FILE)):
+        raise ExportError(f"{export_dir} holds a SavedModel export.py did not write (no "
+                          f"{INFO_FILE}); refusing to replace it: choose another --out")
+    foreign = sorted(set(names) - EXPORT_ENTRIES)
+    if foreign:
+        raise ExportError(f"{export_dir} holds files an export does not write "
+                          f"({describe_entries(export_dir, foreign)}); refusing to replace it: "
+                          "move them or choose another --out")
 
 
 def export_model(model, export_dir: str, reference: Optional[ReferenceSet] = None, *,

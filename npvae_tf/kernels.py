@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import math
 
+from npvae_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow loads: none of its start-up lines (npvae_tf/quiet.py)
 import keras
 import tensorflow as tf
 

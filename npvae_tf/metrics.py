@@ -13,6 +13,9 @@ import warnings
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
+from npvae_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow loads: none of its start-up lines (npvae_tf/quiet.py)
 import tensorflow as tf
 import tensorflow_probability as tfp
 

@@ -32,6 +32,9 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Sequence
 
+from npvae_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow loads: none of its start-up lines (npvae_tf/quiet.py)
 import keras
 import numpy as np
 import tensorflow as tf

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from npvae_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow loads: none of its start-up lines (npvae_tf/quiet.py)
 import keras
 import tensorflow as tf
 

@@ -53,6 +53,8 @@ BACKUP_DIR = "backup"
 LOGS_DIR = "logs"
 LOCK_FILE = ".lock"
 EVAL_DIR = "eval"
+# evaluate.py's mark on a folder it writes into: it writes again only where it finds it.
+EVAL_MARKER = ".npvae-evaluate"
 # evaluate.py's metrics of one run, in its output folder (default RUN/eval/).
 EVAL_METRICS_FILE = "metrics.json"
 # What a finished run holds; test_metrics.json is written last, after the other two.
@@ -102,14 +104,21 @@ def config_differences(a: Config, b: Config) -> List[str]:
     return sorted(k for k in set(da) | set(db) if da.get(k) != db.get(k))
 
 
+def _shown(path: str) -> str:
+    """``path`` as an error names it: as given, and where it is when given relative
+    (``runs/quick (/home/me/runs/quick)``), so a message says where it looked."""
+    full = os.path.abspath(path)
+    return path if os.path.normpath(path) == full else f"{path} ({full})"
+
+
 def read_config(path: str) -> Config:
     """The run's Config; a folder without one, or with an unusable one, raises RunError."""
     if not os.path.exists(path):
-        raise RunError(f"{path}: no such run folder")
+        raise RunError(f"{_shown(path)}: no such run folder")
     if not os.path.isdir(path):
-        raise RunError(f"{path}: not a folder")
+        raise RunError(f"{_shown(path)}: not a folder")
     if not is_run(path):
-        raise RunError(f"{path}: not a run folder (no {CONFIG_FILE})")
+        raise RunError(f"{_shown(path)}: not a run folder (no {CONFIG_FILE})")
     try:
         return Config.load(path)
     except (ConfigError, TypeError, OSError) as e:
@@ -136,10 +145,42 @@ def check_run_dir(path: str, config: Optional[Config] = None, finished: bool = T
     return found
 
 
+def _is_own_entry(folder: str, name: str) -> bool:
+    """Whether ``folder/name`` is something training puts in a run folder before its
+    ``config.json``: the lock file, or a worker's own folder (``worker-<i>/``, see
+    :func:`npvae_tf.distribute.worker_dir`) that holds the lock."""
+    if name == LOCK_FILE:
+        return True
+    return (name.startswith("worker-") and name[len("worker-"):].isdigit()
+            and os.path.isfile(os.path.join(folder, name, LOCK_FILE)))
+
+
+def describe_entries(folder: str, names: List[str], limit: int = 4) -> str:
+    """``notes.txt, logs/, backup/ and 2 more``: what a folder holds, in one short phrase."""
+    names = sorted(names)
+    shown = [n + ("/" if os.path.isdir(os.path.join(folder, n)) else "") for n in names[:limit]]
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")
+
+
 def check_for_training(config: Config, path: str) -> bool:
-    """Before training ``config`` into ``path``: refuses another configuration's run folder
-    (:class:`RunError`); True if the run there is already finished."""
+    """Before training ``config`` into ``path``: True if the run there is already finished.
+
+    Training writes only into a folder that is absent, empty, or a run folder whose
+    ``config.json`` agrees with ``config``: any other folder (a user's own files, another
+    configuration's run) is refused with :class:`RunError`, naming what it holds, before
+    anything is written or deleted there.
+    """
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise RunError(f"{path} exists and is not a folder; choose another --out")
     if not is_run(path):
+        if os.path.isdir(path):
+            foreign = [n for n in os.listdir(path) if not _is_own_entry(path, n)]
+            if foreign:
+                raise RunError(f"{path} is not a run folder and not empty (holds "
+                               f"{describe_entries(path, foreign)}); training writes only into "
+                               "a new or empty folder or its own run folder: choose another "
+                               "--out")
         return False
     check_run_dir(path, config, finished=False)
     return is_finished(path)
@@ -310,6 +351,9 @@ def load_run(path: str, compile: bool = False) -> Run:
     config = check_run_dir(path)
     import zipfile
 
+    from npvae_tf.quiet import quiet_tensorflow
+
+    quiet_tensorflow()  # the API loads runs: as quiet as train.py
     import keras
 
     import npvae_tf.model  # noqa: F401  registers the classes model.keras names
@@ -356,6 +400,30 @@ class RunLock:
         except (OSError, ValueError, IndexError):
             return None
 
+    def _refuse(self) -> "RunLockedError":
+        pid = self.holder()
+        return RunLockedError(
+            f"{self.run_dir} is in use by another training process"
+            f"{f' (pid {pid})' if pid else ''}; wait for it to end, or choose another --out")
+
+    def check_free(self) -> None:
+        """Raises :class:`RunLockedError` if a live process holds the lock now; creates
+        nothing. Cheap and free of TensorFlow, so a command line refuses a busy folder at
+        once; :meth:`acquire` is still what excludes a second process."""
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return  # no lock file: nobody has trained here
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise self._refuse() from None
+        finally:
+            os.close(fd)  # closing releases a lock this probe took
+
     def acquire(self) -> "RunLock":
         import fcntl
 
@@ -367,11 +435,7 @@ class RunLock:
             os.close(fd)
             if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
-            pid = self.holder()
-            raise RunLockedError(
-                f"{self.run_dir} is in use by another training process"
-                f"{f' (pid {pid})' if pid else ''}; wait for it to end, or choose another "
-                "--out") from None
+            raise self._refuse() from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -418,3 +482,29 @@ def check_writable(path: str, what: str = "output folder") -> None:
     except OSError as e:
         raise RunError(f"{path}: cannot write the {what} in {target} "
                        f"({e.strerror or e})") from None
+
+
+def check_output_folder(path: str, marker: str, program: str, owned: bool = False) -> None:
+    """Refuses (:class:`RunError`, one line naming the folder and what it holds) to write
+    into ``path`` unless it is absent, empty, holds ``marker`` (the program wrote there
+    before: :func:`mark_output_folder`), or is ``owned`` (e.g. a run folder's own ``eval/``).
+    So a program never overwrites a file it did not write."""
+    if not os.path.lexists(path):
+        return
+    if not os.path.isdir(path):
+        raise RunError(f"{path} exists and is not a folder; choose another --out")
+    names = os.listdir(path)
+    if not names or marker in names or owned:
+        return
+    raise RunError(f"{path} holds files {program} did not write ({describe_entries(path, names)}; "
+                   f"no {marker}); choose a new or empty --out")
+
+
+def mark_output_folder(path: str, marker: str, program: str) -> None:
+    """Creates ``path`` and leaves ``marker`` in it: the folder is the program's output."""
+    os.makedirs(path, exist_ok=True)
+    marker_path = os.path.join(path, marker)
+    if not os.path.exists(marker_path):
+        with open(marker_path, "w") as f:
+            f.write(f"written by {program} (npvae_tf); it writes into this folder again only "
+                    "while this file is here\n")

@@ -23,6 +23,9 @@ import math
 import os
 from typing import Dict, Optional, Sequence
 
+from npvae_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow loads: none of its start-up lines (npvae_tf/quiet.py)
 import keras
 import numpy as np
 
@@ -136,7 +139,13 @@ def write_projector(out_dir: str, images: np.ndarray, labels: np.ndarray,
     os.makedirs(out_dir, exist_ok=True)
     config = projector.ProjectorConfig()
     for name, values in embeddings.items():
-        lines = ["\t".join(f"{v:.6g}" for v in row) for row in np.asarray(values, np.float64)]
+        values = np.asarray(values, np.float64)
+        if values.ndim == 2 and values.shape[1] == 2:
+            # The projector opens on a 3-D PCA view; of a 2-D tensor it asks for a third
+            # component that does not exist ("Total variance described: NaN%") and draws no
+            # point. A third column of zeros adds no variance: the points lie flat, as in X.
+            values = np.concatenate([values, np.zeros((len(values), 1))], axis=1)
+        lines = ["\t".join(f"{v:.6g}" for v in row) for row in values]
         write_text(os.path.join(out_dir, f"{name}.tsv"), "\n".join(lines) + "\n")
         embedding = config.embeddings.add()
         embedding.tensor_name = name

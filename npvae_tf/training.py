@@ -21,8 +21,12 @@ import json
 import os
 import shutil
 import sys
+import time
 from typing import Callable, Dict, Optional, Sequence
 
+from npvae_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow loads: none of its start-up lines (npvae_tf/quiet.py)
 import keras
 import numpy as np
 import tensorflow as tf
@@ -46,6 +50,40 @@ from npvae_tf.summaries import MODEL_LOGS, ModelSummaries
 
 class TrainingError(RuntimeError):
     """Training could not produce a usable model (e.g. the loss became NaN)."""
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _strategy_name(strategy) -> str:
+    name = type(strategy).__name__
+    return "default strategy" if name.startswith("_Default") else name
+
+
+def startup_block(config: Config, run_dir: str, initial_epoch: int, data, model,
+                  strategy) -> str:
+    """What a run is about to do, before its first epoch: folder, data, model, devices."""
+    state = (f"resumed at epoch {initial_epoch + 1} of {config.epochs}" if initial_epoch
+             else f"new, {config.epochs} epochs")
+    try:
+        params = f"{model.count_params():,} parameters"
+    except ValueError:  # not built yet
+        params = "parameters counted once built"
+    kind = "npVAE" if config.model == "npvae" else "VAE"
+    x = f", X {config.x_dim}-D" if config.model == "npvae" else ""
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = f"{len(gpus)} GPU(s)" if gpus else "CPU"
+    return "\n".join([
+        f"run folder  {os.path.abspath(run_dir)} ({state})",
+        f"data        {data.source}: {len(data.train.images):,} train / "
+        f"{len(data.validation.images):,} validation / {len(data.test.images):,} test images",
+        f"model       {kind}, scheme {config.scheme}, Z {config.z_dim}{x}, "
+        f"batch {config.batch_size}; {params}",
+        f"device      {devices}, {_strategy_name(strategy)} "
+        f"({strategy.num_replicas_in_sync} replica(s))",
+    ])
 
 
 def make_optimizer(config: Config) -> keras.optimizers.Optimizer:
@@ -73,14 +111,21 @@ def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose:
                           f"{replicas} replicas")
     chief, _ = worker_identity(strategy)
     own_dir = worker_dir(run_dir, strategy)
-    check_for_training(config, run_dir)  # another config's folder: refuse before locking it
+    # Another config's folder, or a folder that is not a run: refuse before touching it.
+    finished = check_for_training(config, run_dir)
+    RunLock(own_dir).check_free()  # a busy folder: refuse before loading the data
+    # The data is found and read before the run folder (and its lock) is created, so a
+    # data error leaves nothing behind.
+    data = None if finished else load_mnist(data_dir, config.validation_examples,
+                                            config.train_examples, config.image_shape)
     try:
         lock = RunLock(own_dir).acquire()
     except OSError as e:
         raise RunError(f"{own_dir}: cannot create the run folder ({e.strerror or e})") from None
     try:
         return _train_locked(config, run_dir, own_dir, chief, data_dir, verbose,
-                             extra_callbacks, strategy, log if verbose else (lambda _: None))
+                             extra_callbacks, strategy, log if verbose else (lambda _: None),
+                             data)
     finally:
         lock.release()
 
@@ -99,15 +144,16 @@ def _remove_stale_temporaries(*folders: str) -> None:
 
 
 def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_callbacks,
-                  strategy, log):
+                  strategy, log, data=None):
     backup_dir = os.path.join(own_dir, BACKUP_DIR)
     _remove_stale_temporaries(own_dir, backup_dir)
     if check_for_training(config, run_dir):  # finished, perhaps but for removing the backup
         shutil.rmtree(backup_dir, ignore_errors=True)
         with open(os.path.join(run_dir, TEST_METRICS_FILE)) as f:
             return json.load(f)
-    data = load_mnist(data_dir, config.validation_examples, config.train_examples,
-                      config.image_shape)
+    if data is None:  # finished when checked, unfinished now (a folder copied in?)
+        data = load_mnist(data_dir, config.validation_examples, config.train_examples,
+                          config.image_shape)
     if chief and not is_run(run_dir):
         config.save(run_dir)
     if chief:  # evaluate.py finds (and checks) the data by this record
@@ -135,15 +181,21 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
                                          "train")
         validation_images = evaluation_images(data.validation.images, config.binarize,
                                               config.seed, "validation")
+        started = time.time()
         reference = build_reference_set(model, train_images, data.train.labels,
                                         validation_images)
         reference.save(run_dir)
+        log(f"reference set: E[z] of the {len(train_images):,} training images"
+            f"{' and the serving lengthscale' if reference.x is not None else ''} "
+            f"({time.time() - started:.1f} s)")
         if reference.x is not None:
             # Fitted once, here: evaluation and the export both sample it.
             XDensity.fit(reference.x, config.seed).save(run_dir)
         test_images = evaluation_images(data.test.images, config.binarize, config.seed)
+        started = time.time()
         metrics = elbo_summary(model, test_images, config.batch_size,
                                seed=stream_seed(config.seed, "test_metrics"))
+        log(f"test metrics on {len(test_images):,} images ({time.time() - started:.1f} s)")
         if model.has_x:
             metrics["lengthscale"] = float(model.kernel.lengthscale.numpy())
             metrics["serving_lengthscale"] = reference.lengthscale
@@ -181,6 +233,7 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
     if initial_epoch:
         log(f"resuming {run_dir} from epoch {initial_epoch + 1} of {config.epochs} "
             f"({initial_epoch} done)")
+    log(startup_block(config, run_dir, initial_epoch, data, model, strategy))
     # With several replicas every batch is full, so it splits evenly.
     even = strategy.num_replicas_in_sync > 1
     # Fit resumes at this epoch; the data must start there too (each epoch's order depends

@@ -19,7 +19,8 @@ TINY_TRAIN = ["--hidden", "32", "32", "--epochs", "1", "--batch_size", "64",
 TINY_EVAL = ["--iw_samples", "5", "--generated", "200", "--pairs", "10", "--trust_subset", "100",
              "--classifier_epochs", "1"]
 RUN_FILES = {"metrics.json", "fig2_embedding.png", "manifold_grid.png", "interpolation.png",
-             "samples.png", "training_curves.png", "projector"}
+             "samples.png", "training_curves.png", "projector",
+             ".npvae-evaluate"}  # its mark: evaluate.py writes there again
 
 
 def run_script(script, *args):
@@ -146,7 +147,7 @@ def test_metrics_only_on_the_most_recent_run_reuses_the_classifier(runs, evaluat
     assert code == 0, err[-3000:]
     eval_dir = os.path.join(paths["npvae-z4"], "eval")
     # No figures without --plots; the metrics and the TensorBoard projector.
-    assert sorted(os.listdir(eval_dir)) == ["metrics.json", "projector"]
+    assert sorted(os.listdir(eval_dir)) == [".npvae-evaluate", "metrics.json", "projector"]
     assert not os.path.exists(os.path.join(paths["vae-z2"], "eval"))
     assert "training the evaluation classifier" not in out
     # Seeded: the same numbers as the first evaluation (another process).
@@ -302,3 +303,147 @@ def test_the_data_a_run_recorded_is_found_and_checked(tmp_path, monkeypatch, mni
     # Data given explicitly must be the recorded data.
     with pytest.raises(EvaluationError, match="trained on other data"):
         load_data_for(run, other, {})
+
+
+def test_evaluation_never_overwrites_a_file_it_did_not_write(runs, tmp_path, capsys):
+    _, paths = runs
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.json").write_bytes(b'{"mine": true}')
+    code, _, err = run_in_process(capsys, paths["vae-z2"], "--out", str(mine))
+    assert_one_line_error(code, err, f"{mine} holds files evaluate.py did not write "
+                                     "(metrics.json; no .npvae-evaluate); choose a new or empty "
+                                     "--out")
+    assert os.listdir(mine) == ["metrics.json"]
+    assert (mine / "metrics.json").read_bytes() == b'{"mine": true}'
+
+
+def test_evaluation_marks_the_folders_it_writes(evaluated):
+    out, _ = evaluated
+    from npvae_tf.runs import EVAL_MARKER
+
+    assert os.path.isfile(os.path.join(out, EVAL_MARKER))  # the comparison folder
+    for name in ("vae-z2", "npvae-z4"):
+        assert os.path.isfile(os.path.join(out, name, EVAL_MARKER))
+
+
+# --- the TensorBoard projector in a real browser -------------------------------------------
+
+# TensorFlow.js (inside the projector) asks for a WebGL context with
+# failIfMajorPerformanceCaveat, which a software renderer (SwiftShader: headless Chromium on a
+# machine without a GPU) refuses; a user's browser on a GPU is not asked. The test lifts only
+# that flag, before any page script runs.
+SOFTWARE_WEBGL = """
+(function () {
+  const getContext = HTMLCanvasElement.prototype.getContext;
+  HTMLCanvasElement.prototype.getContext = function (type, attributes) {
+    if (attributes && attributes.failIfMajorPerformanceCaveat)
+      attributes = Object.assign({}, attributes, {failIfMajorPerformanceCaveat: false});
+    return getContext.call(this, type, attributes);
+  };
+})();
+"""
+# document.querySelector through the projector's nested shadow roots.
+DEEP_QUERY = """
+function deep(root, selector) {
+  let found = root.querySelector(selector);
+  if (found) return found;
+  for (const el of root.querySelectorAll('*'))
+    if (el.shadowRoot && (found = deep(el.shadowRoot, selector))) return found;
+  return null;
+}
+"""
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition, timeout, what):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_the_projector_draws_x_coloured_by_label_in_a_real_browser(evaluated):
+    import urllib.request
+
+    from PIL import Image
+
+    from tests.browser import headless_chromium
+
+    driver = headless_chromium()  # skips (fails under CI) without Chromium
+    out, _ = evaluated
+    logdir = os.path.join(out, "npvae-z4")
+    with open(os.path.join(logdir, "projector", "x.tsv")) as f:
+        points = len(f.read().splitlines())
+    port = free_port()
+    board = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "tensorboard"),
+                              "--logdir", logdir, "--host", "127.0.0.1", "--port", str(port)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+
+    def serving():
+        try:
+            return urllib.request.urlopen(url + "data/plugin/projector/runs", timeout=5).read()
+        except OSError:
+            return None
+
+    try:
+        assert b"projector" in wait_for(serving, 120, "TensorBoard")
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
+                               {"source": SOFTWARE_WEBGL})
+        driver.get(url + "#projector")
+        # The plugin is an iframe holding the projector's own iframe.
+        driver.switch_to.frame(wait_for(lambda: driver.find_elements("css selector", "iframe"),
+                                        60, "the plugin frame")[0])
+        inner = wait_for(lambda: driver.execute_script(DEEP_QUERY + "return deep(document, "
+                                                       "'iframe')"), 60, "the projector frame")
+        driver.switch_to.frame(inner)
+
+        def text(selector):
+            return driver.execute_script(
+                DEEP_QUERY + f"const e = deep(document, {selector!r}); "
+                "return e ? e.shadowRoot.textContent.replace(/\\s+/g, ' ') : null") or ""
+
+        status = wait_for(lambda: f"Points: {points} " in text("vz-projector")
+                          and text("vz-projector"), 120, "the points")
+        assert "Dimension: 3" in status  # X, 2-D, with its flat third column
+        variance = wait_for(lambda: "Total variance described" in text(
+            "vz-projector-projections-panel") and text("vz-projector-projections-panel"), 60,
+            "the PCA view")
+        assert "NaN" not in variance and "Total variance described: 100.0%" in variance, variance
+        # The tensor shown first is the config's first: X (evaluate.py lists it first).
+        with open(os.path.join(logdir, "projector", "projector_config.pbtxt")) as f:
+            assert f.read().split("tensor_name:")[1].split()[0] == '"x"'
+        # Colour by label, as the user picks it under "Color by".
+        options = driver.execute_script(
+            DEEP_QUERY + "const p = deep(document, 'vz-projector-data-panel'); "
+            "p.selectedColorOptionName = 'label'; return p.colorOptions.map(o => o.name)")
+        assert "label" in options, options
+        time.sleep(3)  # a redraw
+        driver.switch_to.default_content()
+        shot = "/tmp/npvae-projector-test.png"  # kept out of the repository
+        driver.save_screenshot(shot)
+    finally:
+        driver.quit()
+        board.kill()
+        board.wait(timeout=60)
+    image = Image.open(shot).convert("HSV")
+    width, height = image.size
+    # The plot: right of the data panel, left of the inspector, below the toolbar.
+    plot = np.asarray(image.crop((int(width * 0.25), 130, int(width * 0.76), height)))
+    saturated = plot[(plot[..., 1] > 100) & (plot[..., 2] > 60)]
+    hues = np.bincount(saturated[:, 0] // 16, minlength=16)
+    assert len(saturated) > 2000, f"only {len(saturated)} coloured pixels: no points drawn"
+    assert (hues > 100).sum() >= 4, f"points not coloured by label (hue histogram {hues})"

@@ -242,7 +242,8 @@ def test_saved_model_cli_lists_every_signature(runs):
             "sample"} <= listed
     # Outputs have a dynamic batch size; inputs a dynamic width too, checked when run.
     assert "shape: (-1, 784)" in result.stdout and "shape: (-1, 2)" in result.stdout
-    assert "shape: (-1, -1)" in result.stdout
+    # Inputs have an unknown shape, checked when run (a wrong rank from NumPy reaches the check)
+    assert "shape: unknown_rank" in result.stdout and "shape: (-1, -1)" not in result.stdout
     # Only the signatures are saved as functions: no internal helper is listed.
     functions = set(re.findall(r"Function Name: '(\w+)'", result.stdout))
     assert functions == {"reconstruct", "encode", "decode", "generate_from_x", "sample"}
@@ -452,8 +453,8 @@ NOT_FLOAT = "expected to be a float tensor"
 BAD_INPUTS = [
     ("reconstruct", {"images": np.zeros((2, P - 1), np.float32)},
      f"images must be [N, {P}] ({P} pixels per image); wrong width"),
-    ("reconstruct", {"images": np.zeros((P,), np.float32)}, SHAPE),
-    ("encode", {"images": np.zeros((2, 1, P), np.float32)}, SHAPE),
+    ("reconstruct", {"images": np.zeros((P,), np.float32)}, f"images must be [N, {P}] ({P} pixels per image); wrong rank"),
+    ("encode", {"images": np.zeros((2, 1, P), np.float32)}, f"images must be [N, {P}] ({P} pixels per image); wrong rank"),
     ("encode", {"images": np.zeros((2, P), np.int32)}, NOT_FLOAT),
     ("serving_default", {"images": np.zeros((2, P), np.float64)}, NOT_FLOAT),
     ("encode", {"images": _with((2, P), np.nan)}, "images must be finite"),
@@ -464,7 +465,7 @@ BAD_INPUTS = [
     ("decode", {"z": _with((2, 8), np.nan)}, "z must be finite"),
     ("decode", {"z": np.zeros((2, 8), np.int64)}, NOT_FLOAT),
     ("generate_from_x", {"x": np.zeros((2, 3), np.float32)}, "x must be [N, 2] (2 coordinates"),
-    ("generate_from_x", {"x": np.zeros((2,), np.float32)}, SHAPE),
+    ("generate_from_x", {"x": np.zeros((2,), np.float32)}, "x must be [N, 2] (2 coordinates"),
     ("generate_from_x", {"x": _with((2, 2), np.nan)}, "x must be finite"),
     ("generate_from_x", {"x": _with((2, 2), -np.inf)}, "x must be finite"),
     ("generate_from_x", {"x": np.zeros((2, 2), np.int32)}, NOT_FLOAT),
@@ -516,6 +517,18 @@ def test_numpy_input_of_the_wrong_width_is_an_invalid_argument_naming_it(loaded,
     z_dim = 8 if kind == "npvae" else 6
     with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(f"z must be [N, {z_dim}]")):
         signatures["decode"](z=np.zeros((2, z_dim + 1), np.float32))
+
+
+@pytest.mark.parametrize("shape", [(3, 28, 28), (P,), ()])
+def test_numpy_input_of_the_wrong_rank_is_one_invalid_argument_naming_it(loaded, shape):
+    # The signatures' inputs have an unknown rank, so NumPy input of any rank reaches the
+    # check instead of failing to bind (a TypeError of dozens of lines).
+    reconstruct = loaded["npvae"].signatures["reconstruct"]
+    with pytest.raises(tf.errors.InvalidArgumentError) as e:
+        reconstruct(images=np.zeros(shape, np.float32))
+    text = str(e.value)
+    assert f"[images must be [N, {P}] ({P} pixels per image); wrong rank]" in text, text[:500]
+    assert len(text.splitlines()) <= 6, text  # TensorFlow's few lines, no Python traceback
 
 
 def test_float64_numpy_input_is_cast_and_a_float64_tensor_rejected(loaded):
@@ -698,3 +711,22 @@ def test_cli_unwritable_out_fails_before_any_work(runs, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"export.py: error: {target}: cannot write the export folder in "
                    f"{os.path.dirname(target)} (Permission denied)"]
+
+
+def test_export_never_replaces_a_saved_model_it_did_not_write_or_one_with_user_files(runs,
+                                                                                    tmp_path):
+    foreign = tmp_path / "theirs"
+    shutil.copytree(runs["vae"].export, foreign)
+    os.remove(foreign / INFO_FILE)  # a SavedModel, but not written by export.py
+    before = {p: open(os.path.join(foreign, p), "rb").read()
+              for p in ("saved_model.pb",)}
+    with pytest.raises(ExportError, match="holds a SavedModel export.py did not write"):
+        export_run(runs["vae"].run, str(foreign))
+    assert open(foreign / "saved_model.pb", "rb").read() == before["saved_model.pb"]
+    ours = tmp_path / "ours"
+    shutil.copytree(runs["vae"].export, ours)
+    (ours / "README.txt").write_text("my notes")
+    with pytest.raises(ExportError, match=r"holds files an export does not write "
+                                          r"\(README.txt\)"):
+        export_run(runs["vae"].run, str(ours))
+    assert (ours / "README.txt").read_text() == "my notes"

@@ -136,3 +136,66 @@ def test_installed_package_loads_a_run_and_embeds_images(installed, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     where, shape = result.stdout.strip().rsplit(" ", 2)[0], result.stdout.strip()[-6:]
     assert where.startswith(str(venv)) and shape == "(5, 2)"
+    # The API is as quiet as train.py: none of TensorFlow's start-up lines.
+    for noise in ("absl::InitializeLog", "oneDNN custom operations", "cpu_feature_guard",
+                  "cuda drivers", "cuInit"):
+        assert noise not in result.stderr, result.stderr[-2000:]
+
+
+def test_importing_the_package_hides_only_tensorflows_start_up_lines(tmp_path):
+    code = ("import sys, warnings\n"
+            f"sys.path.insert(0, {ROOT!r})\n"
+            "import npvae_tf\n"
+            "npvae_tf.build_model  # imports TensorFlow, Keras and the model\n"
+            "import tensorflow as tf\n"
+            "warnings.warn('a Python warning stays')\n"
+            "tf.get_logger().warning('a TensorFlow warning stays')\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=str(tmp_path), timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for noise in ("absl::InitializeLog", "oneDNN custom operations", "cpu_feature_guard",
+                  "cuda drivers", "cuInit"):
+        assert noise not in result.stderr, result.stderr
+    assert "a Python warning stays" in result.stderr
+    assert "a TensorFlow warning stays" in result.stderr
+
+
+def test_make_install_installs_the_package_editable_after_the_requirements(tmp_path):
+    """What the README's set-up runs (printed by ``make -n``, not run: no network here)."""
+    result = subprocess.run(["make", "-n", "-B", "install", f"VENV={tmp_path / 'venv'}"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    if result.returncode != 0 and "not found" in result.stderr:
+        pytest.skip("no make")
+    lines = result.stdout.splitlines()
+    requirements = next(i for i, l in enumerate(lines) if "-r requirements.txt" in l)
+    editable = next(i for i, l in enumerate(lines) if re.search(r"pip install .*-e \.$", l))
+    assert requirements < editable
+
+
+def test_an_editable_install_imports_from_any_folder(tmp_path):
+    source = tmp_path / "checkout"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), source)
+    shutil.copytree(os.path.join(ROOT, "npvae_tf"), source / "npvae_tf",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    python = make_venv(tmp_path / "venv")
+    result = subprocess.run([sys.executable, "-m", "pip", "--python", python, "install",
+                             "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
+                             "-e", str(source)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = ("import npvae_tf, npvae_tf.runs\n"
+            "print(npvae_tf.__file__)\n"
+            "try:\n"
+            "    npvae_tf.runs.check_run_dir('runs/quick')\n"
+            "except npvae_tf.RunError as e:\n"
+            "    print(e)\n")
+    result = subprocess.run([python, "-c", code], capture_output=True, text=True,
+                            cwd=str(elsewhere), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    where, error = result.stdout.strip().splitlines()
+    assert where == str(source / "npvae_tf" / "__init__.py")  # the checkout's sources
+    assert error == f"runs/quick ({elsewhere}/runs/quick): no such run folder"

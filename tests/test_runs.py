@@ -151,3 +151,47 @@ def test_importing_the_package_and_runs_does_not_import_tensorflow():
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_training_writes_only_into_a_new_empty_or_own_folder(tmp_path):
+    from npvae_tf.runs import check_for_training
+
+    config = Config(z_dim=4, hidden=(8,))
+    assert check_for_training(config, str(tmp_path / "new")) is False
+    assert check_for_training(config, str(tmp_path)) is False  # empty
+    (tmp_path / LOCK_FILE).write_text("123\n")  # left by an earlier try: the project's
+    (tmp_path / "worker-1").mkdir()
+    (tmp_path / "worker-1" / LOCK_FILE).write_text("124\n")
+    assert check_for_training(config, str(tmp_path)) is False
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "worker-2").mkdir()  # no lock in it: not a worker's folder of ours
+    with pytest.raises(RunError, match=r"not a run folder and not empty \(holds notes.txt, "
+                                       r"worker-2/\)"):
+        check_for_training(config, str(tmp_path))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunError, match="exists and is not a folder"):
+        check_for_training(config, str(tmp_path / "file"))
+    run = fake_run(str(tmp_path / "run"), config)
+    assert check_for_training(config, run) is True
+
+
+def test_an_output_folder_is_written_only_when_new_empty_marked_or_owned(tmp_path):
+    from npvae_tf.runs import check_output_folder, mark_output_folder
+
+    check_output_folder(str(tmp_path / "new"), ".mark", "prog")
+    check_output_folder(str(tmp_path), ".mark", "prog")
+    (tmp_path / "metrics.json").write_text("mine")
+    with pytest.raises(RunError, match=r"holds files prog did not write \(metrics.json; no "
+                                       r"\.mark\); choose a new or empty --out"):
+        check_output_folder(str(tmp_path), ".mark", "prog")
+    check_output_folder(str(tmp_path), ".mark", "prog", owned=True)
+    mark_output_folder(str(tmp_path / "ours"), ".mark", "prog")
+    (tmp_path / "ours" / "metrics.json").write_text("ours")
+    check_output_folder(str(tmp_path / "ours"), ".mark", "prog")
+
+
+def test_a_missing_run_folder_is_named_with_its_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RunError) as e:
+        check_run_dir("runs/quick")
+    assert str(e.value) == f"runs/quick ({tmp_path}/runs/quick): no such run folder"

@@ -201,13 +201,17 @@ def test_epoch_line_shows_the_kernel_diagnostics_within_the_width():
     stream = io.StringIO()
     progress = Progress(epochs=50, steps=430, live=False, stream=stream, width=100)
     progress.on_epoch_begin(49)
-    progress.on_epoch_end(49, {"loss": 247.62, "val_loss": 250.11, "kl": 18.69, "match": 6.897,
+    progress.on_train_begin()
+    progress.on_epoch_end(49, {"loss": 247.62, "val_loss": 250.11, "elbo": -240.72,
+                               "val_elbo": -243.2, "kl": 18.69, "match": 6.897,
                                "val_x_path": 141.44, "lengthscale": 2.476,
                                "lengthscale_over_x_std": 0.27})
     line = stream.getvalue().rstrip("\n")
-    for part in ("epoch 50/50", "X path 141.44", "l 2.476", "l/sd(x) 0.27"):
+    for part in ("epoch 50/50", "ELBO -240.72/-243.20", "KL 18.69", "match 6.897",
+                 "X path 141.44"):
         assert part in line, line
-    assert len(line) <= 100 and line.endswith(" s"), line  # nothing cut off
+    # The lengthscale diagnostics (in the CSV and TensorBoard) give way first to stay in 100.
+    assert len(line) <= 100 and line.endswith(" ETA 0:00:00"), line  # nothing cut off
 
 
 def test_a_second_run_into_a_locked_folder_stops_at_once(tmp_path):
@@ -274,3 +278,107 @@ def test_a_mistyped_data_dir_variable_is_named(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == \
         "train.py: error: /no/such/mnist: no such data folder (from $NPVAE_DATA_DIR)"
+
+
+# --- a folder is the project's only if it says so ------------------------------------------
+
+def user_files(folder):
+    """A folder of a user's own: notes, a log and a backup folder of theirs."""
+    files = {"notes.txt": b"my notes\n", "logs/mylog.txt": b"my log\n",
+             "backup/important.txt": b"do not lose me\n"}
+    for name, data in files.items():
+        os.makedirs(os.path.dirname(os.path.join(folder, name)) or folder, exist_ok=True)
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data)
+    return files
+
+
+def tree(folder):
+    """{relative path: bytes} of every file under ``folder``."""
+    out = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, folder)] = f.read()
+    return out
+
+
+def test_a_folder_of_ones_own_is_refused_before_any_work_and_left_byte_identical(tmp_path,
+                                                                                 mnist_like_dir):
+    out = str(tmp_path / "mine")
+    user_files(out)
+    before = tree(out)
+    result = run_train("--z_dim", "4", "--epochs", "1", "--out", out,
+                       "--data_dir", mnist_like_dir)
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"train.py: error: {out} is not a run folder and not empty (holds "
+                     "backup/, logs/, notes.txt); training writes only into a new or empty "
+                     "folder or its own run folder: choose another --out"], lines
+    assert tree(out) == before  # nothing added, nothing changed, nothing deleted
+
+
+def test_a_users_model_keras_is_not_taken_for_a_run(tmp_path, mnist_like_dir):
+    out = tmp_path / "models"
+    out.mkdir()
+    (out / "model.keras").write_bytes(b"my own model")
+    result = run_train("--z_dim", "4", "--out", str(out), "--data_dir", mnist_like_dir)
+    assert result.returncode == 1
+    assert "is not a run folder and not empty (holds model.keras)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert tree(str(out)) == {"model.keras": b"my own model"}
+
+
+def test_a_data_error_leaves_no_run_folder(tmp_path):
+    out = tmp_path / "runs" / "nodata"
+    result = run_train("--z_dim", "4", "--out", str(out), "--data_dir", str(tmp_path / "none"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].endswith("no such data folder")
+    assert not os.path.exists(out)
+
+
+def test_a_busy_run_folder_is_refused_before_tensorflow_is_imported(tmp_path):
+    from tests.test_runs import start_holder
+
+    out = str(tmp_path / "run")
+    holder = start_holder(out)
+    code = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {ROOT!r})
+        started = time.time()
+        import train
+        try:
+            train.main(["--z_dim", "4", "--out", {out!r}])
+        except SystemExit as e:
+            print(e.code, "tensorflow" in sys.modules, round(time.time() - started, 2))
+    """)
+    try:
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                cwd=ROOT, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    code, tensorflow_loaded, seconds = result.stdout.split()
+    assert (code, tensorflow_loaded) == ("1", "False"), result.stderr
+    assert "is in use by another training process" in result.stderr
+    assert float(seconds) < 1.0 or os.getloadavg()[0] > 4, seconds  # < 1 s on an idle machine
+
+
+def test_help_shows_defaults_and_the_program_name_as_invoked(tmp_path):
+    result = run_train("--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: train.py ")
+    for text in ("latent dimension Z (default: 500)", "Adam learning rate (default: 0.001)",
+                 "(default: auto)"):
+        assert text in " ".join(result.stdout.split()), text
+    # Under another name (as the console script npvae-train is), --help and errors say it.
+    script = tmp_path / "npvae-train"
+    script.write_text(f"import sys\nsys.path.insert(0, {ROOT!r})\n"
+                      "from npvae_tf.commands.train import main\nmain()\n")
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.stdout.startswith("usage: npvae-train "), result.stdout[:200]
+    result = subprocess.run([sys.executable, str(script), "--z_dim", "0"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and "npvae-train: error: --z_dim must be >= 1" in result.stderr

@@ -4,15 +4,13 @@ Writes metrics.json (and with --plots the paper's figures) into RUN_DIR/eval/ (o
 several runs also get comparison.md, comparison.json and comparison figures.
 """
 
-import argparse
 import time
 
 from npvae_tf import cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("evaluate.py", __doc__)
     add = parser.add_argument
     add("runs", nargs="*", metavar="RUN_DIR",
         help="run folders made by train.py (default: the most recent under --runs_root)")

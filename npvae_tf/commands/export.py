@@ -7,7 +7,6 @@ sample (count, seed -> images). Loading needs TensorFlow only:
 ``tf.saved_model.load(DIR).signatures["encode"](images=...)``.
 """
 
-import argparse
 import json
 import os
 
@@ -17,7 +16,7 @@ from npvae_tf.runs import RunError, check_run_dir, check_writable
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.parser("export.py", __doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a finished run folder made by train.py")
     parser.add_argument("--out", default=None,
                         help="SavedModel folder to write (default: RUN_DIR/saved_model); an "

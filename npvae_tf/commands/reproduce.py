@@ -31,8 +31,7 @@ def run_spec(text: str):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("reproduce.py", __doc__)
     parser.add_argument("--schemes", choices=list(SCHEMES), nargs="+", default=list(SCHEMES),
                         help="training schemes to run (default: all: %(default)s)")
     parser.add_argument("--z_dims", type=cli.positive_int, nargs="+", default=None,

@@ -5,7 +5,6 @@ left it (and does nothing for a finished one): without --out, the run folder's n
 from the configuration, so the same flags find the same folder.
 """
 
-import argparse
 import sys
 
 from npvae_tf import cli
@@ -14,8 +13,7 @@ from npvae_tf.runs import default_run_dir
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("train.py", __doc__)
     cli.add_config_flags(parser)
     parser.add_argument("--data_dir", default=None,
                         help="folder with the MNIST IDX files or mnist.npz "
@@ -27,7 +25,7 @@ def parse_args(argv=None):
                         choices=STRATEGIES,
                         help="tf.distribute strategy; auto: multi_worker if TF_CONFIG is set, "
                              "mirrored with several GPUs (or --cpu_replicas > 1), one_device "
-                             "on one GPU, default on CPU")
+                             "on one GPU, default on CPU (default: %(default)s)")
     parser.add_argument("--cpu_replicas", type=cli.positive_int, default=1,
                         help="split the CPU into N logical devices (try multi-replica "
                              "training without GPUs)")
@@ -59,11 +57,13 @@ def main(argv=None):
 
 
 def _main(args, config, run_dir):
-    from npvae_tf.runs import RunError, check_for_training, check_writable
+    from npvae_tf.runs import RunError, RunLock, check_for_training, check_writable
 
-    # Every output location is checked before TensorFlow starts or data loads.
+    # Every output location is checked before TensorFlow starts or data loads: a folder
+    # that is not this run's, a busy one, one that cannot be written.
     try:
         finished = check_for_training(config, run_dir)
+        RunLock(run_dir).check_free()
         if not finished:
             check_writable(run_dir, "run folder")
         if args.export:
