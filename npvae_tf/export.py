@@ -125,6 +125,25 @@ def serving_lengthscale(reference: ReferenceSet, model) -> float:
     return float(model.kernel.lengthscale.numpy())
 
 
+def indexed_mean_function(model, reference: ReferenceSet, lengthscale: float,
+                          chunk_size: int = DEFAULT_CHUNK_SIZE):
+    """``x [N, D] -> z~ [N, Z]`` over ``reference`` through the grid index when it helps
+    (:func:`~npvae_tf.kernels.indexed_predictive_mean`, as the SavedModel serves), else the
+    exact chunked sum; for evaluation's decoding of locations."""
+    x_ref = np.asarray(reference.x, np.float32)
+    z_ref = np.asarray(reference.z_mean, np.float32)
+    index = GridIndex(x_ref, lengthscale)
+    if not index.usable:
+        x_t, z_t = tf.constant(x_ref), tf.constant(z_ref)
+        return lambda x: model.kernel.predictive_mean(x, x_t, z_t, chunk_size,
+                                                      lengthscale=lengthscale)
+    x_t, z_t = tf.constant(x_ref[index.order]), tf.constant(z_ref[index.order])
+    cell_start, params = index.arrays()
+    return lambda x: indexed_predictive_mean(
+        model.kernel, x, x_t, z_t, cell_start, params, index.k_cells, index.n_rows,
+        index.n_cols, lengthscale, chunk_size=chunk_size)
+
+
 # --- input validation inside the signatures ------------------------------------------------
 def _checked_matrix(t: tf.Tensor, width: int, name: str, what: str) -> tf.Tensor:
     """``t`` ``[N, width]``, checked at run time for its rank, width and finiteness."""
