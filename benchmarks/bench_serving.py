@@ -105,9 +105,9 @@ def make_model(args):
     from npvae_tf.reference import ReferenceSet
 
     if args.run:
-        from npvae_tf.export import load_run
+        from npvae_tf.export import load_exportable
 
-        config, model, reference = load_run(args.run)
+        config, model, reference = load_exportable(args.run)
         if reference is None:
             raise SystemExit(f"bench_serving.py: error: {args.run} is not an npVAE run")
         return model, reference, f"run {args.run} (z_dim {config.z_dim})"

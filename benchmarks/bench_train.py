@@ -82,7 +82,7 @@ def dense_layers(config):
 
     mlp("encoder", config.image_dim, 2 * config.z_dim, False)
     mlp("decoder", config.z_dim, config.image_dim, True)
-    if config.model == "npvae":
+    if config.has_x:
         mlp("x_encoder", config.image_dim, config.x_dim, False)
     return layers
 
@@ -100,7 +100,7 @@ def matmuls(config):
         out.append((f"{name}/dW", d_in, b, d_out, True, False))
         if input_grad:
             out.append((f"{name}/dX", b, d_out, d_in, False, True))
-    if config.model == "npvae":
+    if config.has_x:
         z = config.z_dim
         out.append(("kernel/W@mu", b, b, z, False, False))
         out.append(("kernel/dW", b, z, b, False, True))
@@ -112,7 +112,7 @@ def step_flops(config):
     """``(total, matmul)`` FLOPs of one training step (see the module docstring)."""
     mm = sum(2 * m * k * n for _, m, k, n, _, _ in matmuls(config))
     other = 0
-    if config.model == "npvae":
+    if config.has_x:
         other = 3 * (3 * config.batch_size ** 2 * config.x_dim)  # distances, fwd + 2x bwd
     return mm + other, mm
 
@@ -200,20 +200,6 @@ class ModelMatmuls:
 
 # --- training steps -------------------------------------------------------------------------
 
-def make_optimizer(config):
-    """The optimizer ``npvae_tf.training.train`` compiles with.
-
-    ``training.make_optimizer(config)`` when the package has it, else Keras Adam as
-    ``train`` builds it inline.
-    """
-    import keras
-
-    from npvae_tf import training
-
-    make = getattr(training, "make_optimizer", None)
-    return make(config) if make else keras.optimizers.Adam(config.learning_rate)
-
-
 class BatchStream:
     """The training pipeline and one shared iterator, renewed (untimed) before it runs out."""
 
@@ -269,6 +255,7 @@ class StepRunner:
         import tensorflow as tf
 
         from npvae_tf.model import build_model
+        from npvae_tf.training import make_optimizer
 
         keras.utils.set_random_seed(config.seed)
         self.config, self.jit = config, jit
@@ -294,7 +281,7 @@ class StepRunner:
         gradients = tf.function(gradients, jit_compile=jit)
         self.parts = {"forward": lambda: forward(cached_batch),
                       "gradients": lambda: gradients(cached_batch)}
-        if config.model == "npvae":
+        if config.has_x:
             rng = np.random.default_rng(config.seed)
             x = tf.constant(rng.standard_normal((config.batch_size, config.x_dim), np.float32))
             z = tf.constant(rng.standard_normal((config.batch_size, config.z_dim), np.float32))
@@ -504,177 +491,173 @@ def median(values):
     return float(statistics.median(values))
 
 
-def run_benchmark(args):
-    import keras
-    import tensorflow as tf
-
+def benchmark_configs(args, image_shape):
+    """The Config of every (model, z_dim, jit_compile) measured."""
     from npvae_tf.config import Config
-    from npvae_tf.data import load_mnist, make_dataset
 
-    tf.get_logger().setLevel("ERROR")  # one tf.function per matmul shape: retracing notes
-    load_start = os.getloadavg()
-    started = time.time()
-    # At most --train_examples images (load_mnist refuses more than the data holds; the
-    # quick default, 2048, is an upper bound).
-    data = load_mnist(args.data_dir, validation_examples=args.validation_examples)
-    images = data.train.images[:args.train_examples]
-    stream = BatchStream(images, args.batch_size, args.seed)
-    cached_batch = tf.constant(images[:args.batch_size])
+    return {(model, z, jit): Config(
+                model=model, z_dim=z, hidden=tuple(args.hidden), batch_size=args.batch_size,
+                seed=args.seed, image_shape=image_shape,
+                validation_examples=args.validation_examples, jit_compile=jit)
+            for z in args.z_dims for jit in args.jit for model in args.models}
 
-    configs = {}
-    for z in args.z_dims:
-        for jit in args.jit:
-            for model in args.models:
-                configs[(model, z, jit)] = Config(
-                    model=model, z_dim=z, hidden=tuple(args.hidden), batch_size=args.batch_size,
-                    seed=args.seed, image_shape=data.image_shape,
-                    validation_examples=args.validation_examples, jit_compile=jit)
 
-    # Unique matmul shapes over all configurations, timed as TF ops and XLA-compiled.
+def matmul_peaks(configs, args):
+    """Unique matmul shapes over all configurations, and their chains as TF ops and XLA."""
     shapes = sorted({mm[1:] for c in configs.values() for mm in matmuls(c)})
-    peaks = {}
-    for shape in shapes:
-        for xla in (False, True):
-            peaks[(shape, xla)] = MatmulPeak(*shape, xla=xla, target_flops=args.matmul_flops,
-                                             max_chain=args.max_chain)
-    log(args, f"[{time.time() - started:5.0f} s] compiled {len(peaks)} matmul chains "
-              f"({len(shapes)} shapes)")
+    peaks = {(shape, xla): MatmulPeak(*shape, xla=xla, target_flops=args.matmul_flops,
+                                      max_chain=args.max_chain)
+             for shape in shapes for xla in (False, True)}
+    return shapes, peaks
 
-    model_matmuls = {(key, xla): ModelMatmuls(config, xla)
-                     for key, config in configs.items() for xla in (False, True)}
 
+def warmed_up_runners(configs, stream, cached_batch, args, elapsed):
     runners = {}
     for key, config in configs.items():
         runners[key] = StepRunner(config, key[2], cached_batch)
         runners[key].warm_up(stream, args.warmup_steps)
-        log(args, f"[{time.time() - started:5.0f} s] warmed up {runners[key].name} "
+        log(args, f"[{elapsed():5.0f} s] warmed up {runners[key].name} "
                   f"(trace/compile and first steps {runners[key].compile_seconds:.1f} s)")
+    return runners
 
-    pipeline_next = []
-    matmul_times = {k: [] for k in peaks}
-    step_iter = {k: [] for k in runners}
-    step_cached = {k: [] for k in runners}
-    parts = {(k, p): [] for k, r in runners.items() for p in r.parts}
+
+def timed_rounds(runners, peaks, model_matmuls, stream, args, elapsed):
+    """Every timing, in rounds that interleave the configurations (alternating order)."""
+    t = {"pipeline_next": [], "matmul": {k: [] for k in peaks},
+         "step_iter": {k: [] for k in runners}, "step_cached": {k: [] for k in runners},
+         "parts": {(k, p): [] for k, r in runners.items() for p in r.parts},
+         "matmul_only": {k: [] for k in model_matmuls}}
     order = list(runners)
-    matmul_only = {k: [] for k in model_matmuls}
     # (Not gc.disable(): with the collector off, dropping a tf.data iterator mid-epoch was
     # seen to block for ~10 s.)
     gc.collect()
     for r in range(args.rounds):
-        pipeline_next.append(stream.next_seconds())
+        t["pipeline_next"].append(stream.next_seconds())
         for k, peak in peaks.items():
-            matmul_times[k].append(peak.seconds_per_matmul())
+            t["matmul"][k].append(peak.seconds_per_matmul())
         for key in (order if r % 2 == 0 else order[::-1]):
             runner = runners[key]
-            step_iter[key].append(runner.time_window(stream.reserve(args.steps), args.steps))
+            t["step_iter"][key].append(runner.time_window(stream.reserve(args.steps),
+                                                          args.steps))
             for xla in (False, True):
-                matmul_only[(key, xla)].append(model_matmuls[(key, xla)].time_window(args.steps))
-            step_cached[key].append(runner.time_window(runner.cached, args.steps))
+                t["matmul_only"][(key, xla)].append(
+                    model_matmuls[(key, xla)].time_window(args.steps))
+            t["step_cached"][key].append(runner.time_window(runner.cached, args.steps))
             for part in runner.parts:
-                parts[(key, part)].append(runner.time_part(part, args.steps))
-        log(args, f"[{time.time() - started:5.0f} s] round {r + 1}/{args.rounds}: " + ", ".join(
-            f"{runners[k].name} {1e3 * step_iter[k][-1]:.1f} ms" for k in order))
+                t["parts"][(key, part)].append(runner.time_part(part, args.steps))
+        log(args, f"[{elapsed():5.0f} s] round {r + 1}/{args.rounds}: " + ", ".join(
+            f"{runners[k].name} {1e3 * t['step_iter'][k][-1]:.1f} ms" for k in order))
+    return t
 
-    # One epoch of model.fit, as train.py runs it (no validation or callbacks), for one config.
-    fit_check = None
+
+def fit_check(runners, images, step_iter, args, elapsed):
+    """One epoch of model.fit, as train.py runs it (no validation or callbacks), for one
+    config; None when skipped."""
+    from npvae_tf.data import make_dataset
+
     fit_key = (args.models[-1], max(args.z_dims), args.jit[0])
-    if args.fit_check and fit_key in runners:
-        runner = runners[fit_key]
-        dataset = make_dataset(images, args.batch_size, shuffle=True, seed=args.seed)
-        first_batch = first_batch_timer()
-        t0 = time.perf_counter()
-        runner.model.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[first_batch])
-        seconds = time.perf_counter() - t0
-        steps = math.ceil(len(images) / args.batch_size)
-        fit_check = {"config": runner.name, "epoch_s": seconds, "steps": steps,
-                     "ms_per_step": 1e3 * seconds / steps,
-                     "first_batch_s": first_batch.seconds,
-                     "benchmark_step_ms": 1e3 * median(step_iter[fit_key])}
-        log(args, f"[{time.time() - started:5.0f} s] fit epoch {runner.name}: {seconds:.1f} s")
+    if not args.fit_check or fit_key not in runners:
+        return None
+    runner = runners[fit_key]
+    dataset = make_dataset(images, args.batch_size, shuffle=True, seed=args.seed)
+    first_batch = first_batch_timer()
+    t0 = time.perf_counter()
+    runner.model.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[first_batch])
+    seconds = time.perf_counter() - t0
+    steps = math.ceil(len(images) / args.batch_size)
+    log(args, f"[{elapsed():5.0f} s] fit epoch {runner.name}: {seconds:.1f} s")
+    return {"config": runner.name, "epoch_s": seconds, "steps": steps,
+            "ms_per_step": 1e3 * seconds / steps, "first_batch_s": first_batch.seconds,
+            "benchmark_step_ms": 1e3 * median(step_iter[fit_key])}
 
+
+def profile_all(runners, stream, args, elapsed):
     profiles = {}
     if args.profile_steps:
-        for key, runner in runners.items():
+        for runner in runners.values():
             try:
                 profiles[runner.name] = profile_steps(
                     runner, stream, args.profile_steps,
                     os.path.join(args.out, f".profile-{os.getpid()}"))
             except Exception as e:  # noqa: BLE001 - the profile is evidence, not the result
                 profiles[runner.name] = {"error": f"{type(e).__name__}: {e}"}
-        log(args, f"[{time.time() - started:5.0f} s] profiled {len(profiles)} configurations")
-    log(args, f"[{time.time() - started:5.0f} s] summarising")
+        log(args, f"[{elapsed():5.0f} s] profiled {len(profiles)} configurations")
+    return profiles
 
-    epoch_start = median(stream.epoch_start_seconds)
+
+def result_row(key, configs, t, profile, epoch_start, stream, runner, batch_size):
+    """One configuration's row of the results: times, FLOP rates, fractions, breakdown."""
+    model, z, jit = key
+    step_iter, step_cached, parts = t["step_iter"], t["step_cached"], t["parts"]
+    total, mm_flops = step_flops(configs[key])
+    # The step's matmuls alone in the same round, right after the step: TF ops or XLA,
+    # whichever was faster.
+    mm_round = [min(a, b) for a, b in zip(t["matmul_only"][(key, False)],
+                                          t["matmul_only"][(key, True)])]
+    fractions = [m / s for m, s in zip(mm_round, step_iter[key])]
+    mm_seconds = median(mm_round)
+    step = median(step_iter[key])
+    # Waiting for the input pipeline: the time the step spends blocked in IteratorGetNext
+    # (profiled), plus the epoch's first batch (shuffle buffer fill) spread over the epoch.
+    # The difference to the step fed from memory also counts the pipeline's CPU use.
+    steady_wait = median([(s - sc) / s for s, sc in zip(step_iter[key], step_cached[key])])
+    epoch_wait = epoch_start / stream.steps_per_epoch / step
+    if "input_wait_ms_per_step" in profile:
+        blocked = profile["input_wait_ms_per_step"] / profile["wall_ms_per_step_under_profiler"]
+    else:
+        blocked = max(steady_wait, 0.0)
+    row = {
+        "model": model, "z_dim": z, "jit_compile": jit,
+        "step_ms": 1e3 * step,
+        "step_ms_min": 1e3 * min(step_iter[key]),
+        "step_ms_max": 1e3 * max(step_iter[key]),
+        "examples_per_s": batch_size / step,
+        "gflop_per_step": total / 1e9,
+        "matmul_gflop_per_step": mm_flops / 1e9,
+        "effective_gflops": total / step / 1e9,
+        "peak_gflops_at_shapes": mm_flops / mm_seconds / 1e9,
+        "fraction_of_peak": median(fractions),
+        "fraction_of_peak_range": [min(fractions), max(fractions)],
+        "matmul_only_ms_tf": 1e3 * median(t["matmul_only"][(key, False)]),
+        "matmul_only_ms_xla": 1e3 * median(t["matmul_only"][(key, True)]),
+        "input_wait": blocked + epoch_wait,
+        "input_wait_blocked": blocked,
+        "input_wait_epoch_start": epoch_wait,
+        "input_pipeline_cost_vs_memory": steady_wait,
+        "breakdown_ms": {
+            "step_cached_batch": 1e3 * median(step_cached[key]),
+            "forward": 1e3 * median(parts[(key, "forward")]),
+            "forward_backward": 1e3 * median(parts[(key, "gradients")]),
+            "optimizer_and_metrics": 1e3 * median(
+                [a - b for a, b in zip(step_cached[key], parts[(key, "gradients")])]),
+            "matmuls_at_peak": 1e3 * mm_seconds,
+            "kernel_forward_backward": (1e3 * median(parts[(key, "kernel")])
+                                        if (key, "kernel") in parts else 0.0),
+        },
+        "compile_and_first_step_s": runner.compile_seconds,
+    }
+    if model == "npvae" and ("vae", z, jit) in step_iter:
+        ratios = [a / b for a, b in zip(step_iter[key], step_iter[("vae", z, jit)])]
+        row["npvae_over_vae"] = median(ratios)
+        row["npvae_over_vae_flops"] = total / step_flops(configs[("vae", z, jit)])[0]
+    return row
+
+
+def matmul_rows(shapes, matmul_times):
     rows = []
-    for key, runner in runners.items():
-        model, z, jit = key
-        config = configs[key]
-        total, mm_flops = step_flops(config)
-        # The step's matmuls alone in the same round, right after the step: TF ops or XLA,
-        # whichever was faster.
-        mm_round = [min(a, b) for a, b in zip(matmul_only[(key, False)],
-                                              matmul_only[(key, True)])]
-        fractions = [m / t for m, t in zip(mm_round, step_iter[key])]
-        mm_seconds = median(mm_round)
-        step = median(step_iter[key])
-        # Waiting for the input pipeline: the time the step spends blocked in IteratorGetNext
-        # (profiled), plus the epoch's first batch (shuffle buffer fill) spread over the epoch.
-        # The difference to the step fed from memory also counts the pipeline's CPU use.
-        steady_wait = median([(t - tc) / t for t, tc in zip(step_iter[key], step_cached[key])])
-        epoch_wait = epoch_start / stream.steps_per_epoch / step
-        profile = profiles.get(runner.name, {})
-        if "input_wait_ms_per_step" in profile:
-            blocked = (profile["input_wait_ms_per_step"]
-                       / profile["wall_ms_per_step_under_profiler"])
-        else:
-            blocked = max(steady_wait, 0.0)
-        row = {
-            "model": model, "z_dim": z, "jit_compile": jit,
-            "step_ms": 1e3 * step,
-            "step_ms_min": 1e3 * min(step_iter[key]),
-            "step_ms_max": 1e3 * max(step_iter[key]),
-            "examples_per_s": args.batch_size / step,
-            "gflop_per_step": total / 1e9,
-            "matmul_gflop_per_step": mm_flops / 1e9,
-            "effective_gflops": total / step / 1e9,
-            "peak_gflops_at_shapes": mm_flops / mm_seconds / 1e9,
-            "fraction_of_peak": median(fractions),
-            "fraction_of_peak_range": [min(fractions), max(fractions)],
-            "matmul_only_ms_tf": 1e3 * median(matmul_only[(key, False)]),
-            "matmul_only_ms_xla": 1e3 * median(matmul_only[(key, True)]),
-            "input_wait": blocked + epoch_wait,
-            "input_wait_blocked": blocked,
-            "input_wait_epoch_start": epoch_wait,
-            "input_pipeline_cost_vs_memory": steady_wait,
-            "breakdown_ms": {
-                "step_cached_batch": 1e3 * median(step_cached[key]),
-                "forward": 1e3 * median(parts[(key, "forward")]),
-                "forward_backward": 1e3 * median(parts[(key, "gradients")]),
-                "optimizer_and_metrics": 1e3 * median(
-                    [a - b for a, b in zip(step_cached[key], parts[(key, "gradients")])]),
-                "matmuls_at_peak": 1e3 * mm_seconds,
-                "kernel_forward_backward": (1e3 * median(parts[(key, "kernel")])
-                                            if (key, "kernel") in parts else 0.0),
-            },
-            "compile_and_first_step_s": runner.compile_seconds,
-        }
-        if model == "npvae" and ("vae", z, jit) in runners:
-            ratios = [a / b for a, b in zip(step_iter[key], step_iter[("vae", z, jit)])]
-            row["npvae_over_vae"] = median(ratios)
-            row["npvae_over_vae_flops"] = total / step_flops(configs[("vae", z, jit)])[0]
-        rows.append(row)
-
-    matmul_rows = []
     for shape in shapes:
         m, k, n, ta, tb = shape
         flops = 2 * m * k * n
-        matmul_rows.append({
+        rows.append({
             "m": m, "k": k, "n": n, "transpose_a": ta, "transpose_b": tb,
             "gflops_tf": flops / median(matmul_times[(shape, False)]) / 1e9,
             "gflops_xla": flops / median(matmul_times[(shape, True)]) / 1e9,
             "gflops_tf_best": flops / min(matmul_times[(shape, False)]) / 1e9,
             "gflops_xla_best": flops / min(matmul_times[(shape, True)]) / 1e9})
+    return rows
 
+
+def target_checks(rows):
     checks = {}
     for row in rows:
         check = {"fraction_of_peak": row["fraction_of_peak"] >= TARGETS["fraction_of_peak_min"],
@@ -682,7 +665,44 @@ def run_benchmark(args):
         if "npvae_over_vae" in row:
             check["npvae_over_vae"] = row["npvae_over_vae"] <= TARGETS["npvae_over_vae_max"]
         checks[config_name(row["model"], row["z_dim"], row["jit_compile"])] = check
+    return checks
 
+
+def run_benchmark(args):
+    import keras
+    import tensorflow as tf
+
+    from npvae_tf.config import Config
+    from npvae_tf.data import load_mnist
+    from npvae_tf.training import make_optimizer
+
+    tf.get_logger().setLevel("ERROR")  # one tf.function per matmul shape: retracing notes
+    load_start = os.getloadavg()
+    started = time.time()
+
+    def elapsed():
+        return time.time() - started
+
+    # At most --train_examples images (load_mnist refuses more than the data holds; the
+    # quick default, 2048, is an upper bound).
+    data = load_mnist(args.data_dir, validation_examples=args.validation_examples)
+    images = data.train.images[:args.train_examples]
+    stream = BatchStream(images, args.batch_size, args.seed)
+    cached_batch = tf.constant(images[:args.batch_size])
+    configs = benchmark_configs(args, data.image_shape)
+    shapes, peaks = matmul_peaks(configs, args)
+    log(args, f"[{elapsed():5.0f} s] compiled {len(peaks)} matmul chains "
+              f"({len(shapes)} shapes)")
+    model_matmuls = {(key, xla): ModelMatmuls(config, xla)
+                     for key, config in configs.items() for xla in (False, True)}
+    runners = warmed_up_runners(configs, stream, cached_batch, args, elapsed)
+    t = timed_rounds(runners, peaks, model_matmuls, stream, args, elapsed)
+    fit = fit_check(runners, images, t["step_iter"], args, elapsed)
+    profiles = profile_all(runners, stream, args, elapsed)
+    log(args, f"[{elapsed():5.0f} s] summarising")
+    epoch_start = median(stream.epoch_start_seconds)
+    rows = [result_row(key, configs, t, profiles.get(runner.name, {}), epoch_start, stream,
+                       runner, args.batch_size) for key, runner in runners.items()]
     # Kept alive to the end (see __main__): dropping tf.data iterators left mid-epoch can block
     # for minutes while their pipeline threads stop.
     _KEEP_ALIVE.extend([runners, stream, model_matmuls, peaks])
@@ -704,20 +724,19 @@ def run_benchmark(args):
         "input_pipeline": {"epoch_start_s": epoch_start,
                            "epoch_start_s_all": stream.epoch_start_seconds,
                            "steps_per_epoch": stream.steps_per_epoch,
-                           "next_batch_ms_alone": 1e3 * median(pipeline_next)},
-        "matmul": matmul_rows,
+                           "next_batch_ms_alone": 1e3 * median(t["pipeline_next"])},
+        "matmul": matmul_rows(shapes, t["matmul"]),
         "results": rows,
-        "fit_check": fit_check,
+        "fit_check": fit,
         "profiles": profiles,
-        "targets": {"thresholds": TARGETS, "checks": checks},
-        "_elapsed": time.time() - started,
+        "targets": {"thresholds": TARGETS, "checks": target_checks(rows)},
+        "_elapsed": elapsed(),
     }
 
 
-def markdown(result):
-    m, s, p = result["machine"], result["settings"], result["input_pipeline"]
-    load = result["load"]
-    lines = [
+def header_lines(result):
+    m, s, load = result["machine"], result["settings"], result["load"]
+    return [
         f"Training benchmark ({result['date']}{', quick mode' if result['quick'] else ''}): "
         f"{m['cpu']}"
         + (f" (family/model {m['cpu_family_model']}, {m['widest_vector_isa']})"
@@ -730,6 +749,11 @@ def markdown(result):
         f"of {s['steps_per_window']} steps. Load average (1 min) at start / end: "
         f"{load['loadavg_start'][0]:.2f} / {load['loadavg_end'][0]:.2f}"
         + (f" ({load['note']})" if load["note"] else "") + ".",
+    ]
+
+
+def step_table(result):
+    lines = [
         "",
         "| model | z | jit | step ms | examples/s | GFLOP/step | GFLOP/s | matmul peak GFLOP/s "
         "| of peak (range) | npVAE/VAE time (FLOPs) | input wait |",
@@ -745,7 +769,11 @@ def markdown(result):
             f"| {100 * r['fraction_of_peak']:.0f}% ({100 * r['fraction_of_peak_range'][0]:.0f}-"
             f"{100 * r['fraction_of_peak_range'][1]:.0f}%) "
             f"| {ratio} | {100 * r['input_wait']:.1f}% |")
-    lines += [
+    return lines
+
+
+def breakdown_table(result):
+    lines = [
         "",
         "Step time breakdown (ms; each part compiled and timed on its own, same rounds):",
         "",
@@ -760,7 +788,12 @@ def markdown(result):
             f"| {r['model']} | {r['z_dim']} | {'on' if r['jit_compile'] else 'off'} "
             f"| {b['step_cached_batch']:.1f} | {b['forward']:.1f} | {b['forward_backward']:.1f} "
             f"| {b['optimizer_and_metrics']:.1f} | {b['matmuls_at_peak']:.1f} | {kernel} |")
+    return lines
+
+
+def profile_table(result):
     profiles = result.get("profiles") or {}
+    lines = []
     if any("categories_ms" in v for v in profiles.values()):
         lines += [
             "",
@@ -782,7 +815,12 @@ def markdown(result):
                 + "".join(f"| {c.get(k, 0.0):.1f} " for k in ("matmul", "optimizer", "random",
                                                                "other"))
                 + f"| `{op[-60:]}` ({top['ms']:.1f}) |")
-    lines += [
+    return lines
+
+
+def closing_lines(result):
+    p = result["input_pipeline"]
+    lines = [
         "",
         f"Input pipeline: {p['next_batch_ms_alone']:.3f} ms per prefetched batch on its own; "
         f"{1e3 * p['epoch_start_s']:.0f} ms to the first batch of an epoch (shuffle buffer "
@@ -802,6 +840,12 @@ def markdown(result):
     if result["quick"]:
         lines.append("Quick mode (small layers, few steps) checks that the benchmark runs; its "
                      "numbers mean nothing.")
+    return lines
+
+
+def markdown(result):
+    lines = (header_lines(result) + step_table(result) + breakdown_table(result)
+             + profile_table(result) + closing_lines(result))
     return "\n".join(lines) + "\n"
 
 

@@ -29,9 +29,9 @@ import numpy as np
 import tensorflow as tf
 
 from npvae_tf.files import atomic_write
+from npvae_tf.settings import CLASSIFIER_EPOCHS
 
 CACHE_ENV = "NPVAE_CACHE_DIR"
-CLASSIFIER_EPOCHS = 3
 ARCHITECTURE_VERSION = "cnn16-32-128-v1"
 FEATURES_LAYER = "features"
 

@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 import os
 import sys
-from typing import NoReturn
+import typing
+from typing import Callable, Dict, List, NoReturn, Optional, Sequence
 
 from npvae_tf.config import MODELS, X_PATH_DECODERS, Config, ConfigError
 
@@ -73,62 +74,97 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`Config` field; defaults come from the dataclass."""
-    d = Config()
-    parser.add_argument("--model", choices=MODELS, default=d.model,
-                        help="npvae: nonparametric VAE (paper eq. 5); vae: standard VAE")
-    parser.add_argument("--z_dim", type=int, default=d.z_dim, help="latent dimension Z")
-    parser.add_argument("--x_dim", type=int, default=d.x_dim,
-                        help="dimension of the kernel's embedding X (npVAE)")
-    parser.add_argument("--hidden", type=int, nargs="+", default=list(d.hidden),
-                        help="hidden layer widths of every MLP")
-    parser.add_argument("--dropout", type=float, default=d.dropout,
-                        help="dropout rate (the paper's keep-probability 0.9 = rate 0.1)")
-    parser.add_argument("--batch_size", type=int, default=d.batch_size,
-                        help="global mini-batch size (>= 2)")
-    parser.add_argument("--lr", type=float, default=d.learning_rate, help="Adam learning rate")
-    parser.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
-    parser.add_argument("--match_weight", type=float, default=d.match_weight,
-                        help="weight of ||E[z_i] - z~_i||^2 (1: paper; 0: plain VAE objective)")
-    parser.add_argument("--x_path_weight", type=float, default=d.x_path_weight,
-                        help="weight of the X-path term -log p(y_i | z~_i), each image decoded "
-                             "from its kernel prediction (0: paper; see README 'Schemes')")
-    parser.add_argument("--x_path_decoder", choices=X_PATH_DECODERS, default=d.x_path_decoder,
-                        help="decode z~ with the model's decoder or with a decoder of its own")
-    parser.add_argument("--x_path_stop_gradient", action="store_true",
-                        help="the X-path term does not train the VAE's encoder (E[z_j] held "
-                             "constant)")
-    parser.add_argument("--initial_lengthscale", type=float, default=d.initial_lengthscale,
-                        help="initial kernel lengthscale l (learned)")
-    parser.add_argument("--seed", type=int, default=d.seed, help="random seed")
-    parser.add_argument("--binarize", action="store_true",
-                        help="dynamically binarise training images")
-    parser.add_argument("--train_examples", type=int, default=None,
-                        help="use only the first N training examples (quick runs)")
-    parser.add_argument("--validation_examples", type=int, default=d.validation_examples,
-                        help="validation images taken from the end of the training file")
-    parser.add_argument("--jit_compile", action="store_true", help="compile steps with XLA")
-
-
-def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
-    try:
-        return Config(model=args.model, z_dim=args.z_dim, x_dim=args.x_dim,
-                      hidden=tuple(args.hidden), dropout=args.dropout,
-                      batch_size=args.batch_size, learning_rate=args.lr, epochs=args.epochs,
-                      match_weight=args.match_weight, x_path_weight=args.x_path_weight,
-                      x_path_decoder=args.x_path_decoder,
-                      x_path_stop_gradient=args.x_path_stop_gradient,
-                      initial_lengthscale=args.initial_lengthscale, seed=args.seed,
-                      binarize=args.binarize, train_examples=args.train_examples,
-                      validation_examples=args.validation_examples,
-                      jit_compile=args.jit_compile)
-    except ConfigError as e:
-        parser.error(flag_message(str(e)))
-
-
+# The command-line flag of each Config field: its help (the default is added), and the
+# fields whose flag has another name or none. A Config field without help here still gets a
+# flag, named after it.
+CONFIG_FLAG_HELP = {
+    "model": "npvae: nonparametric VAE (paper eq. 5); vae: standard VAE",
+    "z_dim": "latent dimension Z",
+    "x_dim": "dimension of the kernel's embedding X (npVAE)",
+    "hidden": "hidden layer widths of every MLP",
+    "dropout": "dropout rate (the paper's keep-probability 0.9 = rate 0.1)",
+    "batch_size": "global mini-batch size (>= 2)",
+    "learning_rate": "Adam learning rate",
+    "epochs": "training epochs",
+    "match_weight": "weight of ||E[z_i] - z~_i||^2 (1: paper; 0: plain VAE objective)",
+    "x_path_weight": "weight of the X-path term -log p(y_i | z~_i), each image decoded from its "
+                     "kernel prediction (0: paper; see README 'Schemes')",
+    "x_path_decoder": "decode z~ with the model's decoder or with a decoder of its own",
+    "x_path_stop_gradient": "the X-path term does not train the VAE's encoder (E[z_j] held "
+                            "constant)",
+    "x_path_hold_decoder": "with the shared decoder, the X-path term holds the decoder's "
+                           "weights too: it trains only X and the lengthscale",
+    "x_path_decoder_epochs": "epochs of the fit of a separate X-path decoder after training "
+                             "(with --x_path_weight 0: the umap-own scheme)",
+    "neighbour_weight": "weight of the neighbour term: UMAP's cross-entropy between the "
+                        "training images' k-NN graph and X (0: off; the umap schemes: 1)",
+    "n_neighbors": "neighbours per image in that graph",
+    "min_dist": "UMAP's min_dist: how tightly X packs neighbours",
+    "landmark_weight": "weight of the landmark term ||x - u||^2: X regresses the training "
+                       "images' UMAP layout u (0: off)",
+    "initial_lengthscale": "initial kernel lengthscale l (learned)",
+    "seed": "random seed",
+    "binarize": "dynamically binarise training images",
+    "train_examples": "use only the first N training examples (quick runs)",
+    "validation_examples": "validation images taken from the end of the training file",
+    "jit_compile": "compile steps with XLA",
+}
 # Config fields whose command-line flag has another name.
 FLAGS = {"learning_rate": "lr"}
+NO_FLAG = ("image_shape",)  # set by the data, not on the command line
+CHOICES = {"model": MODELS, "x_path_decoder": X_PATH_DECODERS}
+
+
+def _field_type(name: str):
+    """The scalar type of a Config field (``Optional[int]`` and ``Tuple[int, ...]``: int)."""
+    hint = typing.get_type_hints(Config)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None) and a is not Ellipsis]
+    return args[0] if args else hint
+
+
+def config_flag_fields(names: Optional[Sequence[str]] = None) -> List[dataclasses.Field]:
+    """The Config fields that have a flag (``names``: only those), in the dataclass's order."""
+    return [f for f in dataclasses.fields(Config)
+            if f.name not in NO_FLAG and (names is None or f.name in names)]
+
+
+def add_config_flags(parser: argparse.ArgumentParser, names: Optional[Sequence[str]] = None,
+                     types: Optional[Dict[str, Callable]] = None,
+                     helps: Optional[Dict[str, str]] = None) -> None:
+    """One flag per :class:`Config` field, generated from the dataclass: name, type, choices
+    and default from it, help from :data:`CONFIG_FLAG_HELP` (``helps`` overrides) with the
+    default shown. ``names``: only these fields; ``types``: a flag's type instead of the
+    field's (e.g. :func:`positive_int`)."""
+    defaults, types, helps = Config(), types or {}, helps or {}
+    for field in config_flag_fields(names):
+        default = getattr(defaults, field.name)
+        kind = _field_type(field.name)
+        text = helps.get(field.name, CONFIG_FLAG_HELP.get(field.name, field.name))
+        flag = f"--{FLAGS.get(field.name, field.name)}"
+        if kind is bool:
+            if default:
+                raise TypeError(f"Config.{field.name}: a flag can only switch a False default on")
+            parser.add_argument(flag, dest=field.name, action="store_true", help=text)
+            continue
+        options = dict(dest=field.name, type=types.get(field.name, kind),
+                       metavar=flag[2:].upper(), help=text + " (default: %(default)s)")
+        if isinstance(default, tuple):
+            options.update(nargs="+", default=list(default))
+        else:
+            options.update(default=default)
+        if field.name in CHOICES:
+            options.update(choices=CHOICES[field.name])
+            del options["type"], options["metavar"]
+        parser.add_argument(flag, **options)
+
+
+def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                     names: Optional[Sequence[str]] = None) -> Config:
+    """The Config of the flags :func:`add_config_flags` added (other fields: defaults)."""
+    try:
+        return Config(**{f.name: getattr(args, f.name) for f in config_flag_fields(names)})
+    except ConfigError as e:
+        parser.error(flag_message(str(e)))
 
 
 def flag_message(message: str) -> str:
@@ -146,32 +182,36 @@ def fail(prog: str, message: str, code: int = 1) -> NoReturn:
 
 
 def add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
-    """The evaluation settings (:class:`npvae_tf.evaluation.Settings`) as flags."""
-    parser.add_argument("--iw_samples", type=positive_int, default=100,
+    """The evaluation settings (:class:`npvae_tf.evaluation.Settings`) as flags; the
+    defaults are ``Settings()``'s."""
+    from npvae_tf.settings import Settings
+
+    d = Settings()
+    parser.add_argument("--iw_samples", type=positive_int, default=d.iw_samples,
                         help="draws k of the importance-weighted log-likelihood; costs k decoder "
                              "passes over the test set (default %(default)s; k=1 is the ELBO)")
-    parser.add_argument("--eval_seed", type=int, default=0, help="seed of every evaluation draw")
-    parser.add_argument("--trust_subset", type=positive_int, default=2000,
+    parser.add_argument("--eval_seed", type=int, default=d.seed,
+                        help="seed of every evaluation draw")
+    parser.add_argument("--trust_subset", type=positive_int, default=d.trust_subset,
                         help="test images used for trustworthiness (O(n^2) memory; "
                              "default %(default)s)")
-    parser.add_argument("--generated", type=positive_int, default=10000,
+    parser.add_argument("--generated", type=positive_int, default=d.generated,
                         help="images generated per source for the sample metrics "
                              "(default %(default)s)")
-    parser.add_argument("--pairs", type=positive_int, default=100,
+    parser.add_argument("--pairs", type=positive_int, default=d.pairs,
                         help="test-image pairs for the interpolation metric (default %(default)s)")
-    parser.add_argument("--classifier_cache", default=None,
+    parser.add_argument("--classifier_cache", default=d.classifier_cache,
                         help="folder of the cached evaluation classifier (default: "
                              "$NPVAE_CACHE_DIR, else ~/.cache/npvae_tf)")
-    parser.add_argument("--classifier_epochs", type=positive_int, default=None,
+    parser.add_argument("--classifier_epochs", type=positive_int, default=d.classifier_epochs,
                         help="epochs of the evaluation classifier when it must be trained "
-                             "(default 3)")
+                             "(default %(default)s)")
 
 
 def settings_from_args(args: argparse.Namespace, plots: bool):
-    from npvae_tf.evaluation import Settings
+    from npvae_tf.settings import Settings
 
-    defaults = Settings()
     return Settings(iw_samples=args.iw_samples, seed=args.eval_seed,
                     trust_subset=args.trust_subset, generated=args.generated, pairs=args.pairs,
                     plots=plots, classifier_cache=args.classifier_cache,
-                    classifier_epochs=args.classifier_epochs or defaults.classifier_epochs)
+                    classifier_epochs=args.classifier_epochs)

@@ -17,6 +17,10 @@ MODELS = ("npvae", "vae")
 X_PATH_DECODERS = ("shared", "separate")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 CONFIG_FILE = "config.json"
+# Fields added after run folders were first named by a digest of the config (see
+# Config.digest_fields).
+LATER_FIELDS = ("x_path_hold_decoder", "x_path_decoder_epochs", "neighbour_weight", "n_neighbors", "min_dist",
+                "landmark_weight")
 
 
 class ConfigError(ValueError):
@@ -45,11 +49,25 @@ class Config:
         It trains what X is used for after training: y -> x -> z~ -> decoder.
       x_path_decoder: ``"shared"`` decodes z~ with the model's decoder; ``"separate"`` gives
         the X path a decoder of its own (same architecture), so the VAE's decoder keeps
-        decoding posterior samples only.
+        decoding posterior samples only. A separate decoder with ``x_path_weight`` 0 is
+        fitted after training, on leave-one-out kernel averages of the training codes at
+        the serving lengthscale (:mod:`npvae_tf.xpath_decoder`; the ``umap-own`` scheme).
+      x_path_decoder_epochs: epochs of that fit.
       x_path_stop_gradient: the X-path term treats the latent means E[z_j] it averages as
         constants, so it trains the X encoder, the lengthscale and the X-path decoder but never
         moves the VAE's encoder (with ``match_weight`` 0 and a separate decoder the VAE is
         then trained exactly as a plain VAE).
+      x_path_hold_decoder: with the shared decoder, the X-path term treats the decoder's
+        weights as constants too (and decodes without dropout): with ``x_path_stop_gradient``
+        it then trains only the X encoder and the lengthscale, and the VAE stays untouched.
+      neighbour_weight: weight of the *neighbour term* (the ``umap`` scheme, not in the paper):
+        UMAP's cross-entropy between the fuzzy k-nearest-neighbour graph of the training
+        images and X (:mod:`npvae_tf.neighbours`). It trains the X encoder only. 0 is off.
+      n_neighbors: neighbours per image of that graph (UMAP's ``n_neighbors``).
+      min_dist: UMAP's ``min_dist``: how tightly X may pack neighbours (sets ``a``, ``b``).
+      landmark_weight: weight of the *landmark term* ``||x_i - u_i||^2``: X regresses the
+        training images' nonparametric UMAP layout ``u`` (computed once with the graph). It
+        trains the X encoder only. 0 is off.
       initial_lengthscale: starting value of the learned kernel lengthscale l.
       seed: seeds weight initialisation, dropout, sampling and shuffling.
       binarize: dynamically binarise training images (y ~ Bernoulli(pixel) per epoch).
@@ -72,6 +90,12 @@ class Config:
     x_path_weight: float = 0.0
     x_path_decoder: str = "shared"
     x_path_stop_gradient: bool = False
+    x_path_hold_decoder: bool = False
+    x_path_decoder_epochs: int = 10
+    neighbour_weight: float = 0.0
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    landmark_weight: float = 0.0
     initial_lengthscale: float = 1.0
     seed: int = 0
     binarize: bool = False
@@ -103,7 +127,31 @@ class Config:
                 parts.append("own decoder")
             if self.x_path_stop_gradient:
                 parts.append("E[z] held")
+            if self.x_path_hold_decoder:
+                parts.append("decoder held")
+        elif self.fits_x_path_decoder:
+            parts.append("own decoder fitted after")
+        if self.landmark_weight > 0:
+            parts.insert(0, f"landmarks {self.landmark_weight:g}")
+        if self.neighbour_weight > 0:
+            parts.insert(0, f"neighbour {self.neighbour_weight:g}")
         return "npVAE: " + ", ".join(parts) if parts else "npVAE"
+
+    @property
+    def uses_neighbour_graph(self) -> bool:
+        """Training draws from the k-NN graph of the training images (neighbours, landmarks)."""
+        return self.neighbour_weight > 0 or self.landmark_weight > 0
+
+    @property
+    def fits_x_path_decoder(self) -> bool:
+        """The X path's own decoder is fitted after training (not by the X-path term)."""
+        return (self.model == "npvae" and self.x_path_decoder == "separate"
+                and self.x_path_weight == 0)
+
+    @property
+    def has_x(self) -> bool:
+        """Whether the model has the embedding X (the npVAE); as ``model.has_x``."""
+        return self.model == "npvae"
 
     @property
     def image_dim(self) -> int:
@@ -132,14 +180,39 @@ class Config:
                 f"x_path_decoder must be one of {X_PATH_DECODERS}, got {self.x_path_decoder!r}")
         require(self.model == "npvae" or (self.x_path_weight == 0 and self.match_weight == 1.0
                                          and self.x_path_decoder == "shared"
-                                         and not self.x_path_stop_gradient),
+                                         and not self.x_path_stop_gradient
+                                         and not self.x_path_hold_decoder),
                 "match_weight and the x_path_* settings apply to model 'npvae' only")
+        require(self.neighbour_weight >= 0,
+                f"neighbour_weight must be >= 0, got {self.neighbour_weight}")
+        require(self.model == "npvae" or self.neighbour_weight == 0,
+                "neighbour_weight (the neighbour term trains X) applies to model 'npvae' only")
+        require(self.x_path_decoder_epochs >= 1,
+                f"x_path_decoder_epochs must be >= 1, got {self.x_path_decoder_epochs}")
+        require(self.landmark_weight >= 0,
+                f"landmark_weight must be >= 0, got {self.landmark_weight}")
+        require(self.model == "npvae" or self.landmark_weight == 0,
+                "landmark_weight (the landmark term trains X) applies to model 'npvae' only")
+        require(self.n_neighbors >= 2, f"n_neighbors must be >= 2, got {self.n_neighbors}")
+        require(self.min_dist >= 0, f"min_dist must be >= 0, got {self.min_dist}")
+        require(not self.x_path_hold_decoder or self.x_path_decoder == "shared",
+                "x_path_hold_decoder holds the shared decoder: it needs x_path_decoder 'shared'")
         require(self.initial_lengthscale > 0,
                 f"initial_lengthscale must be > 0, got {self.initial_lengthscale}")
         require(self.train_examples is None or self.train_examples >= 2,
                 f"train_examples must be >= 2, got {self.train_examples}")
         require(self.validation_examples >= 2,
                 f"validation_examples must be >= 2, got {self.validation_examples}")
+
+    def digest_fields(self) -> dict:
+        """The fields that identify a run (:func:`npvae_tf.runs.config_digest`): all of them,
+        except fields added later while they keep their defaults, so a configuration made
+        before they existed keeps its run-folder name."""
+        values = self.to_dict()
+        for name in LATER_FIELDS:
+            if values[name] == _field_default(name):
+                del values[name]
+        return values
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -173,3 +246,7 @@ class Config:
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
         return cls.from_dict(values)
+
+
+def _field_default(name: str):
+    return next(f.default for f in dataclasses.fields(Config) if f.name == name)

@@ -263,7 +263,7 @@ def steps_per_epoch(n: int, batch_size: int, drop_remainder: bool = False) -> in
 def make_dataset(images: np.ndarray, batch_size: int, *, shuffle: bool = False,
                  seed: int = 0, binarize: bool = False, labels: Optional[np.ndarray] = None,
                  drop_remainder: bool = False, first_epoch: int = 0,
-                 epochs: int = 1) -> tf.data.Dataset:
+                 epochs: int = 1, neighbours=None) -> tf.data.Dataset:
     """A ``tf.data`` pipeline of image batches ``[B, H*W]`` (with labels if given).
 
     Training (``shuffle=True``): the batches of epochs ``first_epoch, ..., epochs - 1`` in a
@@ -277,15 +277,22 @@ def make_dataset(images: np.ndarray, batch_size: int, *, shuffle: bool = False,
     per (seed, batch) otherwise.
     ``drop_remainder``: only full batches of exactly ``batch_size`` (distributed training
     splits each batch evenly over replicas).
+    ``neighbours``: a :class:`npvae_tf.neighbours.NeighbourGraph` of ``images`` (training only):
+    each batch becomes ``(images, {"tails", "head_weight", "negatives"})``, one tail image per
+    head drawn from the graph and the negatives' positions (and ``"landmarks"``, the heads'
+    places in the graph's UMAP layout, when it has one), drawn per (seed, epoch, batch)
+    from the streams ``neighbour_tails`` and ``neighbour_negatives``.
     """
     n = len(images)
     if n < 2:
         raise DataError(f"a split of {n} example(s) is too small: the kernel needs 2")
     if drop_remainder and n < batch_size:
         raise DataError(f"a split of {n} examples holds no full batch of {batch_size}")
+    if neighbours is not None and (not shuffle or labels is not None):
+        raise ValueError("neighbour draws are for shuffled training batches without labels")
     if shuffle:
         ds = _shuffled_epochs(images, labels, batch_size, seed, first_epoch, epochs,
-                              drop_remainder, binarize)
+                              drop_remainder, binarize, neighbours)
     else:
         tensors = images if labels is None else (images, labels)
         if not drop_remainder:
@@ -305,7 +312,7 @@ def make_dataset(images: np.ndarray, batch_size: int, *, shuffle: bool = False,
 
 
 def _shuffled_epochs(images, labels, batch_size, seed, first_epoch, epochs, drop_remainder,
-                     binarize):
+                     binarize, neighbours=None):
     """Batches of epochs ``[first_epoch, epochs)``, each in its own seeded order."""
     n = len(images)
     used = n // batch_size * batch_size if drop_remainder else (n - 1 if n % batch_size == 1 else n)
@@ -320,13 +327,35 @@ def _shuffled_epochs(images, labels, batch_size, seed, first_epoch, epochs, drop
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
         # (epoch, batch) identifies a batch's binarisation draw: 2**32 batches per epoch.
         return batches.enumerate().map(
-            lambda b, idx: (idx, tf.stack([binarize_seed, epoch * (1 << 32) + b])))
+            lambda b, idx: (idx, epoch * (1 << 32) + b))
 
-    def gather(idx, binarize_pair):
+    def gather(idx, counter):
         batch = tf.gather(images_t, idx)
         if binarize:
-            batch = _binarize(batch, binarize_pair)
+            batch = _binarize(batch, tf.stack([binarize_seed, counter]))
+        if sampler is not None:
+            return batch, _neighbour_draws(idx, counter)
         return batch if labels_t is None else (batch, tf.gather(labels_t, idx))
+
+    sampler = None
+    if neighbours is not None:
+        from npvae_tf.neighbours import GraphSampler
+
+        if neighbours.size != n:
+            raise DataError(f"the neighbour graph has {neighbours.size} rows for {n} images")
+        sampler = GraphSampler(neighbours)
+        tails_seed = tf.constant(stream_seed(seed, "neighbour_tails"), tf.int64)
+        negatives_seed = tf.constant(stream_seed(seed, "neighbour_negatives"), tf.int64)
+
+    def _neighbour_draws(idx, counter):
+        tails = sampler.tails(idx, tf.stack([tails_seed, counter]))
+        draws = {"tails": tf.gather(images_t, tails),
+                 "head_weight": tf.gather(sampler.head_weight, idx),
+                 "negatives": sampler.negative_positions(tf.shape(idx)[0],
+                                                         tf.stack([negatives_seed, counter]))}
+        if sampler.landmarks is not None:
+            draws["landmarks"] = tf.gather(sampler.landmarks, idx)
+        return draws
 
     epochs_ds = tf.data.Dataset.range(int(first_epoch), max(int(epochs), int(first_epoch)))
     return epochs_ds.flat_map(epoch_batches).map(gather, num_parallel_calls=tf.data.AUTOTUNE,

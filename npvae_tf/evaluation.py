@@ -23,37 +23,39 @@ run was trained on, and computes on the test set (seeded by ``Settings.seed``):
   in X).
 
 Outputs: ``metrics.json`` (and with ``plots``, PNG figures) per run; for several runs also
-``comparison.md``, ``comparison.json`` and the comparison figures.
+``comparison.md``, ``comparison.json`` and the comparison figures. Each run is evaluated in
+steps (:func:`evaluate_run`: likelihoods, the 2-D space, samples, interpolations) that fill one
+:class:`RunEvaluation`; its tables and figures are drawn by :mod:`npvae_tf.report`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from npvae_tf import plots, sampling
-from npvae_tf.classifier import CLASSIFIER_EPOCHS, load_or_train_classifier
+from npvae_tf import sampling
+from npvae_tf.classifier import load_or_train_classifier
 from npvae_tf.config import Config
 from npvae_tf.data import DataError, Dataset, evaluation_images, load_mnist
 from npvae_tf.metrics import (active_units, class_silhouette, embedding_trustworthiness,
                               frechet_distance, knn_accuracy, mean_confidence, evaluation_terms,
                               neighbour_average_log_likelihood)
 from npvae_tf.summaries import PROJECTOR_DIR, write_projector
-from npvae_tf.files import atomic_write, write_json, write_text
+from npvae_tf.files import write_json, write_text
 from npvae_tf.model import VAE  # noqa: F401  registers the model classes for loading
+from npvae_tf.report import (comparison_figures, comparison_markdown, run_figures, run_table,
+                             save_figures)
 from npvae_tf.seeds import stream_seed
-from npvae_tf.runs import DATA_FILE
-from npvae_tf.runs import (EVAL_DIR, FIT_FILE, Run, check_run_dir, check_writable,  # noqa: F401
-                           find_latest_run, load_run, read_training_log)
+from npvae_tf.settings import Settings
+from npvae_tf.runs import (EVAL_DIR, EVAL_METRICS_FILE, FIT_FILE, Run, RunError, check_data,
+                           check_run_dir, check_writable, load_run, recorded_data)
 
-METRICS_FILE = "metrics.json"
 # Each random consumer of an evaluation draws from its own stream of the evaluation seed
 # (``Settings.seed``), so no two share raw bits (the prior sample used to reuse the
 # importance-weighting seed of batch 1; the mixture was fitted and sampled with one seed).
@@ -74,48 +76,7 @@ class EvaluationError(ValueError):
     """A run folder cannot be evaluated; the message names the folder and the problem."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """Evaluation settings (all seeded by ``seed``).
-
-    Attributes:
-      iw_samples: draws k per image of the importance-weighted log-likelihood (cost: k
-        decoder passes over the test set; k = 1 is the ELBO estimate).
-      trust_subset: test images used for trustworthiness (O(n^2) memory).
-      generated: images generated per source (prior, X density) for the sample metrics.
-      pairs: test-image pairs for the interpolation metric; steps: points per path.
-      grid_size: the decoded grid over X (or a 2-D Z) is grid_size x grid_size.
-      batch_size: images per prediction batch.
-      plots: also draw the figures.
-      projector_images: test images in the TensorBoard Embedding Projector (0: none).
-    """
-
-    iw_samples: int = 100
-    seed: int = 0
-    trust_subset: int = 2000
-    generated: int = 10000
-    pairs: int = 100
-    steps: int = 10
-    grid_size: int = 20
-    batch_size: int = 1000
-    plots: bool = False
-    projector_images: int = 2000
-    classifier_cache: Optional[str] = None
-    classifier_epochs: int = CLASSIFIER_EPOCHS
-
-
 # --- run folders: npvae_tf.runs owns their layout, check and loading ---------------------------
-
-
-def recorded_data(run_dir: str) -> Optional[Dict]:
-    """The run's ``data.json`` (source, sha256, name), or None for runs from before it."""
-    import json
-
-    path = os.path.join(run_dir, DATA_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def load_data_for(run: Run, data_dir: Optional[str], cache: Dict) -> Dataset:
@@ -138,10 +99,10 @@ def load_data_for(run: Run, data_dir: Optional[str], cache: Dict) -> Dataset:
             raise EvaluationError(f"{run.path}: trained on {c.image_shape[0]}x{c.image_shape[1]} "
                                   f"images, but the data does not fit: {e}") from None
     data = cache[key]
-    if recorded and recorded.get("sha256") and recorded["sha256"] != data.sha256:
-        raise EvaluationError(f"{run.path}: trained on other data ({recorded.get('source')}, "
-                              f"sha256 {recorded['sha256'][:12]}...) than {data.source} "
-                              f"(sha256 {data.sha256[:12]}...); pass that data's --data_dir")
+    try:
+        check_data(run.path, data.sha256, data.source)
+    except RunError as e:
+        raise EvaluationError(str(e)) from None
     n = len(run.reference.labels)
     if n > len(data.train) or not np.array_equal(run.reference.labels, data.train.labels[:n]):
         raise EvaluationError(f"{run.path}: its reference set does not match the training split "
@@ -188,8 +149,9 @@ def decode_latents(run: Run, z: np.ndarray, batch_size: int) -> np.ndarray:
 # --- one run --------------------------------------------------------------------------------
 
 @dataclasses.dataclass
-class Reference:
-    """What every run is compared with: the classifier on real images."""
+class ClassifierBaseline:
+    """What every run is compared with: the judging classifier and its numbers on real
+    images (not the run's reference set, ``Run.reference``)."""
 
     classifier: object
     test_features: np.ndarray
@@ -197,7 +159,7 @@ class Reference:
     summary: Dict[str, float]
 
 
-def make_reference(data: Dataset, settings: Settings, log=print) -> Reference:
+def make_classifier_baseline(data: Dataset, settings: Settings, log=print) -> ClassifierBaseline:
     """Loads (or trains once) the classifier; real-image baselines of the sample metrics."""
     classifier = load_or_train_classifier(
         data.train.images, data.train.labels, data.test.images, data.test.labels,
@@ -213,13 +175,13 @@ def make_reference(data: Dataset, settings: Settings, log=print) -> Reference:
         "frechet_train_vs_test_images": frechet_distance(train_features, test_features),
         "test_images": int(len(data.test)),
     }
-    return Reference(classifier, test_features, data.test.labels, summary)
+    return ClassifierBaseline(classifier, test_features, data.test.labels, summary)
 
 
-def sample_metrics(name: str, images: np.ndarray, reference: Reference,
+def sample_metrics(name: str, images: np.ndarray, baseline: ClassifierBaseline,
                    true_labels: Optional[np.ndarray] = None) -> Dict[str, float]:
-    features, probs = reference.classifier.predict(images)
-    out = {f"frechet_{name}": frechet_distance(features, reference.test_features),
+    features, probs = baseline.classifier.predict(images)
+    out = {f"frechet_{name}": frechet_distance(features, baseline.test_features),
            f"confidence_{name}": mean_confidence(probs)}
     if true_labels is not None:
         out[f"accuracy_{name}"] = float(np.mean(np.argmax(probs, -1) == true_labels))
@@ -242,20 +204,63 @@ def clock(started: float) -> str:
     return f"[{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}]"
 
 
-def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settings,
-                 progress: Callable[[str], None] = lambda text: None):
-    """All metrics of one run; returns ``(metrics, artifacts)`` (arrays for the figures)."""
-    started = time.time()
-    timings = {}
-    cfg, seeds = run.config, evaluation_seeds(settings.seed)
-    images, labels = test_images_for(cfg, data), data.test.labels
-    n_ref = len(run.reference.labels)
-    train_labels = run.reference.labels
+@dataclasses.dataclass
+class Interpolation:
+    """The first of the fixed test pairs: its end images ``[2, P]`` and labels, and its path
+    as a row of :func:`npvae_tf.plots.interpolation_figure` (title, images, predicted,
+    confidence)."""
+
+    pair_images: np.ndarray
+    pair_labels: List[int]
+    row: Dict[str, object]
+
+
+@dataclasses.dataclass
+class RunEvaluation:
+    """One run evaluated: ``metrics`` (its ``metrics.json``) and the arrays its figures, the
+    comparison figures and the Embedding Projector draw; filled by the steps of
+    :func:`evaluate_run` in turn.
+
+    Shapes: ``N`` test images, ``M`` reference (training) points, ``P`` pixels.
+    """
+
+    run: Run
+    metrics: Dict[str, object]
+    images: np.ndarray                       # [N, P] the test images as training evaluated
+    labels: np.ndarray                       # [N]
+    terms: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # evaluation_terms
+    train_emb: Optional[np.ndarray] = None   # [M, 2] the 2-D space (None without one)
+    test_emb: Optional[np.ndarray] = None    # [N, 2]
+    generated: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # source -> [n, P]
+    interpolation: Optional[Interpolation] = None
+    grid: Optional[Tuple[np.ndarray, Tuple]] = None  # images decoded on the grid, its extent
+    timings: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        return self.run.reference.labels
+
+    @property
+    def projector(self) -> Dict[str, np.ndarray]:
+        """The embeddings shown in TensorBoard's Embedding Projector."""
+        keys = ("x", "z_mean") if self.run.has_x else ("z_mean",)
+        return {k: self.terms[k] for k in keys}
+
+    def for_comparison(self) -> "RunEvaluation":
+        """Only what the comparison figures need (the rest is let go between runs)."""
+        return dataclasses.replace(self, images=self.images[:0], terms={}, train_emb=None,
+                                   generated={}, grid=None)
+
+
+def run_description(run: Run, n_images: int) -> Dict[str, object]:
+    """The metrics that describe the run rather than measure it."""
+    cfg = run.config
     metrics: Dict[str, object] = {
         "run": os.path.abspath(run.path), "model": cfg.model, "z_dim": cfg.z_dim,
         "x_dim": cfg.x_dim if run.has_x else None, "epochs": cfg.epochs,
         "epochs_run": int(len(run.log["epoch"])) if run.log else None,
-        "space": run.space, "test_images": int(len(images)), "reference_size": n_ref,
+        "space": run.space, "test_images": int(n_images),
+        "reference_size": len(run.reference.labels),
         "scheme": cfg.scheme, "config": cfg.to_dict(),
         "train_minutes": _train_minutes(run.path),
     }
@@ -263,13 +268,16 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
         metrics["lengthscale"] = float(run.model.kernel.lengthscale.numpy())
         # None: trained before serving lengthscales were chosen; the learned one is used.
         metrics["serving_lengthscale"] = run.reference.lengthscale
+    return metrics
 
-    # Likelihoods, X path, active units: one batched pass over the test set.
-    progress(f"likelihoods ({settings.iw_samples} importance samples per test image)")
-    t = time.time()
-    terms = evaluation_terms(run.model, images, settings.iw_samples, seeds["importance_weights"],
-                             reference=run.reference if run.has_x else None)
-    metrics.update(
+
+def likelihoods_step(e: RunEvaluation, settings: Settings, seeds: Dict[str, int]) -> None:
+    """Likelihoods, X path, active units: one batched pass over the test set."""
+    run = e.run
+    e.terms = terms = evaluation_terms(run.model, e.images, settings.iw_samples,
+                                       seeds["importance_weights"],
+                                       reference=run.reference if run.has_x else None)
+    e.metrics.update(
         elbo=float(np.mean(terms["elbo"])),
         iw_log_likelihood=float(np.mean(terms["iw_ll"])),
         iw_samples=settings.iw_samples,
@@ -285,224 +293,108 @@ def evaluate_run(run: Run, data: Dataset, reference: Reference, settings: Settin
     )
     if run.has_x:
         # What the X path could reach if X kept Z's own neighbourhoods (see the function).
-        ceiling = neighbour_average_log_likelihood(run.model, images, terms["z_mean"],
+        ceiling = neighbour_average_log_likelihood(run.model, e.images, terms["z_mean"],
                                                    run.reference.z_mean, NEIGHBOUR_KS)
         best_k = max(ceiling, key=ceiling.get)
-        metrics.update(neighbour_average_ll=ceiling[best_k], neighbour_average_k=best_k,
-                       neighbour_average_ll_by_k={str(k): v for k, v in ceiling.items()})
+        e.metrics.update(neighbour_average_ll=ceiling[best_k], neighbour_average_k=best_k,
+                         neighbour_average_ll_by_k={str(k): v for k, v in ceiling.items()})
     # The central claim in one row: how well a 2-D code reconstructs the test images.
-    metrics["two_d_reconstruction_ll"] = (
-        metrics["x_path_log_likelihood"] if run.has_x and cfg.x_dim == 2 else
-        metrics["reconstruction_ll_mean"] if not run.has_x and cfg.z_dim == 2 else None)
-    timings["likelihoods"] = time.time() - t
+    e.metrics["two_d_reconstruction_ll"] = (
+        e.metrics["x_path_log_likelihood"] if run.has_x and run.config.x_dim == 2 else
+        e.metrics["reconstruction_ll_mean"] if not run.has_x and run.config.z_dim == 2 else None)
 
-    # The 2-D space.
-    progress("the 2-D space" if run.space else "the embeddings")
-    t = time.time()
-    if run.space is not None:
-        train_emb = run.reference.x if run.has_x else run.reference.z_mean
-        test_emb = terms["x"] if run.has_x else terms["z_mean"]
-        for k, acc in knn_accuracy(train_emb, train_labels, test_emb, labels, KNN_KS).items():
-            metrics[f"knn_accuracy_{k}"] = acc
-        metrics["trustworthiness"] = embedding_trustworthiness(
-            images, test_emb, TRUST_NEIGHBOURS, settings.trust_subset,
-            seeds["trustworthiness_subset"])
-        metrics["silhouette"] = class_silhouette(test_emb, labels)
-    else:
-        train_emb = test_emb = None
+
+def embedding_step(e: RunEvaluation, settings: Settings, seeds: Dict[str, int]) -> None:
+    """The 2-D space: k-NN accuracy, trustworthiness, silhouette (None without one)."""
+    run = e.run
+    if run.space is None:
         for key in [f"knn_accuracy_{k}" for k in KNN_KS] + ["trustworthiness", "silhouette"]:
-            metrics[key] = None
-    timings["embedding"] = time.time() - t
+            e.metrics[key] = None
+        return
+    e.train_emb = run.reference.x if run.has_x else run.reference.z_mean
+    e.test_emb = e.terms["x"] if run.has_x else e.terms["z_mean"]
+    for k, acc in knn_accuracy(e.train_emb, e.train_labels, e.test_emb, e.labels,
+                               KNN_KS).items():
+        e.metrics[f"knn_accuracy_{k}"] = acc
+    e.metrics["trustworthiness"] = embedding_trustworthiness(
+        e.images, e.test_emb, TRUST_NEIGHBOURS, settings.trust_subset,
+        seeds["trustworthiness_subset"])
+    e.metrics["silhouette"] = class_silhouette(e.test_emb, e.labels)
 
-    # Generated images.
-    progress(f"generated images ({settings.generated:,} per source)")
-    t = time.time()
+
+def samples_step(e: RunEvaluation, baseline: ClassifierBaseline, settings: Settings,
+                 seeds: Dict[str, int], decode_at: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Generated images (prior, X density, test locations) and their sample metrics."""
+    run = e.run
     z_prior = run.model.prior.sample(settings.generated,
                                      seed=tf.constant([seeds["prior_samples"], 0])).numpy()
     generated = {"prior": decode_latents(run, z_prior, settings.batch_size)}
-    decode_at = decoder_for(run, settings.batch_size)
     if run.has_x:
         # The density training stored in the run folder (the one the export samples too).
-        density = sampling.x_density_for(run.path, run.reference.x, cfg.seed)
+        density = sampling.x_density_for(run.path, run.reference.x, run.config.seed)
         generated["x_density"] = decode_at(density.sample(settings.generated,
                                                           seeds["x_density_samples"]))
-        generated["test_locations"] = terms["x_path_images"]
+        generated["test_locations"] = e.terms["x_path_images"]
     else:
-        generated["test_locations"] = decode_latents(run, terms["z_mean"], settings.batch_size)
+        generated["test_locations"] = decode_latents(run, e.terms["z_mean"], settings.batch_size)
     for name in ("prior", "x_density", "test_locations"):
         if name in generated:
-            metrics.update(sample_metrics(name, generated[name], reference,
-                                          labels if name == "test_locations" else None))
+            e.metrics.update(sample_metrics(name, generated[name], baseline,
+                                            e.labels if name == "test_locations" else None))
         else:
-            metrics.update({f"frechet_{name}": None, f"confidence_{name}": None})
-    timings["samples"] = time.time() - t
+            e.metrics.update({f"frechet_{name}": None, f"confidence_{name}": None})
+    e.generated = generated
 
-    # Interpolations between fixed test pairs, in X (npVAE) or Z (VAE).
-    progress(f"interpolations ({settings.pairs} test pairs)")
-    t = time.time()
+
+def interpolation_step(e: RunEvaluation, baseline: ClassifierBaseline, settings: Settings,
+                       seeds: Dict[str, int],
+                       decode_at: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Interpolations between fixed test pairs, in X (npVAE) or Z (VAE)."""
+    run, labels = e.run, e.labels
     pairs = sampling.interpolation_pairs(labels, settings.pairs, seeds["interpolation_pairs"])
-    ends = terms["x"] if run.has_x else terms["z_mean"]
+    ends = e.terms["x"] if run.has_x else e.terms["z_mean"]
     paths = sampling.interpolation_paths(ends[pairs[:, 0]], ends[pairs[:, 1]], settings.steps)
     path_images = decode_at(paths.reshape(-1, paths.shape[-1]))
-    _, path_probs = reference.classifier.predict(path_images)
+    _, path_probs = baseline.classifier.predict(path_images)
     path_probs = path_probs.reshape(len(pairs), settings.steps, -1)
-    metrics["interpolation_space"] = "X" if run.has_x else "Z"
-    metrics["interpolation_confidence"] = mean_confidence(path_probs[:, 1:-1])
-    timings["interpolation"] = time.time() - t
+    e.metrics["interpolation_space"] = "X" if run.has_x else "Z"
+    e.metrics["interpolation_confidence"] = mean_confidence(path_probs[:, 1:-1])
+    e.interpolation = Interpolation(
+        pair_images=e.images[pairs[0]], pair_labels=[int(c) for c in labels[pairs[0]]],
+        row={"title": f"{run.label}\nin {e.metrics['interpolation_space']}",
+             "images": path_images[:settings.steps],
+             "predicted": np.argmax(path_probs[0], -1),
+             "confidence": np.max(path_probs[0], -1)})
 
-    artifacts = {
-        "images": images, "labels": labels, "train_emb": train_emb, "train_labels": train_labels,
-        "test_emb": test_emb, "generated": generated,
-        "projector": {"x": terms["x"], "z_mean": terms["z_mean"]} if run.has_x else
-                     {"z_mean": terms["z_mean"]},
-        "pair_images": images[pairs[0]], "pair_labels": [int(c) for c in labels[pairs[0]]],
-        "pair_row": {"title": f"{run.label}\nin {metrics['interpolation_space']}",
-                     "images": path_images[:settings.steps],
-                     "predicted": np.argmax(path_probs[0], -1),
-                     "confidence": np.max(path_probs[0], -1)},
-    }
+
+def evaluate_run(run: Run, data: Dataset, baseline: ClassifierBaseline, settings: Settings,
+                 progress: Callable[[str], None] = lambda text: None) -> RunEvaluation:
+    """All metrics of one run, step by step, with the arrays for its figures."""
+    started = time.time()
+    seeds = evaluation_seeds(settings.seed)
+    images = test_images_for(run.config, data)
+    e = RunEvaluation(run, run_description(run, len(images)), images, data.test.labels)
+
+    def timed(name: str, step: Callable[[], None]) -> None:
+        t = time.time()
+        step()
+        e.timings[name] = time.time() - t
+
+    progress(f"likelihoods ({settings.iw_samples} importance samples per test image)")
+    timed("likelihoods", lambda: likelihoods_step(e, settings, seeds))
+    progress("the 2-D space" if run.space else "the embeddings")
+    timed("embedding", lambda: embedding_step(e, settings, seeds))
+    progress(f"generated images ({settings.generated:,} per source)")
+    decode_at = decoder_for(run, settings.batch_size)
+    timed("samples", lambda: samples_step(e, baseline, settings, seeds, decode_at))
+    progress(f"interpolations ({settings.pairs} test pairs)")
+    timed("interpolation", lambda: interpolation_step(e, baseline, settings, seeds, decode_at))
     if run.space is not None:
-        grid, extent = sampling.occupied_grid(train_emb, settings.grid_size)
-        artifacts["grid"] = (decode_at(grid), extent)
-    timings["total"] = time.time() - started
-    metrics["seconds"] = {k: round(v, 2) for k, v in timings.items()}
-    return metrics, artifacts
-
-
-# --- figures --------------------------------------------------------------------------------
-
-def run_figures(run: Run, artifacts: Dict, settings: Settings,
-                class_word: str = "digit") -> Dict[str, object]:
-    """File name -> Figure for one run."""
-    shape = run.config.image_shape
-    a = artifacts
-    figures = {}
-    if run.space is not None:
-        figures["fig2_embedding.png"] = plots.embedding_figure(
-            a["train_emb"], a["train_labels"], a["test_emb"], a["labels"],
-            a["generated"]["test_locations"], shape, run.space, title=f"{run.label} ({run.name})",
-            class_word=class_word)
-        grid_images, extent = a["grid"]
-        figures["manifold_grid.png"] = plots.grid_figure(
-            grid_images, settings.grid_size, shape, extent, run.space,
-            title=f"{run.label}: images decoded on a {settings.grid_size}x{settings.grid_size} "
-                  f"grid over the occupied part of {run.space}")
-    figures["interpolation.png"] = plots.interpolation_figure(
-        [a["pair_row"]], *a["pair_images"], shape, *a["pair_labels"])
-    names = {"prior": "from the prior N(0, I) in Z", "x_density": "ancestral samples in X",
-             "test_locations": ("decoded at test X (X path)" if run.has_x else
-                                "decoded at test E[z|y] (reconstructions)")}
-    sets = [("real test images", a["images"])] + [(names[k], v) for k, v in a["generated"].items()]
-    figures["samples.png"] = plots.samples_figure(sets, shape,
-                                                  title=f"{run.label}: generated images")
-    if run.log is not None:
-        figures["training_curves.png"] = plots.training_curves_figure(
-            run.log, title=f"{run.label}: training curves ({run.name})")
-    return figures
-
-
-def comparison_figures(runs: Sequence[Run], artifacts: Sequence[Dict],
-                       results: Sequence[Dict], class_word: str = "digit") -> Dict[str, object]:
-    """Fig. 3 (every 2-D space, by z_dim) and Fig. 4 (one interpolation row per run)."""
-    order = sorted(range(len(runs)), key=lambda r: (runs[r].config.z_dim, runs[r].has_x))
-    figures = {}
-    panels = [(f"{runs[r].label}: {runs[r].space}\n5-NN accuracy "
-               f"{results[r]['knn_accuracy_5']:.3f}", artifacts[r]["test_emb"],
-               artifacts[r]["labels"], runs[r].space) for r in order if runs[r].space]
-    if panels:
-        figures["fig3_spaces.png"] = plots.spaces_figure(panels, class_word)
-    a = artifacts[order[0]]
-    figures["fig4_interpolations.png"] = plots.interpolation_figure(
-        [artifacts[r]["pair_row"] for r in order], *a["pair_images"],
-        runs[order[0]].config.image_shape, *a["pair_labels"])
-    return figures
-
-
-def save_figures(figures: Dict[str, object], out_dir: str) -> List[str]:
-    paths = []
-    for name, fig in figures.items():
-        path = os.path.join(out_dir, name)
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-        paths.append(path)
-    return paths
-
-
-# --- tables ---------------------------------------------------------------------------------
-
-# (key, description, format); "" format: integer.
-TABLE_ROWS = [
-    ("elbo", "test ELBO (nats)", ".2f"),
-    ("iw_log_likelihood", "log p(y), importance-weighted, k = {k} (nats)", ".2f"),
-    ("reconstruction_ll_sample", "log p(y|z), z ~ q(z|y) (nats)", ".2f"),
-    ("reconstruction_ll_mean", "log p(y|E[z]) (nats)", ".2f"),
-    ("kl", "KL(q(z|y) || p(z)) (nats)", ".2f"),
-    ("active_units", "active units (Var E[z_u] > 0.01)", ""),
-    ("x_path_log_likelihood", "X path log p(y|z~(f(y))) (nats)", ".2f"),
-    ("neighbour_average_ll", "decoding the mean of the k nearest training E[z] in Z, "
-     "best k of 1/10/100 (nats)", ".2f"),
-    ("effective_neighbours", "reference points per query, median 1/Σ W² (serving l)", ".0f"),
-    ("effective_neighbours_learned", "reference points per query at the learned l", ".0f"),
-    ("serving_lengthscale", "serving lengthscale (chosen on validation)", ".4g"),
-    ("lengthscale", "learned lengthscale", ".4g"),
-    ("two_d_reconstruction_ll", "2-D code reconstruction: X path / 2-D VAE at E[z] (nats)", ".2f"),
-    ("knn_accuracy_1", "1-NN accuracy in 2-D", ".3f"),
-    ("knn_accuracy_5", "5-NN accuracy in 2-D", ".3f"),
-    ("knn_accuracy_10", "10-NN accuracy in 2-D", ".3f"),
-    ("trustworthiness", "trustworthiness (5 neighbours, {t} test images)", ".3f"),
-    ("silhouette", "class silhouette in 2-D", ".3f"),
-    ("frechet_prior", "Fréchet distance, prior samples", ".2f"),
-    ("confidence_prior", "classifier confidence, prior samples", ".3f"),
-    ("frechet_x_density", "Fréchet distance, ancestral samples in X", ".2f"),
-    ("confidence_x_density", "classifier confidence, ancestral samples in X", ".3f"),
-    ("frechet_test_locations", "Fréchet distance, at test locations (X / E[z])", ".2f"),
-    ("confidence_test_locations", "classifier confidence, at test locations", ".3f"),
-    ("accuracy_test_locations", "classifier accuracy, at test locations", ".3f"),
-    ("interpolation_confidence", "interpolation confidence (VAE in Z, npVAE in X)", ".3f"),
-    ("train_minutes", "training time (min)", ".1f"),
-]
-
-
-def _fmt(value, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—" if value is None else str(value)
-    return f"{value:{fmt}}" if fmt else str(int(value))
-
-
-def _rows(settings: Settings):
-    for key, text, fmt in TABLE_ROWS:
-        yield key, text.format(k=settings.iw_samples, t=f"{settings.trust_subset:,}"), fmt
-
-
-def run_table(metrics: Dict, settings: Settings) -> str:
-    """A short two-column text table of one run's metrics."""
-    rows = [(text, _fmt(metrics.get(key), fmt)) for key, text, fmt in _rows(settings)
-            if metrics.get(key) is not None]
-    width = max(len(t) for t, _ in rows)
-    return "\n".join(f"  {t:<{width}}  {v:>9}" for t, v in rows)
-
-
-def comparison_markdown(results: Sequence[Dict], reference: Dict, settings: Settings) -> str:
-    """One Markdown table: a row per metric, a column per run (sorted by z_dim)."""
-    results = sorted(results, key=lambda m: (m["z_dim"], m["model"] == "npvae",
-                                             m.get("scheme", "") != "npVAE"))
-    heads = [f"{m.get('scheme') or m['model']} z{m['z_dim']}".replace(": ", ":<br>")
-             for m in results]
-    lines = ["| metric | " + " | ".join(heads) + " |",
-             "|---|" + "---:|" * len(results)]
-    lines.append("| run | " + " | ".join(f"`{os.path.basename(m['run'])}`" for m in results) + " |")
-    epochs = [str(m.get("epochs_run") or m["epochs"]) for m in results]
-    lines.append("| epochs | " + " | ".join(epochs) + " |")
-    for key, text, fmt in _rows(settings):
-        text = text.replace("|", "\\|")  # a literal bar inside a Markdown table cell
-        lines.append(f"| {text} | " + " | ".join(_fmt(m.get(key), fmt) for m in results) + " |")
-    lines += ["", f"Test set: {reference['test_images']:,} images. Classifier test accuracy "
-              f"{reference['classifier_test_accuracy']:.4f}; its confidence on real test images "
-              f"{reference['confidence_test_images']:.3f}; Fréchet distance between real "
-              f"training and test images {reference['frechet_train_vs_test_images']:.2f} "
-              "(the floor). 2-D maps of MNIST for scale: UMAP on this project's machine and "
-              "protocol 5-NN 0.953, trustworthiness 0.952; published 5-NN accuracies: "
-              "parametric UMAP 0.961, UMAP 0.954, t-SNE 0.950, a VAE 0.765, PCA 0.420."]
-    return "\n".join(lines) + "\n"
+        grid, extent = sampling.occupied_grid(e.train_emb, settings.grid_size)
+        e.grid = (decode_at(grid), extent)
+    e.timings["total"] = time.time() - started
+    e.metrics["seconds"] = {k: round(v, 2) for k, v in e.timings.items()}
+    return e
 
 
 # --- the whole evaluation -------------------------------------------------------------------
@@ -551,48 +443,47 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
     # Figures and tables say "digit" on MNIST, "class" on any other data.
     class_word = "digit" if datasets[0].is_mnist else "class"
     log(f"{clock(started)} the judging classifier")
-    reference = make_reference(datasets[0], settings, log)
-    results, all_artifacts = [], []
+    baseline = make_classifier_baseline(datasets[0], settings, log)
+    results: List[Dict] = []
+    evaluations: List[RunEvaluation] = []
     for i, (run, data, run_dir) in enumerate(zip(runs, datasets, run_dirs)):
         def progress(text, run=run, i=i):
             log(f"{clock(started)} run {i + 1}/{len(runs)} {run.name}: {text}")
 
-        metrics, artifacts = evaluate_run(run, data, reference, settings, progress)
-        metrics["classifier_test_accuracy"] = reference.summary["classifier_test_accuracy"]
+        evaluation = evaluate_run(run, data, baseline, settings, progress)
+        metrics = evaluation.metrics
+        metrics["classifier_test_accuracy"] = baseline.summary["classifier_test_accuracy"]
         os.makedirs(run_dir, exist_ok=True)
         if settings.plots:
             progress("figures")
             t = time.time()
-            save_figures(run_figures(run, artifacts, settings, class_word), run_dir)
+            save_figures(run_figures(evaluation, settings, class_word), run_dir)
             metrics["seconds"]["figures"] = round(time.time() - t, 2)
         if settings.projector_images:
-            n = min(settings.projector_images, len(artifacts["images"]))
-            write_projector(os.path.join(run_dir, PROJECTOR_DIR), artifacts["images"][:n],
-                            artifacts["labels"][:n],
-                            {k: v[:n] for k, v in artifacts["projector"].items()},
+            n = min(settings.projector_images, len(evaluation.images))
+            write_projector(os.path.join(run_dir, PROJECTOR_DIR), evaluation.images[:n],
+                            evaluation.labels[:n],
+                            {k: v[:n] for k, v in evaluation.projector.items()},
                             run.config.image_shape)
-        write_json(os.path.join(run_dir, METRICS_FILE),
+        write_json(os.path.join(run_dir, EVAL_METRICS_FILE),
                    {**metrics, "settings": dataclasses.asdict(settings),
-                    "reference": reference.summary})
+                    "reference": baseline.summary})
         seconds = metrics["seconds"]["total"] + metrics["seconds"].get("figures", 0.0)
         log(f"\n{run.path} ({run.label}): evaluated in {seconds:.0f} s -> {run_dir}")
         log(run_table(metrics, settings))
         log(f"  (sample-quality rows judged by a classifier with test accuracy "
-            f"{reference.summary['classifier_test_accuracy']:.4f} on this data)")
+            f"{baseline.summary['classifier_test_accuracy']:.4f} on this data)")
         results.append(metrics)
-        # Keep only what the comparison figures need.
-        all_artifacts.append({k: artifacts[k] for k in ("test_emb", "labels", "pair_images",
-                                                        "pair_labels", "pair_row")})
-    summary = {"runs": results, "reference": reference.summary,
+        evaluations.append(evaluation.for_comparison())
+    summary = {"runs": results, "reference": baseline.summary,
                "settings": dataclasses.asdict(settings)}
     if comparison_dir is not None:
         os.makedirs(comparison_dir, exist_ok=True)
-        table = comparison_markdown(results, reference.summary, settings)
+        table = comparison_markdown(results, baseline.summary, settings)
         write_text(os.path.join(comparison_dir, "comparison.md"), table)
         write_json(os.path.join(comparison_dir, "comparison.json"), summary)
         if settings.plots:
-            save_figures(comparison_figures(runs, all_artifacts, results, class_word),
-                         comparison_dir)
+            save_figures(comparison_figures(evaluations, class_word), comparison_dir)
         log(f"\ncomparison -> {comparison_dir}\n\n{table}")
         summary["comparison_dir"] = comparison_dir
     summary["run_dirs"] = run_dirs

@@ -41,12 +41,11 @@ Speed of ``generate_from_x``: ``z~`` is the kernel's chunked, streaming-softmax
 product, plus the element-wise distances and exponentials), cut into blocks of
 :data:`QUERY_BLOCK` queries so memory stays ``O(QUERY_BLOCK * (chunk + Z))``. By default the
 graph runs as plain TensorFlow ops: a stock TensorFlow Serving CPU build does not JIT-compile
-with XLA, and with TensorFlow 2.21 on CPU the plain graph measured faster than XLA anyway
-(1.6-1.9 against 2.6-2.8 times the bare product at batch 1,024, M = 55,000, Z = 500;
-``benchmarks/bench_serving.py``). ``jit_compile=True`` (``export.py --xla``) compiles the
-kernel with XLA for Python serving; XLA compiles once per input shape, so the last block is
-then padded up to one of :data:`QUERY_BUCKETS` (at most ``len(QUERY_BUCKETS)`` compilations
-per process). The reference set is stored padded to a multiple of the chunk size, the
+with XLA, and on CPU the plain graph measured faster than XLA anyway (the numbers:
+``benchmarks/bench_serving.py`` and its results). ``jit_compile=True`` (``export.py --xla``)
+compiles the kernel with XLA for Python serving; XLA compiles once per input shape, so the
+last block is then padded up to one of :data:`QUERY_BUCKETS` (at most ``len(QUERY_BUCKETS)``
+compilations per process). The reference set is stored padded to a multiple of the chunk size, the
 padding at ``x = +inf`` (kernel logit -inf) with ``E[z] = 0``, so no call copies the
 ``[M, Z]`` matrix to pad it.
 """
@@ -64,6 +63,8 @@ import numpy as np
 import tensorflow as tf
 
 from npvae_tf.kernels import GridIndex, indexed_predictive_mean
+# Named, so draws do not depend on the device's default generator.
+from npvae_tf.model import RNG_ALG
 from npvae_tf.reference import ReferenceSet
 from npvae_tf.sampling import XDensity, x_density_for
 
@@ -74,8 +75,6 @@ DEFAULT_CHUNK_SIZE = 1024
 QUERY_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 640, 768, 896, 1024)
 QUERY_BLOCK = QUERY_BUCKETS[-1]
 MAX_SAMPLE_COUNT = 100_000
-# Named, so draws do not depend on the device's default generator (as in npvae_tf.model).
-RNG_ALG = "philox"
 INFO_FILE = os.path.join("assets.extra", "npvae_export.json")
 SIGNATURES_NPVAE = ("serving_default", "reconstruct", "encode", "decode", "generate_from_x",
                     "sample")
@@ -233,7 +232,7 @@ class ServingModule(tf.Module):
         # the variables the functions capture are (loading needs neither Keras nor npvae_tf).
         object.__setattr__(self, "_model", model)
         self.image_dim, self.z_dim = int(model.image_dim), int(model.z_dim)
-        self.is_npvae = hasattr(model, "kernel")
+        self.is_npvae = model.has_x
         self.jit_compile = bool(jit_compile)
         self.specs = {"images": [tf.TensorSpec([None, None], tf.float32, name="images")],
                       "z": [tf.TensorSpec([None, None], tf.float32, name="z")],
@@ -493,19 +492,19 @@ def export_model(model, export_dir: str, reference: Optional[ReferenceSet] = Non
     return os.path.abspath(export_dir)
 
 
-def load_run(run_dir: str):
+def load_exportable(run_dir: str):
     """``(config, model, reference)`` of a finished run folder (reference ``None`` for a VAE).
 
     :func:`npvae_tf.runs.load_run` checks and loads the folder; its errors come back as
     :class:`ExportError`.
     """
-    from npvae_tf.runs import RunError, load_run as load_checked_run
+    from npvae_tf.runs import RunError, load_run
 
     try:
-        run = load_checked_run(run_dir)
+        run = load_run(run_dir)
     except RunError as e:
         raise ExportError(str(e)) from None
-    return run.config, run.model, (run.reference if run.config.model == "npvae" else None)
+    return run.config, run.model, (run.reference if run.has_x else None)
 
 
 def export_run(run_dir: str, export_dir: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -517,7 +516,7 @@ def export_run(run_dir: str, export_dir: str, *, chunk_size: int = DEFAULT_CHUNK
     message for a folder that is not a finished run, or an unsafe ``export_dir``.
     """
     check_target(export_dir)
-    config, model, reference = load_run(run_dir)
+    config, model, reference = load_exportable(run_dir)
     density = None
     if reference is not None:
         try:
@@ -531,4 +530,4 @@ def export_run(run_dir: str, export_dir: str, *, chunk_size: int = DEFAULT_CHUNK
 
 
 __all__ = ["ExportError", "mixture_parameters", "mixture_sample", "serving_lengthscale",
-           "ServingModule", "atomic_write_dir", "export_model", "export_run", "load_run"]
+           "ServingModule", "atomic_write_dir", "export_model", "export_run", "load_exportable"]

@@ -13,6 +13,11 @@ prediction of each latent mean from the others in the batch:
     loss_i = -ELBO_i + match_weight * ||E[z_i] - z~_i||^2
 so that minimising the mean loss maximises ``L_g - sum_i ||E[z_i] - z~_i||^2`` per example.
 
+Optionally (``neighbour_weight`` > 0, the ``umap`` scheme) the X encoder also learns UMAP's
+cross-entropy against the fuzzy k-NN graph of the training images,
+``loss_i += neighbour_weight * neighbour_i`` (:mod:`npvae_tf.neighbours`); the term depends on
+the X encoder only, so it never moves the VAE.
+
 Optionally (``x_path_weight`` > 0, not in the paper) the loss also trains the *X path*, the
 route a new image takes through X after training:
     loss_i += x_path_weight * (-log p_X(y_i | z~_i))
@@ -34,6 +39,7 @@ import tensorflow_probability as tfp
 
 from npvae_tf.config import Config
 from npvae_tf.kernels import SquaredExponentialKernel, masked_softmax
+from npvae_tf.neighbours import neighbour_cross_entropy, umap_ab
 import npvae_tf.optimizers  # noqa: F401,E402  registers FusedAdam: model.keras files name it
 from npvae_tf.seeds import stream_seed
 
@@ -83,6 +89,22 @@ def mlp(hidden: Sequence[int], out_dim: int, dropout: float, seed: Optional[int]
     return keras.Sequential(layers, name=name)
 
 
+def held_forward(network: keras.Sequential, inputs: tf.Tensor) -> tf.Tensor:
+    """``network(inputs)`` in inference mode with every weight as a constant.
+
+    Gradients reach ``inputs`` only, and no dropout is drawn: a term computed this way moves
+    neither the network nor its random streams (:func:`mlp`'s Dense/Dropout stacks only).
+    """
+    h = inputs
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.Dense):
+            h = layer.activation(tf.matmul(h, tf.stop_gradient(layer.kernel))
+                                 + tf.stop_gradient(layer.bias))
+        elif not isinstance(layer, keras.layers.Dropout):
+            raise TypeError(f"held_forward: unsupported layer {layer.name}")
+    return h
+
+
 def replica_position():
     """``(replicas, replica_id)`` in a ``tf.distribute`` replica context, ``(1, 0)`` outside."""
     ctx = tf.distribute.get_replica_context()
@@ -111,6 +133,10 @@ class VAE(keras.Model):
     Calling the model maps images ``[B, P]`` to reconstruction probabilities ``[B, P]``
     decoded at the posterior mean (deterministic).
     """
+
+    # Whether the model has the embedding X (``embed``, the kernel): what is asked instead of
+    # the class or its attributes.
+    has_x = False
 
     def __init__(self, z_dim: int = 500, image_dim: int = 784, hidden: Sequence[int] = (500, 500),
                  dropout: float = 0.1, seed: Optional[int] = None, **kwargs):
@@ -157,11 +183,13 @@ class VAE(keras.Model):
         return tf.cast(self.sample_seeds.next(), tf.int32)
 
     # --- the objective ---------------------------------------------------------------------
-    def loss_terms(self, y, training=False, seed=None) -> Dict[str, tf.Tensor]:
+    def loss_terms(self, y, training=False, seed=None, neighbours=None) -> Dict[str, tf.Tensor]:
         """Per-example terms ``[B]``: reconstruction (-log p(y|z), z ~ q), kl, and loss.
 
         ``seed``: a stateless seed ``[2]`` for the reparameterised draw of z (default: the
-        next one from the model's seeded generator).
+        next one from the model's seeded generator). ``neighbours``: the graph draws the
+        training pipeline adds to each batch for the neighbour term (``tails`` ``[B, P]``,
+        ``head_weight`` ``[B]``, ``negatives`` ``[B, K]``), or None.
         """
         y = tf.convert_to_tensor(y, tf.float32)
         q = self.approx_posterior(y, training=training)
@@ -169,7 +197,7 @@ class VAE(keras.Model):
         reconstruction = -self.decoder_likelihood(z, training=training).log_prob(y)
         kl = tfd.kl_divergence(q, self.prior)
         terms = {"reconstruction": reconstruction, "kl": kl}
-        terms.update(self.extra_terms(y, q, training))
+        terms.update(self.extra_terms(y, q, training, neighbours))
         terms["loss"] = self.total_loss(terms)
         return terms
 
@@ -189,7 +217,7 @@ class VAE(keras.Model):
             eps = eps[replica_id * batch:(replica_id + 1) * batch]
         return q.loc + q.stddev() * eps
 
-    def extra_terms(self, y, q, training) -> Dict[str, tf.Tensor]:
+    def extra_terms(self, y, q, training, neighbours=None) -> Dict[str, tf.Tensor]:
         return {}
 
     def total_loss(self, terms) -> tf.Tensor:
@@ -215,6 +243,13 @@ class VAE(keras.Model):
     def _images(data):
         return data[0] if isinstance(data, (tuple, list)) else data
 
+    @staticmethod
+    def _neighbours(data):
+        """The neighbour-graph draws of a training batch (a dict after the images), or None."""
+        if isinstance(data, (tuple, list)) and len(data) > 1 and isinstance(data[1], dict):
+            return data[1]
+        return None
+
     def scaled_loss(self, per_example_loss: tf.Tensor) -> tf.Tensor:
         """Sum over the local batch divided by the *global* batch size.
 
@@ -228,10 +263,12 @@ class VAE(keras.Model):
     def train_step(self, data):
         y = self._images(data)
         with tf.GradientTape() as tape:
-            terms = self.loss_terms(y, training=True)
+            terms = self.loss_terms(y, training=True, neighbours=self._neighbours(data))
             loss = self.scaled_loss(terms["loss"])
         grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        # Variables no term reaches (an X-path decoder fitted after training) are left out.
+        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, self.trainable_variables)
+                                        if g is not None])
         return self._update_metrics(terms)
 
     def test_step(self, data):
@@ -265,25 +302,36 @@ class VAE(keras.Model):
 class NonparametricVAE(VAE):
     """The VAE plus an X encoder and the in-batch kernel prediction of the latent means."""
 
+    has_x = True
+
     def __init__(self, x_dim: int = 2, match_weight: float = 1.0,
                  initial_lengthscale: float = 1.0, x_path_weight: float = 0.0,
                  x_path_decoder: str = "shared", x_path_stop_gradient: bool = False,
-                 **kwargs):
+                 x_path_hold_decoder: bool = False, neighbour_weight: float = 0.0,
+                 min_dist: float = 0.1, landmark_weight: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.x_dim = int(x_dim)
         self.match_weight = float(match_weight)
         self.initial_lengthscale = float(initial_lengthscale)
         self.x_path_weight = float(x_path_weight)
-        self.x_path_decoder_kind = str(x_path_decoder)
+        self.x_path_decoder = str(x_path_decoder)  # "shared" or "separate", as in Config
         self.x_path_stop_gradient = bool(x_path_stop_gradient)
+        self.x_path_hold_decoder = bool(x_path_hold_decoder)
+        self.neighbour_weight = float(neighbour_weight)
+        self.min_dist = float(min_dist)
+        self.landmark_weight = float(landmark_weight)
+        # UMAP's (a, b) for min_dist: fitted once (umap-learn), only when the term is on.
+        self.umap_ab = umap_ab(self.min_dist) if self.neighbour_weight > 0 else None
         self.x_encoder = mlp(self.hidden, self.x_dim, self.dropout, self.seed, "x_encoder")
         # The X path's own decoder, or None: decode z~ with the VAE's decoder.
-        self.x_path_decoder = (mlp(self.hidden, self.image_dim, self.dropout, self.seed,
-                                   "x_path_decoder")
-                               if self.x_path_decoder_kind == "separate" else None)
+        self.x_path_decoder_net = (mlp(self.hidden, self.image_dim, self.dropout, self.seed,
+                                       "x_path_decoder")
+                                   if self.x_path_decoder == "separate" else None)
         self.kernel = SquaredExponentialKernel(self.initial_lengthscale, name="kernel")
         self.match_tracker = keras.metrics.Mean(name="match")
         self.x_path_tracker = keras.metrics.Mean(name="x_path")
+        self.neighbour_tracker = keras.metrics.Mean(name="neighbour")
+        self.landmark_tracker = keras.metrics.Mean(name="landmark")
         self.lengthscale_tracker = keras.metrics.Mean(name="lengthscale")
         self.relative_lengthscale_tracker = keras.metrics.Mean(name="lengthscale_over_x_std")
 
@@ -291,19 +339,26 @@ class NonparametricVAE(VAE):
         """The deterministic embedding ``x = f(y)``, ``[B, D]``."""
         return self.x_encoder(tf.convert_to_tensor(y, tf.float32), training=training)
 
-    def x_path_likelihood(self, z_tilde, training=False) -> tfd.Distribution:
+    def x_path_likelihood(self, z_tilde, training=False, held=False) -> tfd.Distribution:
         """p_X(y | z~): the distribution images decoded from X have; batch ``[N]``, event ``[P]``.
 
         The VAE's ``decoder_likelihood`` unless the X path has a decoder of its own.
+        ``held``: the shared decoder's weights as constants, without dropout (gradients reach
+        z~ only; the decoder's dropout stream is not drawn from).
         """
-        if self.x_path_decoder is None:
+        if self.x_path_decoder_net is None:
+            if held:
+                return tfd.Independent(tfd.Bernoulli(logits=held_forward(self.decoder, z_tilde),
+                                                     dtype=tf.float32),
+                                       reinterpreted_batch_ndims=1)
             return self.decoder_likelihood(z_tilde, training=training)
-        logits = self.x_path_decoder(z_tilde, training=training)
+        logits = self.x_path_decoder_net(z_tilde, training=training)
         return tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32),
                                reinterpreted_batch_ndims=1)
 
-    def extra_terms(self, y, q, training):
-        """Per-example ``match_i = ||E[z_i] - z~_i||^2`` and ``x_path_i = -log p_X(y_i | z~_i)``.
+    def extra_terms(self, y, q, training, neighbours=None):
+        """Per-example ``match_i = ||E[z_i] - z~_i||^2`` and ``x_path_i = -log p_X(y_i | z~_i)``;
+        with ``neighbours`` (training batches of the ``umap`` scheme) ``neighbour_i``.
 
         z~ comes from the kernel over the global batch (``[B, Z]``). Also ``[B]``-broadcast
         diagnostics: the lengthscale and its ratio to the batch's spread of X (the mean over
@@ -320,13 +375,28 @@ class NonparametricVAE(VAE):
             if self.x_path_stop_gradient:
                 # E[z_j] held constant; the weights stay differentiable (X, lengthscale).
                 z_tilde = tf.matmul(weights, replica_all_gather(tf.stop_gradient(z_mean)))
-            terms["x_path"] = -self.x_path_likelihood(z_tilde, training=training).log_prob(y)
+            terms["x_path"] = -self.x_path_likelihood(
+                z_tilde, training=training, held=self.x_path_hold_decoder).log_prob(y)
+        if self.neighbour_weight > 0 and neighbours is not None:
+            terms["neighbour"] = self._neighbour_term(x, neighbours, training)
+        if self.landmark_weight > 0 and neighbours is not None:
+            # ||x_i - u_i||^2 to the head's place in the graph's UMAP layout.
+            terms["landmark"] = tf.reduce_sum(tf.square(x - neighbours["landmarks"]), axis=-1)
         lengthscale = tf.stop_gradient(self.kernel.lengthscale)
         spread = tf.reduce_mean(tf.math.reduce_std(tf.stop_gradient(replica_all_gather(x)), axis=0))
         ones = tf.ones_like(terms["match"])
         terms["lengthscale"] = lengthscale * ones
         terms["lengthscale_over_x_std"] = lengthscale / tf.maximum(spread, 1e-12) * ones
         return terms
+
+    def _neighbour_term(self, x, neighbours, training):
+        """``[b]``: UMAP's cross-entropy of each head (this replica's batch) with its drawn
+        tail, against negatives from the global batch's heads and tails."""
+        x_tails = self.embed(neighbours["tails"], training=training)
+        pool = tf.concat([replica_all_gather(x), replica_all_gather(x_tails)], axis=0)
+        a, b = self.umap_ab
+        return neighbour_cross_entropy(x, x_tails, pool, neighbours["negatives"],
+                                       neighbours["head_weight"], a, b)
 
     def _in_batch_logits(self, x):
         """Kernel logits of this replica's points ``[b, D]`` against the global batch, ``[b, B]``,
@@ -344,12 +414,20 @@ class NonparametricVAE(VAE):
         loss = terms["reconstruction"] + terms["kl"] + self.match_weight * terms["match"]
         if self.x_path_weight > 0:
             loss += self.x_path_weight * terms["x_path"]
+        if "neighbour" in terms:
+            loss += self.neighbour_weight * terms["neighbour"]
+        if "landmark" in terms:
+            loss += self.landmark_weight * terms["landmark"]
         return loss
 
     def _update_metrics(self, terms):
         self.match_tracker.update_state(terms["match"])
         if "x_path" in terms:
             self.x_path_tracker.update_state(terms["x_path"])
+        if "neighbour" in terms:
+            self.neighbour_tracker.update_state(terms["neighbour"])
+        if "landmark" in terms:
+            self.landmark_tracker.update_state(terms["landmark"])
         self.lengthscale_tracker.update_state(terms["lengthscale"])
         self.relative_lengthscale_tracker.update_state(terms["lengthscale_over_x_std"])
         return super()._update_metrics(terms)
@@ -359,13 +437,17 @@ class NonparametricVAE(VAE):
         extra = [self.match_tracker]
         if self.x_path_weight > 0:
             extra.append(self.x_path_tracker)
+        if self.neighbour_weight > 0:
+            extra.append(self.neighbour_tracker)
+        if self.landmark_weight > 0:
+            extra.append(self.landmark_tracker)
         return super().metrics + extra + [self.lengthscale_tracker,
                                           self.relative_lengthscale_tracker]
 
     def build(self, input_shape=None):
         self.x_encoder.build((None, self.image_dim))
-        if self.x_path_decoder is not None:
-            self.x_path_decoder.build((None, self.z_dim))
+        if self.x_path_decoder_net is not None:
+            self.x_path_decoder_net.build((None, self.z_dim))
         super().build(input_shape)
 
     def predictive_mean(self, x_query, x_ref, z_ref, chunk_size=None, lengthscale=None):
@@ -388,8 +470,11 @@ class NonparametricVAE(VAE):
         config = super().get_config()
         config.update(x_dim=self.x_dim, match_weight=self.match_weight,
                       initial_lengthscale=self.initial_lengthscale,
-                      x_path_weight=self.x_path_weight, x_path_decoder=self.x_path_decoder_kind,
-                      x_path_stop_gradient=self.x_path_stop_gradient)
+                      x_path_weight=self.x_path_weight, x_path_decoder=self.x_path_decoder,
+                      x_path_stop_gradient=self.x_path_stop_gradient,
+                      x_path_hold_decoder=self.x_path_hold_decoder,
+                      neighbour_weight=self.neighbour_weight, min_dist=self.min_dist,
+                      landmark_weight=self.landmark_weight)
         return config
 
 
@@ -397,12 +482,16 @@ def build_model(config: Config) -> VAE:
     """The (built, untrained) model a :class:`Config` describes."""
     common = dict(z_dim=config.z_dim, image_dim=config.image_dim, hidden=config.hidden,
                   dropout=config.dropout, seed=config.seed)
-    if config.model == "npvae":
+    if config.has_x:
         model = NonparametricVAE(x_dim=config.x_dim, match_weight=config.match_weight,
                                  initial_lengthscale=config.initial_lengthscale,
                                  x_path_weight=config.x_path_weight,
                                  x_path_decoder=config.x_path_decoder,
-                                 x_path_stop_gradient=config.x_path_stop_gradient, **common)
+                                 x_path_stop_gradient=config.x_path_stop_gradient,
+                                 x_path_hold_decoder=config.x_path_hold_decoder,
+                                 neighbour_weight=config.neighbour_weight,
+                                 min_dist=config.min_dist,
+                                 landmark_weight=config.landmark_weight, **common)
     else:
         model = VAE(**common)
     model.build()

@@ -7,8 +7,9 @@ The *serving lengthscale*. The lengthscale l is learned inside mini-batches of B
 points, but served against M = 55,000 reference points: in 2-D the reference set is
 M / B ~ 430 times denser, so the learned l averages thousands of reference points and z~ is
 a broad average. After training, :func:`select_serving_lengthscale` tries scale factors of
-the learned l on validation images (the X path ``log p(y | z~(f(y)))`` over the reference
-set) and keeps the best; the reference set records it, and evaluation and the SavedModel use
+the learned l (or, for the neighbour scheme, of the median nearest-neighbour distance in X)
+on validation images (the X path ``log p(y | z~(f(y)))`` over the reference set) and keeps
+the best, extending the grid past its edge when the best lies there; the reference set records it, and evaluation and the SavedModel use
 it (``ReferenceSet.lengthscale``).
 """
 
@@ -22,12 +23,13 @@ import numpy as np
 import tensorflow as tf
 
 from npvae_tf.files import atomic_write
-
-REFERENCE_FILE = "reference_set.npz"
+from npvae_tf.runs import REFERENCE_FILE
 
 
 # Factors of the learned lengthscale tried for serving: 2, 1, 1/2, ..., 1/256.
 SERVING_SCALES = tuple(2.0 ** -k for k in range(-1, 9))
+# Extra factors tried beyond the grid's edge when the best one lies on it.
+MAX_EXTENSIONS = 6
 # Validation images the choice is made on (the first ones: the same every time).
 SELECTION_IMAGES = 2000
 
@@ -37,8 +39,11 @@ class ReferenceSet:
     """``z_mean``: ``[M, Z]``; ``x``: ``[M, D]`` (npVAE) or ``None``; ``labels``: ``[M]``.
 
     npVAE only: ``lengthscale`` is the serving lengthscale (None: use the learned one),
-    ``selection`` how it was chosen: ``learned_lengthscale``, ``scales`` and the validation
-    X-path log-likelihood (nats per image) ``log_likelihood`` at each scale.
+    ``selection`` how it was chosen: the ``anchor`` lengthscale (``anchor_kind``: the learned
+    one, or the median nearest-neighbour distance in X), the factors of it tried
+    (``scales``, decreasing), the validation X-path log-likelihood (nats per image)
+    ``log_likelihood`` at each, ``extensions`` (factors added past the first grid's edge),
+    ``on_edge`` (the best is still the smallest or largest tried) and ``learned_lengthscale``.
     """
 
     z_mean: np.ndarray
@@ -74,7 +79,7 @@ class ReferenceSet:
 
 def encode_means(model, images: np.ndarray, batch_size: int = 1024):
     """Posterior means ``[N, Z]`` and, for the npVAE, embeddings ``[N, D]`` (eval mode)."""
-    has_x = hasattr(model, "embed")
+    has_x = model.has_x
 
     @tf.function(reduce_retracing=True)
     def step(y):
@@ -90,16 +95,19 @@ def encode_means(model, images: np.ndarray, batch_size: int = 1024):
     return z_mean, (np.concatenate(xs) if has_x else None)
 
 
-def x_path_scorer(model, reference: ReferenceSet, batch_size: int = 500):
+def x_path_scorer(model, reference: ReferenceSet, batch_size: int = 500,
+                  shared_decoder: bool = False):
     """``score(images, lengthscale) -> [N]``: ``log p_X(y | z~(f(y)))`` per image, z~ over the
-    reference set with the given lengthscale (one traced function for every lengthscale)."""
+    reference set with the given lengthscale (one traced function for every lengthscale).
+    ``shared_decoder``: decode with the VAE's decoder even if the X path has its own."""
+    likelihood = model.decoder_likelihood if shared_decoder else model.x_path_likelihood
     x_ref = tf.constant(reference.x, tf.float32)
     z_ref = tf.constant(reference.z_mean, tf.float32)
 
     @tf.function(reduce_retracing=True)
     def step(y, l):
         z_tilde = model.predictive_mean(model.embed(y), x_ref, z_ref, lengthscale=l)
-        return model.x_path_likelihood(z_tilde).log_prob(y)
+        return likelihood(z_tilde).log_prob(y)
 
     def score(images: np.ndarray, lengthscale: float) -> np.ndarray:
         l = tf.constant(lengthscale, tf.float32)
@@ -109,21 +117,64 @@ def x_path_scorer(model, reference: ReferenceSet, batch_size: int = 500):
     return score
 
 
-def select_serving_lengthscale(model, reference: ReferenceSet, images: np.ndarray,
-                               scales: Sequence[float] = SERVING_SCALES
-                               ) -> Tuple[float, Dict[str, object]]:
-    """The lengthscale ``s * l`` (s in ``scales``, l learned) with the best X path on ``images``.
+def median_neighbour_distance(x: np.ndarray, sample: int = 5000) -> float:
+    """The median distance from a reference point to its nearest other one, ``||x_i - x_j||``
+    (on the first ``sample`` points as queries; scikit-learn's exact kNN)."""
+    from sklearn.neighbors import NearestNeighbors
 
+    x = np.asarray(x, np.float64)
+    if len(x) < 2:
+        raise ValueError("the reference set needs 2 points to have a neighbour distance")
+    distances, _ = NearestNeighbors(n_neighbors=2).fit(x).kneighbors(x[:sample])
+    positive = distances[:, 1][distances[:, 1] > 0]
+    return float(np.median(positive)) if len(positive) else 1.0
+
+
+def select_serving_lengthscale(model, reference: ReferenceSet, images: np.ndarray,
+                               scales: Sequence[float] = SERVING_SCALES,
+                               max_extensions: int = MAX_EXTENSIONS,
+                               shared_decoder: bool = False
+                               ) -> Tuple[float, Dict[str, object]]:
+    """The lengthscale ``s * anchor`` (s in ``scales``) with the best X path on ``images``.
+
+    The anchor is the learned lengthscale l when a term of the objective trains it (match,
+    X path); for the neighbour scheme, whose X is laid out by the neighbour graph and whose
+    l is not trained for serving, it is the reference set's median nearest-neighbour
+    distance in X, so the grid sits at the scale of the points that are averaged. When the
+    best factor lies on the grid's edge the grid is extended by halving (or doubling) up to
+    ``max_extensions`` times; the record says whether it still ended on an edge.
+
+    ``shared_decoder``: score with the VAE's decoder (to fit an X-path decoder of its own at
+    the chosen lengthscale, :mod:`npvae_tf.xpath_decoder`).
     Returns the chosen lengthscale and the selection record (see :class:`ReferenceSet`).
-    Cost: ``len(scales)`` kernel passes of ``images`` over the reference set.
+    Cost: one kernel pass of ``images`` over the reference set per factor tried.
     """
     learned = float(model.kernel.lengthscale.numpy())
+    if ((model.neighbour_weight > 0 or model.landmark_weight > 0) and model.match_weight == 0
+            and model.x_path_weight == 0):
+        anchor_kind, anchor = "median nearest-neighbour distance in X", \
+            median_neighbour_distance(reference.x)
+    else:
+        anchor_kind, anchor = "learned lengthscale", learned
     images = np.asarray(images[:SELECTION_IMAGES], np.float32)
-    score = x_path_scorer(model, reference)
-    scores = [float(np.mean(score(images, s * learned))) for s in scales]
-    best = int(np.argmax(scores))
-    return learned * scales[best], {"learned_lengthscale": learned, "scales": list(scales),
-                                    "log_likelihood": scores}
+    score = x_path_scorer(model, reference, shared_decoder=shared_decoder)
+    tried = {float(s): float(np.mean(score(images, s * anchor))) for s in scales}
+    extensions = 0
+    while True:
+        order = sorted(tried)
+        best = max(order, key=tried.get)
+        if best not in (order[0], order[-1]) or extensions >= max_extensions:
+            break
+        step = order[0] / 2 if best == order[0] else order[-1] * 2
+        tried[step] = float(np.mean(score(images, step * anchor)))
+        extensions += 1
+    order = sorted(tried, reverse=True)
+    best = max(order, key=tried.get)
+    on_edge = best in (order[0], order[-1])
+    return best * anchor, {"learned_lengthscale": learned, "anchor": anchor,
+                           "anchor_kind": anchor_kind, "scales": order,
+                           "log_likelihood": [tried[s] for s in order],
+                           "extensions": extensions, "on_edge": bool(on_edge)}
 
 
 def build_reference_set(model, images: np.ndarray, labels: np.ndarray,

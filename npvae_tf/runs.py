@@ -5,6 +5,7 @@ layout is written down once. A run folder (``train.py --out RUN``)::
 
     config.json          the Config (enough to rebuild the model); written first
     data.json            the data trained on: source, sha256 of its arrays, name (MNIST)
+    neighbour_graph.npz  umap scheme: the fuzzy k-NN graph of the training images (at start)
     .lock                held (``fcntl.flock``) by the one process training into the folder
     training_log.csv     one row per finished epoch                       \
     best.keras(.json)    the model at the best validation loss so far      } after every
@@ -17,7 +18,7 @@ layout is written down once. A run folder (``train.py --out RUN``)::
     x_density.npz        npVAE: the mixture over the training X  } when fitting ends; the
                          that sampling uses (sampling.XDensity) |  last one marks a
     test_metrics.json    seeded test-set metrics               /   finished run
-    eval/                evaluate.py's outputs (default)
+    eval/                evaluate.py's outputs (default): metrics.json, figures, projector/
 
 A folder is *a run* when it holds ``config.json``, and *finished* when it also holds
 ``model.keras``, ``reference_set.npz`` and ``test_metrics.json``. Importing this module does
@@ -43,15 +44,19 @@ REFERENCE_FILE = "reference_set.npz"
 # Which data the run was trained on: source, sha256 of the arrays, "MNIST" or null.
 DATA_FILE = "data.json"
 X_DENSITY_FILE = "x_density.npz"
-METRICS_FILE = "test_metrics.json"
+# The umap scheme: the fuzzy k-NN graph of the training images the run trains against.
+NEIGHBOUR_GRAPH_FILE = "neighbour_graph.npz"
+TEST_METRICS_FILE = "test_metrics.json"
 FIT_FILE = "fit_summary.json"
 LOG_FILE = "training_log.csv"
 BACKUP_DIR = "backup"
 LOGS_DIR = "logs"
 LOCK_FILE = ".lock"
 EVAL_DIR = "eval"
+# evaluate.py's metrics of one run, in its output folder (default RUN/eval/).
+EVAL_METRICS_FILE = "metrics.json"
 # What a finished run holds; test_metrics.json is written last, after the other two.
-FINISHED_FILES = (CONFIG_FILE, MODEL_FILE, REFERENCE_FILE, METRICS_FILE)
+FINISHED_FILES = (CONFIG_FILE, MODEL_FILE, REFERENCE_FILE, TEST_METRICS_FILE)
 DEFAULT_ROOT = "runs"
 
 
@@ -67,7 +72,7 @@ class RunLockedError(RunError):
 
 def config_digest(config: Config) -> str:
     """8 hex digits that identify a configuration (every field, in canonical JSON)."""
-    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(config.digest_fields(), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
@@ -184,6 +189,40 @@ def read_training_log(path: str) -> Optional[Dict]:
     return {k: np.array([by_epoch[e][k] for e in epochs]) for k in keys}
 
 
+# --- the data record ---------------------------------------------------------------------------
+
+def recorded_data(path: str) -> Optional[Dict]:
+    """The run's ``data.json`` (source, sha256, name), or None for runs from before it."""
+    data_file = os.path.join(path, DATA_FILE)
+    if not os.path.isfile(data_file):
+        return None
+    with open(data_file) as f:
+        return json.load(f)
+
+
+def check_data(path: str, sha256: str, source: str) -> Optional[Dict]:
+    """Refuses data (``sha256``, from ``source``) other than the data the run in ``path``
+    records (:class:`RunError`); returns the record (None for runs from before it)."""
+    recorded = recorded_data(path)
+    if recorded and recorded.get("sha256") and recorded["sha256"] != sha256:
+        raise RunError(f"{path}: trained on other data ({recorded.get('source')}, sha256 "
+                       f"{recorded['sha256'][:12]}...) than {source} (sha256 "
+                       f"{sha256[:12]}...); pass that data's --data_dir")
+    return recorded
+
+
+def record_data(path: str, provenance: Dict) -> str:
+    """Writes ``data.json``: ``provenance`` (:attr:`npvae_tf.data.Dataset.provenance`) with a
+    file source made absolute, so evaluation finds the data again from any folder."""
+    from npvae_tf.files import write_json
+
+    source = provenance["source"]
+    data_file = os.path.join(path, DATA_FILE)
+    write_json(data_file, {**provenance, "source": source if source.startswith("keras.")
+                           else os.path.abspath(source)})
+    return data_file
+
+
 # --- loading -----------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -202,7 +241,7 @@ class Run:
 
     @property
     def has_x(self) -> bool:
-        return self.config.model == "npvae"
+        return self.config.has_x
 
     @property
     def space(self) -> Optional[str]:
@@ -233,7 +272,7 @@ def consistency_problems(config: Config, model, reference) -> List[str]:
     except Exception:  # noqa: BLE001 - a foreign model: compare what can be compared
         saved = {}
     wanted = {"image_dim": config.image_dim, **config.to_dict()}
-    if config.model != "npvae":  # a VAE has no X settings
+    if not config.has_x:  # a VAE has no X settings
         wanted = {k: v for k, v in wanted.items()
                   if k not in ("x_dim", "match_weight", "initial_lengthscale")
                   and not k.startswith("x_path")}
@@ -243,14 +282,14 @@ def consistency_problems(config: Config, model, reference) -> List[str]:
         got = tuple(saved[key]) if isinstance(saved[key], list) else saved[key]
         if got != want:
             problems.append(f"{key}: config {want}, model {got}")
-    if (config.model == "npvae") != hasattr(model, "embed"):
+    if config.has_x != getattr(model, "has_x", False):  # False too for a foreign model
         problems.append(f"config says {config.model!r}, model.keras holds "
                         f"{type(model).__name__}")
     if reference is not None:
         if reference.z_mean.shape[1:] != (config.z_dim,):
             problems.append(f"z_dim: config {config.z_dim}, reference set "
                             f"{reference.z_mean.shape[1]}")
-        if (config.model == "npvae") != (reference.x is not None):
+        if config.has_x != (reference.x is not None):
             problems.append(f"config says {config.model!r} but the reference set "
                             f"{'has' if reference.x is not None else 'has no'} x")
         elif reference.x is not None and reference.x.shape[1:] != (config.x_dim,):

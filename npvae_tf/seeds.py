@@ -9,6 +9,8 @@ and ``s + 1`` overlap across runs). Streams of a training run:
     binarize                      dynamic binarisation draws (``--binarize``)
     posterior_noise               eps of the reparameterised z ~ q(z|y)
     <mlp>/dropout_<i>             each dropout layer (encoder, decoder, x_encoder, x_path_decoder)
+    neighbour_tails               the graph neighbour drawn for each head (``umap`` scheme)
+    neighbour_negatives           the negatives' positions in each batch (``umap`` scheme)
 """
 
 from __future__ import annotations

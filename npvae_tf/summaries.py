@@ -89,7 +89,7 @@ class ModelSummaries(keras.callbacks.Callback):
             self._write("prior_samples", tile(model.decode(self._z).numpy(), self.image_shape,
                                               int(math.ceil(math.sqrt(self.count)))), step,
                         "images decoded from fixed draws z ~ N(0, I)")
-            if hasattr(model, "kernel"):
+            if model.has_x:
                 tf.summary.scalar("kernel/lengthscale", model.kernel.lengthscale, step=step,
                                   description="the learned kernel lengthscale l")
                 if model.x_dim == 2 and len(self.reference_images) >= 2:

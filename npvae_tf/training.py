@@ -1,4 +1,4 @@
-"""Training a run: data, model, callbacks, resume, and the order a run folder is written in.
+"""Training a run: data, model, resume, and the order a run folder is written in.
 
 The run folder's layout is :mod:`npvae_tf.runs`. What training guarantees:
 
@@ -7,7 +7,7 @@ The run folder's layout is :mod:`npvae_tf.runs`. What training guarantees:
 * Exact resume: after each epoch, in this order, the epoch's row is appended to
   ``training_log.csv``, ``best.keras`` is updated, and then the resume state
   (:class:`ResumeState`: every model variable, including the random generators' states, and
-  every optimizer variable) is written and recorded. A rerun restarts at the first epoch the
+  every optimizer variable) is written and recorded (the callbacks: :mod:`npvae_tf.callbacks`). A rerun restarts at the first epoch the
   state does not hold, drops log rows of later epochs, and (each epoch's data order being a
   function of the seed and the epoch) continues exactly as an uninterrupted run would.
 * Finishing in order: ``model.keras``, ``reference_set.npz``, ``test_metrics.json`` (seeded,
@@ -17,15 +17,11 @@ The run folder's layout is :mod:`npvae_tf.runs`. What training guarantees:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 import os
 import shutil
 import sys
-import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import keras
 import numpy as np
@@ -37,287 +33,19 @@ from npvae_tf.distribute import worker_dir, worker_identity
 from npvae_tf.metrics import elbo_summary
 from npvae_tf.model import build_model
 from npvae_tf.optimizers import FusedAdam
-from npvae_tf.files import atomic_write, write_json, write_text
+from npvae_tf.files import atomic_write, write_json
 from npvae_tf.reference import build_reference_set
 from npvae_tf.sampling import XDensity
-from npvae_tf.runs import DATA_FILE
-from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, FIT_FILE, LOG_FILE, LOGS_DIR,  # noqa: F401
-                           METRICS_FILE, MODEL_FILE, RunError, RunLock, check_for_training)
+from npvae_tf.callbacks import Progress, ResumeState, callbacks_for
+from npvae_tf.runs import (BACKUP_DIR, LOG_FILE, LOGS_DIR, MODEL_FILE, TEST_METRICS_FILE,
+                           NEIGHBOUR_GRAPH_FILE,
+                           RunError, RunLock, check_data, check_for_training, is_run, record_data)
 from npvae_tf.seeds import stream_seed
 from npvae_tf.summaries import MODEL_LOGS, ModelSummaries
 
 
 class TrainingError(RuntimeError):
     """Training could not produce a usable model (e.g. the loss became NaN)."""
-
-
-# --- resume state ------------------------------------------------------------------------------
-
-class ResumeState(keras.callbacks.Callback):
-    """The state a run resumes from, written after every epoch: ``backup/``.
-
-    Keras' ``save_weights`` (and so ``BackupAndRestore``) leaves out the random generators'
-    states (``SeedGenerator`` variables are in ``layer.variables`` but not in what a layer
-    saves), so a resumed run would redraw its first epochs' noise and dropout masks. This
-    saves *every* variable of the model (weights, generator states, the kernel's lengthscale)
-    and of the optimizer (step count, moments) by position, as one ``.npz``.
-
-    Atomic: each epoch's arrays go to a new file (temporary name, then rename), and only then
-    does ``backup.json``, replaced in one step, point at them; older files are then removed.
-    The backup is removed by :func:`train` once the run is finished, not at the end of fit
-    (Keras' ``BackupAndRestore`` removes it before the final model is saved).
-    """
-
-    META = "backup.json"
-
-    def __init__(self, backup_dir: str):
-        super().__init__()
-        self.backup_dir = backup_dir
-
-    @classmethod
-    def saved_epoch(cls, backup_dir: str) -> int:
-        """Epochs finished according to the backup in ``backup_dir`` (0 if none)."""
-        meta = cls._read_meta(backup_dir)
-        return int(meta["epoch"]) if meta else 0
-
-    @classmethod
-    def _read_meta(cls, backup_dir: str) -> Optional[dict]:
-        path = os.path.join(backup_dir, cls.META)
-        if not os.path.isfile(path):
-            return None
-        with open(path) as f:
-            return json.load(f)
-
-    @staticmethod
-    def _variables(model) -> List:
-        return list(model.variables) + list(model.optimizer.variables)
-
-    def restore(self, model) -> int:
-        """Loads the backup into ``model`` (compiled; builds its optimizer); the epoch."""
-        meta = self._read_meta(self.backup_dir)
-        if not meta:
-            return 0
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-        variables = self._variables(model)
-        path = os.path.join(self.backup_dir, meta["state"])
-        with np.load(path) as arrays:
-            if len(arrays.files) != len(variables):
-                raise RunError(f"{path}: {len(arrays.files)} arrays for {len(variables)} "
-                               "variables; the backup does not fit this model")
-            for i, variable in enumerate(variables):
-                value = arrays[f"v{i}"]
-                if tuple(value.shape) != tuple(variable.shape):
-                    raise RunError(f"{path}: variable {i} ({variable.path}) has shape "
-                                   f"{tuple(variable.shape)}, the backup {value.shape}")
-                variable.assign(value)
-        return int(meta["epoch"])
-
-    def on_epoch_end(self, epoch, logs=None):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        name = f"state-{epoch + 1}.npz"
-        arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(self._variables(self.model))}
-        atomic_write(os.path.join(self.backup_dir, name), lambda tmp: np.savez(tmp, **arrays))
-        write_json(os.path.join(self.backup_dir, self.META), {"epoch": epoch + 1, "state": name})
-        for old in os.listdir(self.backup_dir):  # older epochs are no longer pointed at
-            if old.startswith("state-") and old != name:
-                os.remove(os.path.join(self.backup_dir, old))
-
-
-class EpochLog(keras.callbacks.Callback):
-    """``training_log.csv``: one row per finished epoch, exact values (``repr`` of floats).
-
-    Written before the resume state, so no finished epoch is missing from the log. On
-    resume at epoch ``k`` the rows of epochs ``>= k`` (written by an epoch whose state was
-    never saved; the resumed run writes them again, with the same values) and any torn last
-    line are dropped first, so the log equals that of an uninterrupted run.
-    """
-
-    def __init__(self, path: str, initial_epoch: int = 0):
-        super().__init__()
-        self.path, self.initial_epoch = path, initial_epoch
-        self.keys: Optional[List[str]] = None
-
-    def on_train_begin(self, logs=None):
-        if not os.path.isfile(self.path):
-            return
-        with open(self.path, newline="") as f:
-            text = f.read()
-        lines = text.splitlines(keepends=True)
-        if lines and not lines[-1].endswith("\n"):
-            lines = lines[:-1]  # torn by a kill mid-write
-        rows = list(csv.reader(lines))
-        if not rows:
-            return
-        header, kept = rows[0], [rows[0]]
-        self.keys = header[1:]
-        for row in rows[1:]:
-            if len(row) == len(header) and row[0].isdigit() and int(row[0]) < self.initial_epoch:
-                kept.append(row)
-        out = io.StringIO()
-        csv.writer(out, lineterminator="\n").writerows(kept)
-        if out.getvalue() != text:
-            write_text(self.path, out.getvalue())
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        if self.keys is None:
-            self.keys = sorted(logs)
-            with open(self.path, "w", newline="") as f:
-                csv.writer(f, lineterminator="\n").writerow(["epoch"] + self.keys)
-        values = [repr(float(logs[k])) if k in logs else "" for k in self.keys]
-        line = io.StringIO()
-        csv.writer(line, lineterminator="\n").writerow([str(epoch)] + values)
-        with open(self.path, "a", newline="") as f:  # one write: a line is whole or torn
-            f.write(line.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-
-
-class FitTimer(keras.callbacks.Callback):
-    """``fit_summary.json``: the seconds each finished epoch took, over every invocation.
-
-    Written with the epoch's log row, before its resume state; on resume at epoch ``k`` the
-    times of epochs ``>= k`` are dropped (they are redone), as in :class:`EpochLog`.
-    """
-
-    def __init__(self, path: str, initial_epoch: int = 0):
-        super().__init__()
-        self.path, self.initial_epoch = path, initial_epoch
-        self.seconds: List[float] = []
-
-    def on_train_begin(self, logs=None):
-        if os.path.isfile(self.path):
-            with open(self.path) as f:
-                self.seconds = list(json.load(f).get("epoch_seconds", []))[:self.initial_epoch]
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.time() - self.started)
-        total = float(sum(self.seconds))
-        write_json(self.path, {"train_seconds": total, "epochs_timed": len(self.seconds),
-                               "seconds_per_epoch": total / len(self.seconds),
-                               "epoch_seconds": self.seconds})
-
-
-class Progress(keras.callbacks.Callback):
-    """Progress in at most ``width`` (100) columns.
-
-    One plain line per epoch (epoch, losses, time). With ``live`` (an interactive terminal)
-    also a single line rewritten in place during the epoch, cut to the terminal's width so
-    it never wraps and leaves stale rows.
-    """
-
-    def __init__(self, epochs: int, steps: Optional[int], live: bool, stream=None,
-                 width: int = 100):
-        super().__init__()
-        self.epochs, self.steps, self.live = epochs, steps, live
-        self.stream = stream or sys.stdout
-        self.width = width
-        self._shown = 0
-        self._last_draw = 0.0
-
-    def _columns(self) -> int:
-        if not self.live:
-            return self.width
-        return max(20, min(self.width, shutil.get_terminal_size((self.width, 24)).columns - 1))
-
-    def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch, self._epoch_start = epoch, time.time()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if not self.live or time.time() - self._last_draw < 0.25:
-            return
-        self._last_draw = time.time()
-        logs = logs or {}
-        steps = f"/{self.steps}" if self.steps else ""
-        line = (f"epoch {self._epoch_number()}/{self.epochs}  batch {batch + 1}{steps}  "
-                f"loss {logs.get('loss', float('nan')):.3f}  "
-                f"{time.time() - self._epoch_start:.0f} s")[:self._columns()]
-        self._write("\r" + line.ljust(self._shown))
-        self._shown = len(line)
-
-    def _epoch_number(self) -> int:
-        return getattr(self, "_epoch", 0) + 1
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        parts = [f"epoch {epoch + 1}/{self.epochs}"]
-        # (log key, label, decimals): the objective, then the kernel's diagnostics.
-        for key, label, decimals in (("loss", "loss", 2), ("val_loss", "val_loss", 2),
-                                     ("match", "match", 3), ("val_x_path", "X path", 2),
-                                     ("lengthscale", "l", 3),
-                                     ("lengthscale_over_x_std", "l/sd(x)", 2)):
-            if key in logs:
-                parts.append(f"{label} {float(logs[key]):.{decimals}f}")
-        parts.append(f"{time.time() - self._epoch_start:.1f} s")
-        line = "  ".join(parts)[:self.width]
-        if self.live and self._shown:
-            line = "\r" + line.ljust(self._shown)
-        self._shown = 0
-        self._write(line + "\n")
-
-
-class AtomicBestCheckpoint(keras.callbacks.Callback):
-    """Saves the model whenever ``monitor`` improves, via a temporary file and a rename.
-
-    The best value is kept beside the checkpoint, so a resumed run does not overwrite a
-    better checkpoint with a worse one.
-    """
-
-    def __init__(self, path: str, monitor: str = "val_loss"):
-        super().__init__()
-        self.path, self.monitor = path, monitor
-        self.state_path = path + ".json"
-
-    def _best(self) -> float:
-        if os.path.isfile(self.state_path) and os.path.isfile(self.path):
-            with open(self.state_path) as f:
-                return float(json.load(f)["best"])
-        return math.inf
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or not math.isfinite(value) or value >= self._best():
-            return
-        atomic_write(self.path, self.model.save)
-        write_json(self.state_path, {"best": float(value), "epoch": epoch + 1,
-                                     "monitor": self.monitor})
-
-
-def check_run_dir(config: Config, run_dir: str) -> bool:
-    """Refuses a folder made by another config (:class:`npvae_tf.runs.RunError`); True if
-    the run already finished."""
-    return check_for_training(config, run_dir)
-
-
-def callbacks_for(run_dir: str, own_dir: str, chief: bool, initial_epoch: int = 0,
-                  extra: Sequence[keras.callbacks.Callback] = (),
-                  progress: Optional[keras.callbacks.Callback] = None):
-    """The callbacks of fit, in the order their ``on_epoch_end`` must run.
-
-    Logs and checkpoints (the chief's) come before the resume state (every worker's own), so
-    a kill between them makes the rerun redo the epoch, never skip its log row; the
-    progress line comes after it.
-    """
-    callbacks = [keras.callbacks.TerminateOnNaN()]
-    if chief:
-        callbacks += [
-            EpochLog(os.path.join(run_dir, LOG_FILE), initial_epoch),
-            FitTimer(os.path.join(run_dir, FIT_FILE), initial_epoch),
-            AtomicBestCheckpoint(os.path.join(run_dir, BEST_FILE)),
-            keras.callbacks.TensorBoard(os.path.join(run_dir, LOGS_DIR), write_graph=False),
-        ]
-    callbacks += list(extra) + [ResumeState(os.path.join(own_dir, BACKUP_DIR))]
-    # Last: an epoch's line is printed once its resume state is saved, so an interrupted
-    # run has kept every epoch it reported.
-    return callbacks + ([progress] if progress is not None else [])
 
 
 def make_optimizer(config: Config) -> keras.optimizers.Optimizer:
@@ -345,7 +73,7 @@ def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose:
                           f"{replicas} replicas")
     chief, _ = worker_identity(strategy)
     own_dir = worker_dir(run_dir, strategy)
-    check_run_dir(config, run_dir)  # another config's folder: refuse before locking it
+    check_for_training(config, run_dir)  # another config's folder: refuse before locking it
     try:
         lock = RunLock(own_dir).acquire()
     except OSError as e:
@@ -374,24 +102,20 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
                   strategy, log):
     backup_dir = os.path.join(own_dir, BACKUP_DIR)
     _remove_stale_temporaries(own_dir, backup_dir)
-    if check_run_dir(config, run_dir):  # finished, perhaps but for removing the backup
+    if check_for_training(config, run_dir):  # finished, perhaps but for removing the backup
         shutil.rmtree(backup_dir, ignore_errors=True)
-        with open(os.path.join(run_dir, METRICS_FILE)) as f:
+        with open(os.path.join(run_dir, TEST_METRICS_FILE)) as f:
             return json.load(f)
     data = load_mnist(data_dir, config.validation_examples, config.train_examples,
                       config.image_shape)
-    if chief and not os.path.isfile(os.path.join(run_dir, "config.json")):
+    if chief and not is_run(run_dir):
         config.save(run_dir)
     if chief:  # evaluate.py finds (and checks) the data by this record
-        data_file = os.path.join(run_dir, DATA_FILE)
-        if os.path.isfile(data_file):
-            with open(data_file) as f:
-                before = json.load(f).get("sha256")
-            if before and before != data.sha256:
-                raise ConfigError(f"{run_dir} was trained on other data (sha256 "
-                                  f"{before[:12]}...) than {data.source} (sha256 "
-                                  f"{data.sha256[:12]}...); pass that data's --data_dir")
-        write_json(data_file, {**data.provenance, "source": _absolute_source(data.source)})
+        try:
+            check_data(run_dir, data.sha256, data.source)
+        except RunError as e:
+            raise ConfigError(str(e)) from None
+        record_data(run_dir, data.provenance)
     model_path = os.path.join(own_dir, MODEL_FILE)
     if os.path.isfile(model_path):
         # Fitting finished in an earlier, interrupted invocation: only the last steps remain.
@@ -400,6 +124,8 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
     else:
         model = _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbacks,
                      log)
+        if config.fits_x_path_decoder:  # part of the model: done before model.keras
+            _fit_own_x_path_decoder(config, model, data, log)
         atomic_write(model_path, model.save)
     if chief:
         # The model trained on (and evaluation uses) binarised images with --binarize: so
@@ -418,14 +144,30 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
         test_images = evaluation_images(data.test.images, config.binarize, config.seed)
         metrics = elbo_summary(model, test_images, config.batch_size,
                                seed=stream_seed(config.seed, "test_metrics"))
-        if hasattr(model, "kernel"):
+        if model.has_x:
             metrics["lengthscale"] = float(model.kernel.lengthscale.numpy())
             metrics["serving_lengthscale"] = reference.lengthscale
-        write_json(os.path.join(run_dir, METRICS_FILE), metrics)  # marks the run finished
+        write_json(os.path.join(run_dir, TEST_METRICS_FILE), metrics)  # marks the run finished
     else:
         metrics = {}
     shutil.rmtree(backup_dir, ignore_errors=True)
     return metrics
+
+
+def _fit_own_x_path_decoder(config, model, data, log):
+    """The X path's own decoder, fitted on leave-one-out averages at the lengthscale the
+    VAE's decoder serves best (seeded: a rerun after a kill refits it identically)."""
+    from npvae_tf.reference import ReferenceSet, encode_means, select_serving_lengthscale
+    from npvae_tf.xpath_decoder import fit_x_path_decoder
+
+    train_images = evaluation_images(data.train.images, config.binarize, config.seed, "train")
+    z_mean, x = encode_means(model, train_images)
+    reference = ReferenceSet(z_mean=z_mean, labels=data.train.labels, x=x)
+    lengthscale, _ = select_serving_lengthscale(
+        model, reference, evaluation_images(data.validation.images, config.binarize,
+                                            config.seed, "validation"), shared_decoder=True)
+    fit_x_path_decoder(model, train_images, x, z_mean, lengthscale, config.x_path_decoder_epochs,
+                       config.batch_size, config.seed, config.learning_rate, log)
 
 
 def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbacks, log):
@@ -443,9 +185,17 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
     even = strategy.num_replicas_in_sync > 1
     # Fit resumes at this epoch; the data must start there too (each epoch's order depends
     # on (seed, epoch) only, so a resumed run sees the same batches).
+    graph = None
+    if config.uses_neighbour_graph:  # the umap schemes: the graph the run was started with
+        from npvae_tf.neighbours import graph_for_run, graph_key
+
+        key = graph_key(data.sha256, config.n_neighbors, config.min_dist, config.seed,
+                        config.x_dim if config.landmark_weight > 0 else 0)
+        graph = graph_for_run(os.path.join(own_dir, NEIGHBOUR_GRAPH_FILE), data.train.images,
+                              key, log)
     train_ds = make_dataset(data.train.images, config.batch_size, shuffle=True,
                             seed=config.seed, binarize=config.binarize, drop_remainder=even,
-                            first_epoch=initial_epoch, epochs=config.epochs)
+                            first_epoch=initial_epoch, epochs=config.epochs, neighbours=graph)
     val_ds = make_dataset(data.validation.images, config.batch_size,
                           seed=stream_seed(config.seed, "validation_binarize"),
                           binarize=config.binarize, drop_remainder=even)
@@ -469,10 +219,6 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
     if losses and not np.all(np.isfinite(losses)):
         raise TrainingError(f"training diverged (loss {losses[-1]}); see {run_dir}/{LOG_FILE}")
     return model
-
-
-def _absolute_source(source: str) -> str:
-    return source if source.startswith("keras.") else os.path.abspath(source)
 
 
 def format_metrics(metrics: Dict[str, float]) -> str:

@@ -13,8 +13,7 @@ from npvae_tf.api import TrainedRun
 from npvae_tf.config import Config
 from npvae_tf.export import export_run
 from npvae_tf.runs import RunError
-from tests.conftest import ROOT
-from tests.test_export import digit_images, make_run
+from tests.helpers import ROOT, digit_images, make_run
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 README_CONFIG = "npvae_tf.Config(z_dim=20, epochs=5, train_examples=10000)"

@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks import bench_train
 from npvae_tf.config import Config
-from tests.conftest import ROOT, write_mnist_like
+from tests.helpers import ROOT, write_mnist_like
 
 ROW_FIELDS = ("model", "z_dim", "jit_compile", "step_ms", "examples_per_s", "gflop_per_step",
               "matmul_gflop_per_step", "effective_gflops", "peak_gflops_at_shapes",

@@ -44,3 +44,24 @@ def test_load_errors(tmp_path):
     (tmp_path / "config.json").write_text('{"z_dim": 3, "colour": "red"}')
     with pytest.raises(ConfigError, match="unknown config keys"):
         Config.load(str(tmp_path))
+
+
+def test_every_config_field_has_a_documented_flag_with_its_default():
+    import argparse
+    import dataclasses
+
+    from npvae_tf import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_config_flags(parser)
+    actions = {a.dest: a for a in parser._actions}
+    for field in dataclasses.fields(Config):
+        if field.name in cli.NO_FLAG:
+            assert field.name not in actions
+            continue
+        assert field.name in cli.CONFIG_FLAG_HELP, f"Config.{field.name}: no help for its flag"
+        assert actions[field.name].option_strings == [f"--{cli.FLAGS.get(field.name, field.name)}"]
+    assert cli.config_from_args(parser, parser.parse_args([])) == Config()
+    args = parser.parse_args(["--lr", "0.01", "--hidden", "4", "5", "--binarize"])
+    assert cli.config_from_args(parser, args) == Config(learning_rate=0.01, hidden=(4, 5),
+                                                        binarize=True)

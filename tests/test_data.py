@@ -6,7 +6,7 @@ import pytest
 
 from npvae_tf.data import (DataError, evaluation_batch_size, load_mnist, make_dataset,
                            steps_per_epoch)
-from tests.conftest import synthetic_digits, write_idx, write_mnist_like
+from tests.helpers import synthetic_digits, write_idx, write_mnist_like
 
 
 def load(folder, **kw):

@@ -14,7 +14,7 @@ import pytest
 
 import npvae_tf.model  # noqa: F401  registers the classes model.keras names
 from npvae_tf.distribute import _auto, tf_config, worker_dir, worker_identity
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 TINY = ["--z_dim", "8", "--hidden", "64", "64", "--batch_size", "64",
@@ -25,7 +25,7 @@ def last_json_line(text):
     return json.loads([line for line in text.splitlines() if line.startswith("{")][-1])
 
 
-@pytest.mark.parametrize("model", ["npvae", "vae", "xpath"])
+@pytest.mark.parametrize("model", ["npvae", "vae", "xpath", "umap"])
 def test_two_replicas_give_the_single_device_loss_and_gradients(model):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "replica_equivalence.py"),
                              model], capture_output=True, text=True, timeout=300, env=ENV)

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, write_mnist_like
+from tests.helpers import ROOT, write_mnist_like
 
 TINY_TRAIN = ["--hidden", "32", "32", "--epochs", "1", "--batch_size", "64",
               "--validation_examples", "100", "--quiet"]
@@ -184,7 +184,7 @@ def test_bad_run_folders_give_one_line_errors(runs, tmp_path, mnist_like_dir, ca
     assert_one_line_error(*run_in_process(capsys, str(not_a_run))[::2],
                           "not a run folder (no config.json)")
 
-    from tests.test_runs import unwritable_folder
+    from tests.helpers import unwritable_folder
     readonly = os.path.join(unwritable_folder(tmp_path), "eval")
     assert_one_line_error(*run_in_process(capsys, paths["vae-z2"], "--out", readonly)[::2],
                           f"{readonly}: cannot write the output folder")
@@ -221,7 +221,7 @@ def test_output_dirs(tmp_path):
 
 
 def test_find_latest_run_takes_the_newest_finished_run(tmp_path):
-    from npvae_tf.evaluation import find_latest_run
+    from npvae_tf.runs import find_latest_run
     from npvae_tf.runs import FINISHED_FILES
 
     for i, name in enumerate(["old", "new", "unfinished", "comparison"]):
@@ -235,7 +235,7 @@ def test_find_latest_run_takes_the_newest_finished_run(tmp_path):
 
 
 def test_read_training_log_keeps_the_last_row_of_each_epoch(tmp_path):
-    from npvae_tf.evaluation import read_training_log
+    from npvae_tf.runs import read_training_log
 
     path = tmp_path / "training_log.csv"
     path.write_text("epoch,elbo,val_elbo\n0,-200,-190\n1,-150,-140\n1,-149,-139\n2,-120,-110\n")

@@ -13,8 +13,7 @@ import pytest
 
 import npvae_tf
 from tests.browser import headless_chromium
-from tests.conftest import ROOT
-from tests.test_export import digit_images, make_run
+from tests.helpers import ROOT, digit_images, make_run
 
 
 def free_port():

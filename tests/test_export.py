@@ -18,42 +18,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from npvae_tf.config import Config
 from npvae_tf.export import (INFO_FILE, MAX_SAMPLE_COUNT, QUERY_BLOCK, ExportError,
-                             ServingModule, atomic_write_dir, export_run, load_run,
+                             ServingModule, atomic_write_dir, export_run, load_exportable,
                              mixture_parameters, mixture_sample)
-from npvae_tf.model import build_model
-from npvae_tf.reference import ReferenceSet, build_reference_set
-from npvae_tf.files import write_json
-from npvae_tf.runs import METRICS_FILE, MODEL_FILE
+from npvae_tf.reference import ReferenceSet
+from npvae_tf.runs import TEST_METRICS_FILE, MODEL_FILE
 from npvae_tf.sampling import X_DENSITY_FILE, XDensity
-from tests.conftest import ROOT, synthetic_digits
+from tests.helpers import ROOT, digit_images, make_run
 
 P = 784
 TOL = dict(rtol=1e-5, atol=1e-5)
-
-
-def digit_images(n, seed):
-    images, labels = synthetic_digits(n, seed)
-    return images.reshape(n, -1).astype(np.float32) / 255.0, labels
-
-
-def make_run(folder, images, labels, **settings):
-    """A run folder as train.py leaves it (config, model.keras, reference set, density over X),
-    untrained."""
-    config = Config(hidden=(32, 32), validation_examples=100, **settings)
-    config.save(folder)
-    model = build_model(config)
-    reference = build_reference_set(model, images, labels)
-    if reference.x is not None:
-        # A lengthscale well below the spread of X: each location sees a few neighbours,
-        # so a wrong weight, chunk or padding shows in the output.
-        model.kernel.log_lengthscale.assign(np.log(0.2 * reference.x.std()))
-    model.save(os.path.join(folder, MODEL_FILE))
-    reference.save(folder)
-    if reference.x is not None:
-        XDensity.fit(reference.x, config.seed).save(folder)
-    write_json(os.path.join(folder, METRICS_FILE), {"elbo": 0.0})  # marks the run finished
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +40,7 @@ def runs(tmp_path_factory):
         make_run(run, images, labels, **settings)
         # Chunks of 128 over 500 reference points: several chunks, and padding in the last.
         export = export_run(run, str(root / f"export-{kind}"), chunk_size=128)
-        _, model, reference = load_run(run)
+        _, model, reference = load_exportable(run)
         out[kind] = types.SimpleNamespace(run=run, export=export, model=model,
                                           reference=reference)
     return out
@@ -626,7 +600,7 @@ def test_export_of_an_unfinished_or_foreign_folder_fails_clearly(runs, tmp_path)
     with pytest.raises(ExportError, match="unfinished run, missing model.keras"):
         export_run(str(unfinished), str(tmp_path / "out"))
     shutil.copy(os.path.join(runs["npvae"].run, MODEL_FILE), unfinished)
-    shutil.copy(os.path.join(runs["npvae"].run, METRICS_FILE), unfinished)
+    shutil.copy(os.path.join(runs["npvae"].run, TEST_METRICS_FILE), unfinished)
     with pytest.raises(ExportError, match="unfinished run, missing reference_set.npz"):
         export_run(str(unfinished), str(tmp_path / "out"))
     (unfinished / "reference_set.npz").write_bytes(b"not a zip file")
@@ -715,7 +689,7 @@ def test_export_serves_the_recorded_serving_lengthscale_and_the_x_path_decoder(t
 
 
 def test_cli_unwritable_out_fails_before_any_work(runs, tmp_path, capsys):
-    from tests.test_runs import unwritable_folder
+    from tests.helpers import unwritable_folder
 
     target = os.path.join(unwritable_folder(tmp_path), "serving")
     with pytest.raises(SystemExit) as exit_info:

@@ -24,7 +24,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     tomllib = None
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SCRIPTS = ("npvae-train", "npvae-evaluate", "npvae-export", "npvae-reproduce",
            "npvae-explore")
@@ -122,7 +122,7 @@ def test_every_imported_package_is_a_declared_dependency():
 
 
 def test_installed_package_loads_a_run_and_embeds_images(installed, tmp_path):
-    from tests.test_export import digit_images, make_run
+    from tests.helpers import digit_images, make_run
 
     venv, tmp = installed
     images, labels = digit_images(100, 0)

@@ -3,17 +3,7 @@ import pytest
 import tensorflow as tf
 
 from npvae_tf.kernels import SquaredExponentialKernel
-
-
-def numpy_weights(x_query, x_ref, lengthscale, exclude_diagonal):
-    """W_ij ∝ exp(-||x_i - x_j||^2 / (2 l^2)), W_ii = 0 in-batch, rows sum to 1."""
-    sq = ((x_query[:, None, :] - x_ref[None, :, :]) ** 2).sum(-1)
-    log_k = -sq / (2 * lengthscale ** 2)
-    if exclude_diagonal:
-        np.fill_diagonal(log_k, -np.inf)
-    # The common factor exp(max_j log k_ij) cancels in the normalisation (no underflow).
-    k = np.exp(log_k - log_k.max(1, keepdims=True))
-    return k / k.sum(1, keepdims=True)
+from tests.helpers import numpy_weights
 
 
 @pytest.mark.parametrize("lengthscale", [0.3, 1.0, 4.0])

@@ -11,8 +11,7 @@ from npvae_tf.metrics import (active_units, class_silhouette, elbo_summary,
                               log_importance_weights, mean_confidence, per_example_terms,
                               evaluation_terms, neighbour_average_log_likelihood)
 from npvae_tf.reference import ReferenceSet
-from tests.test_kernels import numpy_weights
-from tests.test_model import images, numpy_mlp, small_model, softplus
+from tests.helpers import images, numpy_mlp, numpy_weights, small_model, softplus
 
 tfd = tfp.distributions
 
@@ -135,7 +134,7 @@ def test_x_path_uses_the_serving_lengthscale_and_the_x_path_decoder(serving_leng
     x = numpy_mlp(model.x_encoder, y.astype(np.float64))
     l = serving_lengthscale or float(model.kernel.lengthscale)
     w = numpy_weights(x, reference.x.astype(np.float64), l, False)
-    logits = numpy_mlp(model.x_path_decoder, w @ reference.z_mean)
+    logits = numpy_mlp(model.x_path_decoder_net, w @ reference.z_mean)
     np.testing.assert_allclose(got["x_path_ll"], (y * logits - softplus(logits)).sum(-1),
                                rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(got["effective_neighbours"], 1 / (w ** 2).sum(1), rtol=1e-4)
@@ -232,6 +231,6 @@ def test_neighbour_average_log_likelihood_matches_numpy():
     distances = ((test_z[:, None, :] - train_z[None, :, :]) ** 2).sum(-1)
     for k in (1, 3):
         z = train_z[np.argsort(distances, axis=1)[:, :k]].mean(1)
-        logits = numpy_mlp(model.x_path_decoder, z)
+        logits = numpy_mlp(model.x_path_decoder_net, z)
         expected = (y * logits - softplus(logits)).sum(-1).mean()
         assert got[k] == pytest.approx(expected, rel=1e-4)

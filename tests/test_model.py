@@ -5,38 +5,9 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from npvae_tf import Config, NonparametricVAE, VAE, build_model
-from tests.test_kernels import numpy_weights
+from tests.helpers import SMALL, images, numpy_mlp, numpy_weights, small_model, softplus
 
 tfd = tfp.distributions
-SMALL = dict(z_dim=5, x_dim=2, hidden=(16, 12), image_shape=(4, 4), dropout=0.1, seed=3)
-
-
-def small_model(model="npvae", **changes):
-    keras.utils.set_random_seed(0)
-    m = build_model(Config(model=model, **{**SMALL, **changes}))
-    m.compile(optimizer=keras.optimizers.Adam(1e-2))
-    return m
-
-
-def images(n=8, seed=0):
-    return np.random.default_rng(seed).random((n, 16)).astype(np.float32)
-
-
-def numpy_mlp(sequential, inputs):
-    h = inputs.astype(np.float64)
-    for layer in sequential.layers:
-        if isinstance(layer, keras.layers.Dense):
-            kernel, bias = (w.numpy().astype(np.float64) for w in layer.weights)
-            h = h @ kernel + bias
-            if layer.activation is keras.activations.relu:
-                h = np.maximum(h, 0.0)
-    return h
-
-
-def softplus(a):
-    return np.logaddexp(0.0, a)
-
-
 def numpy_bernoulli_nll(logits, y):
     return (softplus(logits) - y * logits).sum(-1)  # -log Bernoulli(y; sigmoid(logits))
 
@@ -59,7 +30,7 @@ def numpy_loss_terms(model, y, eps, match_weight, x_path_weight=0.0):
         terms["match"] = ((loc - z_tilde) ** 2).sum(-1)
         loss = loss + match_weight * terms["match"]
         if x_path_weight > 0:
-            decoder = model.x_path_decoder or model.decoder
+            decoder = model.x_path_decoder_net or model.decoder
             terms["x_path"] = numpy_bernoulli_nll(numpy_mlp(decoder, z_tilde), y)
             loss = loss + x_path_weight * terms["x_path"]
         terms["lengthscale"] = np.full(len(y), lengthscale)
@@ -96,7 +67,7 @@ def test_separate_x_path_decoder_is_its_own_network():
     np.testing.assert_allclose(model.decode_from_x(x_ref, x_ref, z_ref).numpy(), own[:1],
                                rtol=1e-6)
     shared_model = small_model("npvae", x_path_weight=1.0)
-    assert shared_model.x_path_decoder is None
+    assert shared_model.x_path_decoder_net is None
     np.testing.assert_allclose(shared_model.x_path_likelihood(z).mean().numpy(),
                                shared_model.decoder_likelihood(z).mean().numpy())
 
@@ -240,25 +211,57 @@ def test_xla_compiled_training_runs():
 
 
 
-def test_xpath_scheme_with_held_means_trains_the_vae_bit_for_bit():
-    """match 0 + X path with its own decoder and E[z] held: the VAE inside the npVAE gets the
-    same initial weights, data, noise, dropout masks and gradients as a plain VAE, so its
-    weights after training are identical (the X path costs the VAE nothing)."""
+HELD_SCHEMES = {
+    "xpath": dict(match_weight=0.0, x_path_weight=1.0, x_path_decoder="separate",
+                  x_path_stop_gradient=True),
+    "umap": dict(match_weight=0.0, neighbour_weight=1.0),
+    "umap + X path, shared decoder held": dict(match_weight=0.0, neighbour_weight=1.0,
+                                               x_path_weight=1.0, x_path_stop_gradient=True,
+                                               x_path_hold_decoder=True),
+}
+
+
+@pytest.mark.parametrize("scheme", list(HELD_SCHEMES))
+def test_schemes_that_hold_the_vae_train_it_bit_for_bit(scheme):
+    """match 0 + terms that never reach the VAE (the X path with E[z] held, its own or the
+    held shared decoder; the neighbour term): the VAE inside the npVAE gets the same initial
+    weights, data, noise, dropout masks and gradients as a plain VAE, so its weights after
+    training are identical (these terms cost the VAE nothing), while X does train."""
     from npvae_tf.data import make_dataset, steps_per_epoch
+    from npvae_tf.neighbours import build_graph
     from npvae_tf.optimizers import FusedAdam
 
     y = images(64, seed=8)
-    weights = {}
-    for name, changes in (("vae", dict(model="vae")),
-                          ("xpath", dict(match_weight=0.0, x_path_weight=1.0,
-                                         x_path_decoder="separate", x_path_stop_gradient=True))):
+    graph = build_graph(y, {"n_neighbors": 5, "seed": 0})
+    weights, x_before = {}, None
+    for name, changes in (("vae", dict(model="vae")), (scheme, HELD_SCHEMES[scheme])):
         keras.utils.set_random_seed(0)
         model = build_model(Config(**{**SMALL, **changes}))
         model.compile(optimizer=FusedAdam(1e-2))
-        model.fit(make_dataset(y, 16, shuffle=True, seed=3, epochs=2), epochs=2,
-                  steps_per_epoch=steps_per_epoch(64, 16), verbose=0)
+        if name != "vae":
+            x_before = model.x_encoder.get_weights()
+        with_graph = graph if changes.get("neighbour_weight") else None
+        model.fit(make_dataset(y, 16, shuffle=True, seed=3, epochs=2, neighbours=with_graph),
+                  epochs=2, steps_per_epoch=steps_per_epoch(64, 16), verbose=0)
         weights[name] = {v.path.split("/", 1)[1]: v.numpy() for v in model.trainable_variables
                          if v.path.split("/", 1)[1].startswith(("encoder/", "decoder/"))}
-    assert weights["vae"] and weights["vae"].keys() == weights["xpath"].keys()
+    assert weights["vae"] and weights["vae"].keys() == weights[scheme].keys()
     for path, value in weights["vae"].items():
-        np.testing.assert_array_equal(weights["xpath"][path], value, err_msg=path)
+        np.testing.assert_array_equal(weights[scheme][path], value, err_msg=path)
+    assert any(not np.array_equal(a, b) for a, b in zip(x_before, model.x_encoder.get_weights()))
+    if "neighbour_weight" in HELD_SCHEMES[scheme]:
+        assert "neighbour" in [m.name for m in model.metrics]
+
+
+def test_held_shared_decoder_matches_the_decoder_in_inference_mode_and_passes_no_gradient():
+    from npvae_tf.model import held_forward
+
+    model = small_model("npvae")
+    z = tf.constant(np.random.default_rng(1).normal(size=(4, 5)), tf.float32)
+    np.testing.assert_allclose(held_forward(model.decoder, z).numpy(),
+                               model.decoder(z, training=False).numpy(), rtol=1e-6, atol=1e-6)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(z)
+        out = tf.reduce_sum(held_forward(model.decoder, z))
+    assert all(g is None for g in tape.gradient(out, model.decoder.trainable_variables))
+    assert tape.gradient(out, z) is not None

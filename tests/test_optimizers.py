@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from npvae_tf.model import Dropout
 from npvae_tf.optimizers import FusedAdam
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_keras_is_pinned_and_the_pin_is_installed():

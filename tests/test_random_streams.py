@@ -16,7 +16,7 @@ from npvae_tf.seeds import stream_seed
 # The named streams training and its test metrics use besides the model's generators.
 TRAINING_STREAMS = ("data_order", "binarize", "validation_binarize", "test_metrics",
                     "evaluation_binarize/train", "evaluation_binarize/validation",
-                    "evaluation_binarize/test")
+                    "evaluation_binarize/test", "neighbour_tails", "neighbour_negatives")
 
 
 def generator_seeds(model):

@@ -5,8 +5,7 @@ import pytest
 
 from npvae_tf.reference import (ReferenceSet, build_reference_set, select_serving_lengthscale,
                                 x_path_scorer)
-from tests.test_kernels import numpy_weights
-from tests.test_model import images, numpy_mlp, small_model, softplus
+from tests.helpers import images, numpy_mlp, numpy_weights, small_model, softplus
 
 
 def _reference(model, n=40, seed=0):
@@ -30,7 +29,7 @@ def test_serving_lengthscale_is_the_best_scale_on_the_given_images():
     reference = _reference(model)
     y = images(12, seed=4)
     scales = (1.0, 0.5, 0.1, 0.01)
-    chosen, record = select_serving_lengthscale(model, reference, y, scales)
+    chosen, record = select_serving_lengthscale(model, reference, y, scales, max_extensions=0)
     learned = float(model.kernel.lengthscale)
     score = x_path_scorer(model, reference)
     scores = [np.mean(score(y, s * learned)) for s in scales]
@@ -55,3 +54,39 @@ def test_reference_set_round_trip_keeps_the_serving_lengthscale(tmp_path):
     (tmp_path / "vae").mkdir()
     plain.save(str(tmp_path / "vae"))
     assert ReferenceSet.load(str(tmp_path / "vae")).lengthscale is None
+
+
+def test_serving_grid_extends_past_its_edge_and_says_where_it_stopped():
+    model = small_model("npvae")
+    reference = _reference(model)
+    y = images(12, seed=4)
+    learned = float(model.kernel.lengthscale)
+    score = x_path_scorer(model, reference)
+    scores = {s: np.mean(score(y, s * learned)) for s in (1.0, 0.5)}
+    edge = max(scores, key=scores.get)  # the best of a two-point grid is always on its edge
+    chosen, record = select_serving_lengthscale(model, reference, y, (1.0, 0.5),
+                                                max_extensions=3)
+    assert record["extensions"] >= 1 and len(record["scales"]) == 2 + record["extensions"]
+    assert record["scales"] == sorted(record["scales"], reverse=True)
+    best = record["scales"][int(np.argmax(record["log_likelihood"]))]
+    assert chosen == pytest.approx(best * learned)
+    assert record["on_edge"] == (best in (record["scales"][0], record["scales"][-1]))
+    # extended in the direction of the edge the two-point grid's best was on
+    assert (max(record["scales"]) > 1.0) == (edge == 1.0)
+    if not record["on_edge"]:
+        assert record["extensions"] < 3
+
+
+def test_neighbour_scheme_anchors_the_grid_at_the_median_nearest_neighbour_distance():
+    from npvae_tf.reference import median_neighbour_distance
+    from sklearn.neighbors import NearestNeighbors
+
+    model = small_model("npvae", match_weight=0.0, neighbour_weight=1.0)
+    reference = _reference(model)
+    d, _ = NearestNeighbors(n_neighbors=2).fit(reference.x).kneighbors(reference.x)
+    assert median_neighbour_distance(reference.x) == pytest.approx(np.median(d[:, 1]))
+    chosen, record = select_serving_lengthscale(model, reference, images(12, seed=4), (1.0, 4.0))
+    assert record["anchor_kind"].startswith("median nearest-neighbour")
+    assert record["anchor"] == pytest.approx(np.median(d[:, 1]))
+    best = record["scales"][int(np.argmax(record["log_likelihood"]))]
+    assert chosen == pytest.approx(best * record["anchor"])

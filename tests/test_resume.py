@@ -19,9 +19,9 @@ import pytest
 import npvae_tf.model  # noqa: F401  registers the classes model.keras names
 from npvae_tf.reference import ReferenceSet
 from npvae_tf.config import Config
-from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE,
+from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, LOG_FILE, TEST_METRICS_FILE, MODEL_FILE,
                            default_run_dir)
-from tests.conftest import ROOT, synthetic_digits, write_idx
+from tests.helpers import ROOT, synthetic_digits, write_idx
 
 # Runs train.py's main() with one kill planted. argv: KILL ARGS...; KILL is one of
 #   batch:SIG:EPOCH:BATCH   after that training batch            (mid-epoch)
@@ -115,7 +115,7 @@ def weights(path):
 
 
 def assert_same_run(a, b):
-    for name in (LOG_FILE, METRICS_FILE, "config.json", BEST_FILE + ".json"):
+    for name in (LOG_FILE, TEST_METRICS_FILE, "config.json", BEST_FILE + ".json"):
         with open(os.path.join(a, name)) as fa, open(os.path.join(b, name)) as fb:
             assert fa.read() == fb.read(), name
     for name in (MODEL_FILE, BEST_FILE):
@@ -166,7 +166,7 @@ def test_a_run_killed_again_and_again_ends_as_if_never_interrupted(uninterrupted
     result = run_train("call:SIGKILL:shutil.rmtree", args, cwd)
     assert result.returncode == -9
     assert "all 3 epochs done; finishing the run" in result.stdout
-    assert os.path.isfile(os.path.join(out, METRICS_FILE))
+    assert os.path.isfile(os.path.join(out, TEST_METRICS_FILE))
 
     # 6. The rerun finds a finished run: it only removes the leftover backup (and what a
     #    process killed mid-write leaves, as a kill inside best.keras's save would).
@@ -205,3 +205,35 @@ def test_the_uninterrupted_run_leaves_no_backup_and_logs_each_epoch_once(uninter
     with open(os.path.join(uninterrupted, LOG_FILE)) as f:
         rows = f.read().splitlines()
     assert rows[0].startswith("epoch,") and [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
+
+
+def test_the_neighbour_scheme_resumes_exactly_from_its_own_graph(uninterrupted, tmp_path,
+                                                                 gray_digits_dir, monkeypatch):
+    """The umap scheme: the graph is copied into the run folder at start and the tails and
+    negatives are drawn per (seed, epoch, batch), so a run killed mid-epoch and rerun ends
+    bit for bit as an uninterrupted one, even with the graph cache emptied in between."""
+    from npvae_tf.runs import NEIGHBOUR_GRAPH_FILE
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NPVAE_CACHE_DIR", str(cache))
+    args = train_args(gray_digits_dir) + ["--match_weight", "0", "--neighbour_weight", "1",
+                                          "--n_neighbors", "5", "--out", "run"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    whole.mkdir()
+    killed.mkdir()
+    result = run_train("none", args, str(whole))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "neighbour graph: building" in result.stdout
+    result = run_train("batch:SIGKILL:1:3", args, str(killed))
+    assert result.returncode == -9 and "from the cache" in result.stdout
+    for path in (cache / "graphs").glob("*.npz"):
+        path.unlink()  # the rerun must read the run folder's own graph
+    result = run_train("none", args, str(killed))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming run from epoch 2 of 3" in result.stdout and "building" not in result.stdout
+    assert_same_run(str(whole / "run"), str(killed / "run"))
+    with open(whole / "run" / NEIGHBOUR_GRAPH_FILE, "rb") as a, \
+            open(killed / "run" / NEIGHBOUR_GRAPH_FILE, "rb") as b:
+        assert a.read() == b.read()
+    with open(whole / "run" / LOG_FILE) as f:
+        assert "neighbour" in f.readline()

@@ -4,16 +4,15 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 from npvae_tf.config import Config
 from npvae_tf.files import write_json
-from npvae_tf.runs import (FINISHED_FILES, LOCK_FILE, METRICS_FILE, MODEL_FILE, RunError,
+from npvae_tf.runs import (FINISHED_FILES, LOCK_FILE, TEST_METRICS_FILE, MODEL_FILE, RunError,
                            RunLock, RunLockedError, check_run_dir, check_writable,
                            default_run_dir, find_latest_run, load_run)
-from tests.conftest import ROOT
+from tests.helpers import ROOT, start_holder, unwritable_folder
 
 
 def test_the_same_config_names_the_same_default_folder():
@@ -74,7 +73,7 @@ def test_load_run_refuses_a_folder_whose_parts_disagree(tmp_path):
     folder used to leave) is refused, naming each disagreement."""
     from npvae_tf.model import build_model
     from npvae_tf.reference import build_reference_set
-    from tests.conftest import synthetic_digits
+    from tests.helpers import synthetic_digits
 
     images, labels = synthetic_digits(40)
     images = images.reshape(40, -1).astype("float32") / 255
@@ -84,7 +83,7 @@ def test_load_run_refuses_a_folder_whose_parts_disagree(tmp_path):
     os.makedirs(folder)
     model.save(os.path.join(folder, MODEL_FILE))
     build_reference_set(model, images, labels).save(folder)
-    write_json(os.path.join(folder, METRICS_FILE), {})
+    write_json(os.path.join(folder, TEST_METRICS_FILE), {})
     trained.save(folder)
     assert load_run(folder).config == trained  # consistent: loads
     trained.replace(z_dim=5, seed=2).save(folder)
@@ -103,22 +102,6 @@ def test_load_run_refuses_a_folder_whose_parts_disagree(tmp_path):
 
 
 # --- the lock --------------------------------------------------------------------------------
-
-HOLDER = textwrap.dedent("""
-    import sys, time
-    from npvae_tf.runs import RunLock
-    lock = RunLock(sys.argv[1]).acquire()
-    print("locked", flush=True)
-    time.sleep(600)
-""")
-
-
-def start_holder(folder):
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, folder], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
-
 
 @pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGTERM])
 def test_a_held_lock_refuses_at_once_and_a_dead_holder_frees_it(tmp_path, kill):
@@ -145,18 +128,6 @@ def test_the_lock_is_exclusive_within_a_process_too(tmp_path):
 
 
 # --- output locations ------------------------------------------------------------------------
-
-def unwritable_folder(tmp_path):
-    """A folder this process cannot write (root ignores permissions: use /sys then)."""
-    folder = tmp_path / "readonly"
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
-        (folder / "probe").write_text("")
-    except OSError:
-        return str(folder)
-    return "/sys"
-
 
 def test_check_writable(tmp_path):
     check_writable(str(tmp_path / "new" / "deeper"))  # creatable: fine, and nothing created

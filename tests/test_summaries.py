@@ -24,7 +24,7 @@ from npvae_tf.runs import LOGS_DIR
 from npvae_tf.summaries import (MODEL_LOGS, PROJECTOR_CONFIG, ModelSummaries, tile,
                                 write_projector)
 from npvae_tf.training import train
-from tests.test_export import digit_images
+from tests.helpers import digit_images
 
 EPOCHS = 2
 

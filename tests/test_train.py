@@ -14,7 +14,7 @@ import pytest
 import npvae_tf.model  # noqa: F401  registers the classes model.keras names
 from npvae_tf.config import Config
 from npvae_tf.reference import ReferenceSet
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def run_train(*args, env=None):
@@ -179,7 +179,7 @@ def test_quiet_prints_one_plain_short_line_per_epoch(smoke_run):
 def test_live_progress_never_exceeds_the_width():
     import io
 
-    from npvae_tf.training import Progress
+    from npvae_tf.callbacks import Progress
 
     stream = io.StringIO()
     progress = Progress(epochs=50, steps=430, live=True, stream=stream, width=100)
@@ -196,7 +196,7 @@ def test_live_progress_never_exceeds_the_width():
 def test_epoch_line_shows_the_kernel_diagnostics_within_the_width():
     import io
 
-    from npvae_tf.training import Progress
+    from npvae_tf.callbacks import Progress
 
     stream = io.StringIO()
     progress = Progress(epochs=50, steps=430, live=False, stream=stream, width=100)
@@ -211,7 +211,7 @@ def test_epoch_line_shows_the_kernel_diagnostics_within_the_width():
 
 
 def test_a_second_run_into_a_locked_folder_stops_at_once(tmp_path):
-    from tests.test_runs import start_holder
+    from tests.helpers import start_holder
 
     out = str(tmp_path / "run")
     holder = start_holder(out)
@@ -230,7 +230,7 @@ def test_a_second_run_into_a_locked_folder_stops_at_once(tmp_path):
 
 @pytest.mark.parametrize("flag", ["--out", "--export"])
 def test_an_unwritable_output_stops_before_any_work(tmp_path, flag):
-    from tests.test_runs import unwritable_folder
+    from tests.helpers import unwritable_folder
 
     target = os.path.join(unwritable_folder(tmp_path), "x")
     args = ["--out", str(tmp_path / "run"), flag, target] if flag == "--export" else \

@@ -15,8 +15,9 @@ import sys
 import time
 
 from npvae_tf import cli
-from npvae_tf.config import Config
 from npvae_tf.experiments import SCHEMES
+
+BASE_FIELDS = ("epochs", "hidden", "seed", "train_examples", "validation_examples")
 
 
 def run_spec(text: str):
@@ -29,7 +30,6 @@ def run_spec(text: str):
 
 
 def parse_args(argv=None):
-    d = Config()
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--schemes", choices=list(SCHEMES), nargs="+", default=list(SCHEMES),
@@ -41,15 +41,10 @@ def parse_args(argv=None):
     parser.add_argument("--runs", type=run_spec, nargs="+", default=None, metavar="SCHEME:Z",
                         help="exactly these runs, e.g. vae:2 xpath:500 (instead of --schemes "
                              "and --z_dims)")
-    parser.add_argument("--epochs", type=cli.positive_int, default=d.epochs,
-                        help="training epochs of every run")
-    parser.add_argument("--hidden", type=cli.positive_int, nargs="+", default=list(d.hidden),
-                        help="hidden layer widths of every MLP")
-    parser.add_argument("--seed", type=int, default=d.seed, help="training seed")
-    parser.add_argument("--train_examples", type=int, default=None,
-                        help="use only the first N training examples (quick runs)")
-    parser.add_argument("--validation_examples", type=int, default=d.validation_examples,
-                        help="validation images taken from the end of the training file")
+    # The Config fields reproduce.py sets for every run (the rest: each scheme's, or defaults).
+    cli.add_config_flags(parser, BASE_FIELDS,
+                         types={"epochs": cli.positive_int, "hidden": cli.positive_int},
+                         helps={"epochs": "training epochs of every run", "seed": "training seed"})
     parser.add_argument("--runs_dir", default="runs/reproduce",
                         help="where the run folders go (default: runs/reproduce)")
     parser.add_argument("--docs", default="docs",
@@ -58,13 +53,7 @@ def parse_args(argv=None):
                         help="MNIST folder (default: $NPVAE_DATA_DIR, the Keras cache, a download)")
     cli.add_evaluation_flags(parser)
     args = parser.parse_args(argv)
-    try:
-        base = Config(epochs=args.epochs, hidden=tuple(args.hidden), seed=args.seed,
-                      train_examples=args.train_examples,
-                      validation_examples=args.validation_examples)
-    except ValueError as e:
-        parser.error(str(e))
-    return args, base
+    return args, cli.config_from_args(parser, args, BASE_FIELDS)
 
 
 def main(argv=None):
@@ -73,7 +62,8 @@ def main(argv=None):
     from npvae_tf.config import ConfigError
     from npvae_tf.data import DataError
     from npvae_tf.evaluation import EvaluationError, evaluate
-    from npvae_tf.experiments import grid, run_grid, write_results
+    from npvae_tf.experiments import grid, run_grid
+    from npvae_tf.report import write_results
     from npvae_tf.training import TrainingError
 
     started = time.time()

@@ -1,0 +1,451 @@
+"""Reporting: metric tables, the figures of an evaluation, and ``docs/results.md``.
+
+Numbers in, text and figures out: :func:`run_table` and :func:`comparison_markdown` format
+evaluation metrics (``metrics.json``), :func:`run_figures` and :func:`comparison_figures`
+draw an evaluation's arrays (:class:`npvae_tf.evaluation.RunEvaluation`), and
+:func:`write_results` writes the results page of ``reproduce.py`` from an evaluation summary.
+The published and measured anchors the page compares with are defined here, once. Importing
+this module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import time
+from typing import TYPE_CHECKING, Dict, List, Sequence
+
+from npvae_tf import plots
+from npvae_tf.config import Config
+from npvae_tf.files import atomic_write, write_json, write_text
+from npvae_tf.settings import Settings
+
+if TYPE_CHECKING:  # evaluation imports this module
+    from npvae_tf.evaluation import RunEvaluation
+
+# --- anchors --------------------------------------------------------------------------------
+
+# 2-D maps of MNIST measured or published outside this project's grid: test 5-NN accuracy and
+# trustworthiness with 5 neighbours; UMAP measured on this project's machine and protocol.
+UMAP_KNN5, UMAP_TRUST = 0.953, 0.952
+PUBLISHED_KNN5 = (("parametric UMAP", 0.961), ("UMAP", 0.954), ("t-SNE", 0.950),
+                  ("a VAE", 0.765), ("PCA", 0.420))
+PARAMETRIC_UMAP_KNN5 = dict(PUBLISHED_KNN5)["parametric UMAP"]
+LITTLE_NATS = 2.0  # an ELBO cost we call little
+
+# --- tables ---------------------------------------------------------------------------------
+
+# (key, description, format); "" format: integer.
+TABLE_ROWS = [
+    ("elbo", "test ELBO (nats)", ".2f"),
+    ("iw_log_likelihood", "log p(y), importance-weighted, k = {k} (nats)", ".2f"),
+    ("reconstruction_ll_sample", "log p(y|z), z ~ q(z|y) (nats)", ".2f"),
+    ("reconstruction_ll_mean", "log p(y|E[z]) (nats)", ".2f"),
+    ("kl", "KL(q(z|y) || p(z)) (nats)", ".2f"),
+    ("active_units", "active units (Var E[z_u] > 0.01)", ""),
+    ("x_path_log_likelihood", "X path log p(y|z~(f(y))) (nats)", ".2f"),
+    ("neighbour_average_ll", "decoding the mean of the k nearest training E[z] in Z, "
+     "best k of 1/10/100 (nats)", ".2f"),
+    ("effective_neighbours", "reference points per query, median 1/Σ W² (serving l)", ".0f"),
+    ("effective_neighbours_learned", "reference points per query at the learned l", ".0f"),
+    ("serving_lengthscale", "serving lengthscale (chosen on validation)", ".4g"),
+    ("lengthscale", "learned lengthscale", ".4g"),
+    ("two_d_reconstruction_ll", "2-D code reconstruction: X path / 2-D VAE at E[z] (nats)", ".2f"),
+    ("knn_accuracy_1", "1-NN accuracy in 2-D", ".3f"),
+    ("knn_accuracy_5", "5-NN accuracy in 2-D", ".3f"),
+    ("knn_accuracy_10", "10-NN accuracy in 2-D", ".3f"),
+    ("trustworthiness", "trustworthiness (5 neighbours, {t} test images)", ".3f"),
+    ("silhouette", "class silhouette in 2-D", ".3f"),
+    ("frechet_prior", "Fréchet distance, prior samples", ".2f"),
+    ("confidence_prior", "classifier confidence, prior samples", ".3f"),
+    ("frechet_x_density", "Fréchet distance, ancestral samples in X", ".2f"),
+    ("confidence_x_density", "classifier confidence, ancestral samples in X", ".3f"),
+    ("frechet_test_locations", "Fréchet distance, at test locations (X / E[z])", ".2f"),
+    ("confidence_test_locations", "classifier confidence, at test locations", ".3f"),
+    ("accuracy_test_locations", "classifier accuracy, at test locations", ".3f"),
+    ("interpolation_confidence", "interpolation confidence (VAE in Z, npVAE in X)", ".3f"),
+    ("train_minutes", "training time (min)", ".1f"),
+]
+
+
+def format_value(value, fmt: str) -> str:
+    """A table cell: "—" for a missing value, ``fmt`` ("": an integer) otherwise."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—" if value is None else str(value)
+    return f"{value:{fmt}}" if fmt else str(int(value))
+
+
+def table_rows(settings: Settings):
+    """``(key, description, format)`` of :data:`TABLE_ROWS` with the settings filled in."""
+    for key, text, fmt in TABLE_ROWS:
+        yield key, text.format(k=settings.iw_samples, t=f"{settings.trust_subset:,}"), fmt
+
+
+def run_table(metrics: Dict, settings: Settings) -> str:
+    """A short two-column text table of one run's metrics."""
+    rows = [(text, format_value(metrics.get(key), fmt)) for key, text, fmt in table_rows(settings)
+            if metrics.get(key) is not None]
+    width = max(len(t) for t, _ in rows)
+    return "\n".join(f"  {t:<{width}}  {v:>9}" for t, v in rows)
+
+
+def anchors_sentence() -> str:
+    """The 2-D maps of MNIST a reader compares the 5-NN rows with."""
+    published = ", ".join(f"{name} {knn:.3f}" for name, knn in PUBLISHED_KNN5)
+    return (f"2-D maps of MNIST for scale: UMAP on this project's machine and protocol 5-NN "
+            f"{UMAP_KNN5:.3f}, trustworthiness {UMAP_TRUST:.3f}; published 5-NN accuracies: "
+            f"{published}.")
+
+
+def baseline_sentence(baseline: Dict) -> str:
+    """The test set and the judging classifier's numbers on real images."""
+    return (f"Test set: {baseline['test_images']:,} images. Classifier test accuracy "
+            f"{baseline['classifier_test_accuracy']:.4f}; its confidence on real test images "
+            f"{baseline['confidence_test_images']:.3f}; Fréchet distance between real "
+            f"training and test images {baseline['frechet_train_vs_test_images']:.2f} "
+            "(the floor).")
+
+
+def comparison_markdown(results: Sequence[Dict], baseline: Dict, settings: Settings) -> str:
+    """One Markdown table: a row per metric, a column per run (sorted by z_dim)."""
+    results = sorted(results, key=lambda m: (m["z_dim"], m["model"] == "npvae",
+                                             m.get("scheme", "") != "npVAE"))
+    heads = [f"{m.get('scheme') or m['model']} z{m['z_dim']}".replace(": ", ":<br>")
+             for m in results]
+    lines = ["| metric | " + " | ".join(heads) + " |",
+             "|---|" + "---:|" * len(results)]
+    lines.append("| run | " + " | ".join(f"`{os.path.basename(m['run'])}`" for m in results) + " |")
+    epochs = [str(m.get("epochs_run") or m["epochs"]) for m in results]
+    lines.append("| epochs | " + " | ".join(epochs) + " |")
+    for key, text, fmt in table_rows(settings):
+        text = text.replace("|", "\\|")  # a literal bar inside a Markdown table cell
+        lines.append(f"| {text} | " + " | ".join(format_value(m.get(key), fmt)
+                                                 for m in results) + " |")
+    lines += ["", f"{baseline_sentence(baseline)} {anchors_sentence()}"]
+    return "\n".join(lines) + "\n"
+
+
+# --- figures --------------------------------------------------------------------------------
+
+def run_figures(evaluation: "RunEvaluation", settings: Settings,
+                class_word: str = "digit") -> Dict[str, object]:
+    """File name -> Figure for one evaluated run."""
+    run, e = evaluation.run, evaluation
+    shape = run.config.image_shape
+    figures = {}
+    if run.space is not None:
+        figures["fig2_embedding.png"] = plots.embedding_figure(
+            e.train_emb, e.train_labels, e.test_emb, e.labels,
+            e.generated["test_locations"], shape, run.space, title=f"{run.label} ({run.name})",
+            class_word=class_word)
+        grid_images, extent = e.grid
+        figures["manifold_grid.png"] = plots.grid_figure(
+            grid_images, settings.grid_size, shape, extent, run.space,
+            title=f"{run.label}: images decoded on a {settings.grid_size}x{settings.grid_size} "
+                  f"grid over the occupied part of {run.space}")
+    figures["interpolation.png"] = plots.interpolation_figure(
+        [e.interpolation.row], *e.interpolation.pair_images, shape,
+        *e.interpolation.pair_labels)
+    names = {"prior": "from the prior N(0, I) in Z", "x_density": "ancestral samples in X",
+             "test_locations": ("decoded at test X (X path)" if run.has_x else
+                                "decoded at test E[z|y] (reconstructions)")}
+    sets = [("real test images", e.images)] + [(names[k], v) for k, v in e.generated.items()]
+    figures["samples.png"] = plots.samples_figure(sets, shape,
+                                                  title=f"{run.label}: generated images")
+    if run.log is not None:
+        figures["training_curves.png"] = plots.training_curves_figure(
+            run.log, title=f"{run.label}: training curves ({run.name})")
+    return figures
+
+
+def comparison_figures(evaluations: Sequence["RunEvaluation"],
+                       class_word: str = "digit") -> Dict[str, object]:
+    """Fig. 3 (every 2-D space, by z_dim) and Fig. 4 (one interpolation row per run)."""
+    order = sorted(evaluations, key=lambda e: (e.run.config.z_dim, e.run.has_x))
+    figures = {}
+    panels = [(f"{e.run.label}: {e.run.space}\n5-NN accuracy "
+               f"{e.metrics['knn_accuracy_5']:.3f}", e.test_emb, e.labels, e.run.space)
+              for e in order if e.run.space]
+    if panels:
+        figures["fig3_spaces.png"] = plots.spaces_figure(panels, class_word)
+    first = order[0]
+    figures["fig4_interpolations.png"] = plots.interpolation_figure(
+        [e.interpolation.row for e in order], *first.interpolation.pair_images,
+        first.run.config.image_shape, *first.interpolation.pair_labels)
+    return figures
+
+
+def save_figures(figures: Dict[str, object], out_dir: str) -> List[str]:
+    paths = []
+    for name, fig in figures.items():
+        path = os.path.join(out_dir, name)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+        paths.append(path)
+    return paths
+
+
+# --- docs/results.md ------------------------------------------------------------------------
+
+# Figures of the comparison folder the page shows, with their captions.
+FIGURES = ("fig3_spaces.png", "fig4_interpolations.png")
+CAPTIONS = {
+    "fig3_spaces.png": "Fig. 3: the 2-D space of each run (Z of the 2-D VAE, X of each npVAE).",
+    "fig4_interpolations.png": "Fig. 4: interpolations between the same two test images, "
+                               "VAE in Z and npVAE in X, with the classifier's label and "
+                               "confidence.",
+}
+# How to read the X rows of the comparison table.
+READING_X_ROWS = [
+    "- *X path*: each test image through its 2-D location, y → x = f(y) → z̃ = Σ_j W(x, x_j) "
+    "E[z_j] over the training set (serving lengthscale) → log p(y|z̃), decoded by the X "
+    "path's decoder. This is the paper's \"500-D power from a 2-D space\"; the 2-D VAE's "
+    "log p(y|E[z]) is the row to beat.",
+    "- *Decoding the mean of the k nearest training E[z] in Z*: the same kind of "
+    "prediction (an average of other images' codes, the same decoder), but with the "
+    "neighbours found in the 500-D Z from the image's own E[z|y]. It is what the X path "
+    "would give if the 2-D X kept Z's neighbourhoods; the gap between the two rows is "
+    "what the 2-D map loses, the rest is what averaging codes loses.",
+    "- A scheme whose X-path term never reaches the VAE (`E[z] held`) trains the VAE "
+    "inside it exactly as the plain VAE (same seed, data, noise and dropout streams): "
+    "its likelihood rows equal the VAE's by construction, not by chance.",
+]
+SERVING_NOTE = ("- The X path and every image generated in X use the serving lengthscale: the "
+                "learned one times the factor in 2, 1, 1/2, …, 1/256 that gives the best X path "
+                "on 2,000 validation images (chosen once after training).")
+
+
+def _verdict(ok: bool) -> str:
+    return "**supported**" if ok else "**not supported**"
+
+
+def _claim_representative_power(big: Dict, z_big: int, vae2: Dict) -> List[str]:
+    x_path = big.get("x_path_log_likelihood")
+    if vae2 is None or x_path is None:
+        return []
+    ref = vae2["reconstruction_ll_mean"]
+    return [f"- *A 2-D space with the representative power of a {z_big}-D model.* "
+            f"{_verdict(x_path >= ref)}: reconstructing each test image through its 2-D "
+            f"location (y → x → z̃ → decoder) gives log p(y|z̃) = {x_path:.2f} nats "
+            f"(Z = {z_big}), against {ref:.2f} for a VAE whose code is 2-D (decoded at "
+            f"E[z]), a difference of {x_path - ref:+.2f}; the model's own {z_big}-D code "
+            f"gives {big['reconstruction_ll_mean']:.2f} nats."]
+
+
+def _claim_organisation(runs: Dict[int, Dict], vae2: Dict) -> List[str]:
+    lines = []
+    for z, m in sorted(runs.items()):
+        knn, trust = m.get("knn_accuracy_5"), m.get("trustworthiness")
+        if knn is None:
+            continue
+        against = (f"{vae2['knn_accuracy_5']:.3f} in the 2-D VAE's Z; "
+                   if vae2 is not None and vae2.get("knn_accuracy_5") is not None else "")
+        lines.append(
+            f"- *X organises the data better than a 2-D VAE latent space* (Z = {z}). "
+            f"{_verdict(vae2 is not None and knn > vae2.get('knn_accuracy_5', 1.0))}: "
+            f"5-NN test accuracy in X {knn:.3f} vs {against}trustworthiness {trust:.3f}. "
+            f"Anchors: UMAP on this machine {UMAP_KNN5} / {UMAP_TRUST}, parametric UMAP "
+            f"{PARAMETRIC_UMAP_KNN5} (published).")
+    return lines
+
+
+def _claim_little_cost(runs: Dict[int, Dict], vaes: Dict[int, Dict]) -> List[str]:
+    lines = []
+    for z, m in sorted(runs.items()):
+        if z not in vaes:
+            continue
+        gap = m["elbo"] - vaes[z]["elbo"]
+        lines.append(
+            f"- *The kernel term costs little likelihood* (Z = {z}). "
+            f"{_verdict(gap > -LITTLE_NATS)}: test ELBO {m['elbo']:.2f} vs VAE "
+            f"{vaes[z]['elbo']:.2f}, a difference of {gap:+.2f} nats (we call "
+            f"{LITTLE_NATS:g} nats little).")
+    return lines
+
+
+def _claim_sampling(big: Dict, z_big: int, vae2: Dict) -> List[str]:
+    c_x = big.get("confidence_x_density")
+    if vae2 is None or c_x is None:
+        return []
+    return [f"- *Sampling in X generates credible digits* (Z = {z_big}). "
+            f"{_verdict(c_x >= vae2['confidence_prior'])} (against a 2-D VAE's prior "
+            f"samples): classifier confidence {c_x:.3f} vs {vae2['confidence_prior']:.3f}; "
+            f"Fréchet distance {big['frechet_x_density']:.2f} vs "
+            f"{vae2['frechet_prior']:.2f}."]
+
+
+def _claim_interpolation(big: Dict, z_big: int, vae2: Dict) -> List[str]:
+    i_x = big.get("interpolation_confidence")
+    if vae2 is None or i_x is None:
+        return []
+    return [f"- *Interpolating in X stays on the data manifold* (Z = {z_big}). "
+            f"{_verdict(i_x >= vae2['interpolation_confidence'])}: mean classifier "
+            f"confidence along the paths {i_x:.3f} (X) vs "
+            f"{vae2['interpolation_confidence']:.3f} (2-D VAE, Z)."]
+
+
+def claims(results: Sequence[Dict]) -> List[str]:
+    """The paper's claims for each npVAE scheme, each with the numbers for or against it."""
+    vaes = {m["z_dim"]: m for m in results if m["model"] == "vae"}
+    by_scheme: Dict[str, Dict[int, Dict]] = {}
+    for m in results:
+        if m["model"] == "npvae":
+            by_scheme.setdefault(m.get("scheme", "npVAE"), {})[m["z_dim"]] = m
+    vae2 = vaes.get(2)
+    lines = []
+    for scheme, runs in by_scheme.items():
+        z_big = max(runs)
+        big = runs[z_big]
+        lines += [f"### {scheme}", ""]
+        lines += _claim_representative_power(big, z_big, vae2)
+        lines += _claim_organisation(runs, vae2)
+        lines += _claim_little_cost(runs, vaes)
+        lines += _claim_sampling(big, z_big, vae2)
+        lines += _claim_interpolation(big, z_big, vae2)
+        lines.append("")
+    return lines
+
+
+def small_png(source: str, target: str, max_width: int = 1400) -> None:
+    """Copies a figure for the repository: at most ``max_width`` pixels wide, 256 colours."""
+    from PIL import Image
+
+    with Image.open(source) as image:
+        image = image.convert("RGB")
+        if image.width > max_width:
+            image = image.resize((max_width, round(image.height * max_width / image.width)),
+                                 Image.LANCZOS)
+        image.quantize(colors=256).save(target, optimize=True)
+
+
+def pixel_likelihood(config: Config) -> str:
+    """What the nats in results.md are likelihoods of: grayscale or binarised pixels."""
+    if config.binarize:
+        return ("Bernoulli decoder on binarised pixels (training images binarised anew each "
+                "epoch, evaluation images once with a fixed seed; the nats are of the kind "
+                "reported on binarised MNIST)")
+    return ("Bernoulli decoder on grayscale pixels in [0, 1], not binarised (the nats are "
+            "therefore not comparable with log-likelihoods reported on binarised MNIST)")
+
+
+def machine() -> str:
+    import tensorflow as tf
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
+            f"TensorFlow {tf.__version__}")
+
+
+def copy_figures(summary: Dict, run_paths: Sequence[str], figures_dir: str) -> List[str]:
+    """Copies the comparison figures and each npVAE's Fig. 2 into ``figures_dir``; the names
+    of those that exist."""
+    os.makedirs(figures_dir, exist_ok=True)
+    comparison = summary.get("comparison_dir")
+    sources = [(os.path.join(comparison, f), f) for f in FIGURES] if comparison else []
+    for path, run_dir in zip(run_paths, summary["run_dirs"]):
+        name = os.path.basename(path.rstrip("/"))
+        if name.startswith("npvae"):
+            sources.append((os.path.join(run_dir, "fig2_embedding.png"), f"fig2_{name}.png"))
+    shown = []
+    for source, name in sources:
+        if os.path.isfile(source):
+            small_png(source, os.path.join(figures_dir, name))
+            shown.append(name)
+    return shown
+
+
+def scheme_lines(config: Config, configs: Sequence[Config]) -> List[str]:
+    """A line per scheme of :data:`npvae_tf.experiments.SCHEMES` that the runs use."""
+    from npvae_tf.experiments import SCHEMES
+
+    lines = []
+    for name, scheme in SCHEMES.items():
+        label = config.replace(**scheme.changes).scheme
+        used = sorted({c.z_dim for c in configs if c.scheme == label})
+        if used:
+            lines.append(f"- `{name}` ({label}; run names `{scheme.prefix}-zZ`, Z = "
+                         f"{', '.join(map(str, used))}): {scheme.about}.")
+    return lines
+
+
+def intro_lines(command: str, seconds: float) -> List[str]:
+    return [
+        "# Results: VAE and nonparametric VAE on MNIST",
+        "",
+        f"Made by `{command}` on {time.strftime('%Y-%m-%d')}. Every number below comes from "
+        "that command; rerunning it reproduces them. It keeps run folders that are already "
+        f"finished, so its own wall-clock time ({seconds / 60:.0f} min) covers only what was "
+        "left to do; each run's training time is in the table. The same numbers, with every "
+        "run's configuration, are in [results.json](results.json).",
+        "",
+    ]
+
+
+def settings_lines(config: Config, configs: Sequence[Config]) -> List[str]:
+    training_images = (f"the first {config.train_examples:,}" if config.train_examples
+                       else "all remaining")
+    return [
+        "## Settings",
+        "",
+        f"- Data: MNIST, {config.validation_examples:,} validation images held out of the "
+        f"60,000; {training_images} training images; the 10,000 test images for every number.",
+        f"- Models: MLPs {list(config.hidden)} (ReLU), dropout rate {config.dropout}, X of "
+        f"dimension {config.x_dim}, {pixel_likelihood(config)}.",
+        f"- Training: Adam {config.learning_rate}, batch {config.batch_size}, "
+        f"{config.epochs} epochs, seed {config.seed}.",
+        f"- Machine: {machine()}.",
+        "- Schemes:",
+        *["  " + line for line in scheme_lines(config, configs)],
+        SERVING_NOTE,
+        "",
+    ]
+
+
+def figure_lines(shown: Sequence[str]) -> List[str]:
+    lines = ["## Figures", ""]
+    for name in shown:
+        caption = CAPTIONS.get(name) or (f"Fig. 2 ({name[5:-4]}): training and test X by "
+                                         "class, and images generated at test X locations.")
+        lines += [f"![{caption}](figures/{name})", "", caption, ""]
+    return lines
+
+
+def settings_of(summary: Dict) -> Settings:
+    """The evaluation :class:`Settings` an evaluation summary records."""
+    known = {f.name for f in dataclasses.fields(Settings)}
+    return Settings(**{k: v for k, v in summary["settings"].items() if k in known})
+
+
+def write_results(summary: Dict, run_paths: Sequence[str], docs_dir: str,
+                  command: str, seconds: float) -> str:
+    """Writes ``docs_dir/results.md`` and ``results.json`` from an evaluation ``summary``
+    (:func:`npvae_tf.evaluation.evaluate`) and copies the figures to ``docs_dir/figures/``."""
+    shown = copy_figures(summary, run_paths, os.path.join(docs_dir, "figures"))
+    results = summary["runs"]
+    config = Config.load(run_paths[0])
+    configs = [Config.load(p) for p in run_paths]
+    lines = [
+        *intro_lines(command, seconds),
+        *settings_lines(config, configs),
+        "## Comparison",
+        "",
+        comparison_markdown(results, summary["reference"], settings_of(summary)),
+        "How to read the X rows:",
+        "",
+        *READING_X_ROWS,
+        "",
+        "## The paper's claims",
+        "",
+        *claims(results),
+        *figure_lines(shown),
+    ]
+    path = os.path.join(docs_dir, "results.md")
+    write_text(path, "\n".join(lines) + "\n")
+    write_json(os.path.join(docs_dir, "results.json"), {
+        "command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
+        "reference": summary["reference"], "settings": summary["settings"],
+        "runs": [{"name": os.path.basename(p.rstrip("/")), "config": c.to_dict(),
+                  "metrics": {k: v for k, v in m.items() if k != "config"}}
+                 for p, c, m in zip(run_paths, configs, results)]})
+    return path
