@@ -47,7 +47,7 @@ def served(run_dir):
         thread.join(10)
 
 
-def wait_for(condition, timeout=20.0):
+def wait_for(condition, timeout=90.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = condition()

@@ -10,7 +10,7 @@ import sys
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="explore.py", description="Explore a run's 2-D space in the browser: decode "
+        description="Explore a run's 2-D space in the browser: decode "
         "under the mouse, interpolate, sample, locate test images (serves 127.0.0.1).")
     parser.add_argument("run", help="a finished run folder (npVAE, or a VAE with z_dim 2)")
     parser.add_argument("--port", type=int, default=5006)
