@@ -126,10 +126,12 @@ def decoder_for(run: Run, batch_size: int) -> Callable[[np.ndarray], np.ndarray]
     reference set, chunked), VAE from latent locations. Batched, one traced function."""
     model = run.model
     if run.has_x:
-        x_ref = tf.constant(run.reference.x, tf.float32)
-        z_ref = tf.constant(run.reference.z_mean, tf.float32)
-        lengthscale = run.reference.lengthscale
-        fn = tf.function(lambda x: model.decode_from_x(x, x_ref, z_ref, lengthscale=lengthscale),
+        from npvae_tf.export import indexed_mean_function, serving_lengthscale
+
+        # The grid-indexed kernel the SavedModel serves with (exact where it cannot help).
+        z_tilde = indexed_mean_function(model, run.reference,
+                                        serving_lengthscale(run.reference, model))
+        fn = tf.function(lambda x: model.x_path_likelihood(z_tilde(x)).mean(),
                          reduce_retracing=True)
     else:
         fn = tf.function(lambda z: model.decode(z), reduce_retracing=True)

@@ -65,6 +65,7 @@ from npvae_tf.quiet import quiet_tensorflow
 quiet_tensorflow()  # before TensorFlow loads: none of its start-up lines (npvae_tf/quiet.py)
 import tensorflow as tf
 
+from npvae_tf.kernels import GridIndex, indexed_predictive_mean
 # Named, so draws do not depend on the device's default generator.
 from npvae_tf.model import RNG_ALG
 from npvae_tf.reference import ReferenceSet
@@ -124,6 +125,25 @@ def serving_lengthscale(reference: ReferenceSet, model) -> float:
     if reference.lengthscale is not None:
         return float(reference.lengthscale)
     return float(model.kernel.lengthscale.numpy())
+
+
+def indexed_mean_function(model, reference: ReferenceSet, lengthscale: float,
+                          chunk_size: int = DEFAULT_CHUNK_SIZE):
+    """``x [N, D] -> z~ [N, Z]`` over ``reference`` through the grid index when it helps
+    (:func:`~npvae_tf.kernels.indexed_predictive_mean`, as the SavedModel serves), else the
+    exact chunked sum; for evaluation's decoding of locations."""
+    x_ref = np.asarray(reference.x, np.float32)
+    z_ref = np.asarray(reference.z_mean, np.float32)
+    index = GridIndex(x_ref, lengthscale)
+    if not index.usable:
+        x_t, z_t = tf.constant(x_ref), tf.constant(z_ref)
+        return lambda x: model.kernel.predictive_mean(x, x_t, z_t, chunk_size,
+                                                      lengthscale=lengthscale)
+    x_t, z_t = tf.constant(x_ref[index.order]), tf.constant(z_ref[index.order])
+    cell_start, params = index.arrays()
+    return lambda x: indexed_predictive_mean(
+        model.kernel, x, x_t, z_t, cell_start, params, index.k_cells, index.n_rows,
+        index.n_cols, lengthscale, chunk_size=chunk_size)
 
 
 # --- input validation inside the signatures ------------------------------------------------
@@ -208,11 +228,14 @@ class ServingModule(tf.Module):
         :func:`serving_lengthscale`).
       chunk_size: reference points per kernel chunk (memory ``O(QUERY_BLOCK * chunk)``).
       jit_compile: compile the kernel with XLA (see the module docstring).
+      indexed: serve ``generate_from_x`` through the grid index (:class:`~npvae_tf.kernels.GridIndex`)
+        where it helps (2-D X, plain graph); the exact full sum otherwise.
     """
 
     def __init__(self, model, reference: Optional[ReferenceSet] = None,
                  density: Optional[XDensity] = None, lengthscale: Optional[float] = None,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE, jit_compile: bool = False):
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, jit_compile: bool = False,
+                 indexed: bool = True):
         super().__init__(name="npvae_serving")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -238,8 +261,24 @@ class ServingModule(tf.Module):
         self.x_dim, self.chunk_size = int(model.x_dim), int(chunk_size)
         self.specs["x"] = [tf.TensorSpec(None, tf.float32, name="x")]
         self.reference_size = len(reference.x)
-        x_pad, z_pad = _pad_reference(np.asarray(reference.x, np.float32),
-                                      np.asarray(reference.z_mean, np.float32), self.chunk_size)
+        self.lengthscale = (serving_lengthscale(reference, model) if lengthscale is None
+                            else float(lengthscale))
+        if not (math.isfinite(self.lengthscale) and self.lengthscale > 0):
+            raise ExportError(f"the serving lengthscale must be > 0, got {self.lengthscale}")
+        ref_x = np.asarray(reference.x, np.float32)
+        ref_z = np.asarray(reference.z_mean, np.float32)
+        # The grid index (plain-graph only: its loop has data-dependent shapes). The
+        # reference set is stored sorted by cell; the exact kernel does not depend on order.
+        self.index = GridIndex(ref_x, self.lengthscale) if indexed and not jit_compile else None
+        if self.index is not None and not self.index.usable:
+            self.index = None
+        if self.index is not None:
+            ref_x, ref_z = ref_x[self.index.order], ref_z[self.index.order]
+            cell_start, params = self.index.arrays()
+            self.index_cell_start = tf.Variable(cell_start, trainable=False,
+                                                name="index_cell_start")
+            self.index_params = tf.Variable(params, trainable=False, name="index_params")
+        x_pad, z_pad = _pad_reference(ref_x, ref_z, self.chunk_size)
         self.reference_x = tf.Variable(x_pad, trainable=False, name="reference_x")
         self.reference_z_mean = tf.Variable(z_pad, trainable=False, name="reference_z_mean")
         if density is None:
@@ -250,10 +289,6 @@ class ServingModule(tf.Module):
         self.density = mixture_parameters(density)
         self.x_density = {name: tf.Variable(value, trainable=False, name=f"x_density_{name}")
                           for name, value in self.density.items()}
-        self.lengthscale = (serving_lengthscale(reference, model) if lengthscale is None
-                            else float(lengthscale))
-        if not (math.isfinite(self.lengthscale) and self.lengthscale > 0):
-            raise ExportError(f"the serving lengthscale must be > 0, got {self.lengthscale}")
         core = (tf.function(self._kernel_mean, jit_compile=True, autograph=False)
                 if jit_compile else self._kernel_mean)
         object.__setattr__(self, "_core", core)  # a helper, not a saved endpoint
@@ -299,6 +334,9 @@ class ServingModule(tf.Module):
         if self.is_npvae:
             archive.add_variable_collection("reference_x", [self.reference_x])
             archive.add_variable_collection("reference_z_mean", [self.reference_z_mean])
+            if self.index is not None:
+                archive.add_variable_collection(
+                    "grid_index", [self.index_cell_start, self.index_params])
             archive.add_variable_collection(
                 "x_density", [self.x_density[k] for k in ("weights", "means", "scale_tril")])
         return archive
@@ -328,6 +366,12 @@ class ServingModule(tf.Module):
         return {"images": self._model.decode(z), "z": z}
 
     def _kernel_mean(self, x):
+        if self.index is not None:
+            return indexed_predictive_mean(
+                self._model.kernel, x, self.reference_x, self.reference_z_mean,
+                self.index_cell_start, self.index_params, self.index.k_cells,
+                self.index.n_rows, self.index.n_cols, self.lengthscale,
+                chunk_size=self.chunk_size)
         return self._model.kernel.predictive_mean(x, self.reference_x, self.reference_z_mean,
                                                   self.chunk_size, lengthscale=self.lengthscale)
 
@@ -376,6 +420,10 @@ class ServingModule(tf.Module):
                 lengthscale=self.lengthscale,
                 learned_lengthscale=float(self._model.kernel.lengthscale.numpy()),
                 chunk_size=self.chunk_size,
+                grid_index=None if self.index is None else {
+                    "rows": self.index.n_rows, "cols": self.index.n_cols,
+                    "cell": self.index.cell, "radius": self.index.radius,
+                    "k_cells": self.index.k_cells, "tolerance": self.index.tolerance},
                 query_buckets=list(QUERY_BUCKETS) if self.jit_compile else None,
                 x_density={"kind": "gaussian_mixture",
                            **{name: value.tolist() for name, value in self.density.items()}})
@@ -456,14 +504,14 @@ def check_target(export_dir: str) -> None:
 def export_model(model, export_dir: str, reference: Optional[ReferenceSet] = None, *,
                  density: Optional[XDensity] = None, lengthscale: Optional[float] = None,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, jit_compile: bool = False,
-                 extra_info: Optional[dict] = None) -> str:
+                 extra_info: Optional[dict] = None, indexed: bool = True) -> str:
     """Writes the SavedModel of ``model`` to ``export_dir`` atomically; returns its path.
 
     ``density``, ``lengthscale``, ``chunk_size``, ``jit_compile``: see :class:`ServingModule`.
     """
     check_target(export_dir)
     module = ServingModule(model, reference, density=density, lengthscale=lengthscale,
-                           chunk_size=chunk_size, jit_compile=jit_compile)
+                           chunk_size=chunk_size, jit_compile=jit_compile, indexed=indexed)
     info = {**module.info(), **(extra_info or {})}
     archive = module.archive()
 

@@ -206,3 +206,186 @@ class SquaredExponentialKernel(keras.layers.Layer):
         config = super().get_config()
         config.update(initial_lengthscale=self.initial_lengthscale, chunk_size=self.chunk_size)
         return config
+
+
+# --- the grid index: visit only the reference points that can carry weight -------------------
+# Relative weight a query may leave out: sum of omitted weights / total weight.
+INDEX_TOLERANCE = 1e-7
+
+
+class GridIndex:
+    """A uniform 2-D grid over reference locations, for :func:`indexed_predictive_mean`.
+
+    Built once per reference set and lengthscale (NumPy). Reference points are sorted by cell
+    (row-major: ``cell = row * n_cols + col``); ``order`` is that permutation and
+    ``cell_start[c]:cell_start[c + 1]`` the points of cell ``c`` in sorted order.
+
+    The bound. A query visits every cell that holds a point within distance ``< radius`` of
+    it (cells of side ``cell = radius / k``; for row offset ``dr`` the columns ``|dc| <=
+    width[dr]``, see :meth:`offsets`). Every point left out is at distance ``>= radius``, so
+    its unnormalised weight is ``<= exp(-radius^2 / (2 l^2))`` and at most ``M`` of them are
+    left out:
+
+        omitted / total <= M exp(-radius^2 / (2 l^2)) / S_visited
+
+    with ``S_visited = sum over visited points of exp(-d^2 / (2 l^2))``. The radius is
+    ``radius^2 = 2 l^2 (log M - log tolerance - slack)``, so the bound is ``< tolerance``
+    whenever ``log S_visited > slack``; every query is checked at run time and one whose
+    visited mass is too small (sparse regions, far outside the grid, no candidate at all)
+    is computed by the exact full sum instead. ``usable`` is False (use the exact kernel)
+    when the grid would not help: the visited block would cover a large part of the data's
+    bounding box.
+    """
+
+    def __init__(self, x, lengthscale: float, tolerance: float = INDEX_TOLERANCE,
+                 slack: float = 2.0, k: int = 4, max_cells: int = 1 << 20):
+        import numpy as np
+
+        x = np.asarray(x, np.float64)
+        m = len(x)
+        self.size, self.lengthscale, self.tolerance, self.k = m, float(lengthscale), tolerance, k
+        self.usable = x.ndim == 2 and x.shape[1] == 2 and m >= 2
+        if not self.usable:
+            return
+        l2 = self.lengthscale ** 2
+        self.log_size = math.log(m)
+        self.radius = math.sqrt(max(2 * l2 * (self.log_size - math.log(tolerance) - slack),
+                                    2 * l2))
+        lo, hi = x.min(axis=0), x.max(axis=0)
+        cell = self.radius / k
+        extent = np.maximum(hi - lo, 1e-12)
+        # Cap the number of cells: coarser cells cover more than the radius (still exact).
+        cell = max(cell, math.sqrt(extent[0] * extent[1] / max_cells),
+                   float(extent.max()) / 4096)
+        self.cell = cell
+        self.k_cells = int(math.ceil(self.radius / cell))
+        self.origin = lo
+        self.n_cols = int(extent[0] // cell) + 1
+        self.n_rows = int(extent[1] // cell) + 1
+        block = sum(2 * w + 1 for _, w in self.offsets()) * cell * cell
+        self.usable = block < 0.25 * float(np.prod(extent + cell))
+        cols = np.minimum(((x[:, 0] - lo[0]) // cell).astype(np.int64), self.n_cols - 1)
+        rows = np.minimum(((x[:, 1] - lo[1]) // cell).astype(np.int64), self.n_rows - 1)
+        cells = rows * self.n_cols + cols
+        self.order = np.argsort(cells, kind="stable")
+        self.cell_start = np.searchsorted(cells[self.order],
+                                          np.arange(self.n_rows * self.n_cols + 1)).astype(np.int64)
+
+    def offsets(self):
+        """``(dr, width)``: row offsets visited and the column half-width of each.
+
+        A cell ``(dr, dc)`` away holds points at distance ``>= (|dr|-1)+ cell`` vertically and
+        ``(|dc|-1)+ cell`` horizontally from any query in the centre cell; it is visited
+        unless that lower bound is ``>= radius``.
+        """
+        k, c, r = self.k_cells, self.cell, self.radius
+        out = []
+        for dr in range(-k, k + 1):
+            v = max(abs(dr) - 1, 0) * c
+            if v >= r:
+                continue
+            width = int(math.floor(math.sqrt(r * r - v * v) / c - 1e-12)) + 1
+            out.append((dr, width))
+        return out
+
+    def arrays(self):
+        """What the TensorFlow query needs: ``cell_start`` ``[cells + 1]`` int64 and the
+        float64 parameters ``[origin_x, origin_y, cell, radius, log M]``."""
+        import numpy as np
+
+        return self.cell_start, np.array([self.origin[0], self.origin[1], self.cell,
+                                          self.radius, self.log_size])
+
+    def __repr__(self):
+        if not self.usable:
+            return f"GridIndex(M={self.size}, unusable: exact kernel)"
+        return (f"GridIndex(M={self.size}, {self.n_rows}x{self.n_cols} cells of "
+                f"{self.cell:.3g}, radius {self.radius:.3g} = "
+                f"{self.radius / self.lengthscale:.2f} l)")
+
+
+def indexed_predictive_mean(kernel, x_query, x_sorted, z_sorted, cell_start, params,
+                            k_cells: int, n_rows: int, n_cols: int, lengthscale, tile: int = 4,
+                            tolerance: float = INDEX_TOLERANCE, chunk_size=None):
+    """``z~`` ``[N, Z]`` over a reference set sorted by :class:`GridIndex` cell.
+
+    Plain TensorFlow ops (no XLA). ``x_sorted``, ``z_sorted``: the reference set in
+    ``GridIndex.order`` (rows past the index's size are padding, never visited by the grid,
+    weight 0 in the exact fall-back). ``params``, ``cell_start``: :meth:`GridIndex.arrays`;
+    ``k_cells``, ``n_rows``, ``n_cols``: the index's (static).
+
+    Queries are grouped by *tile* (``tile x tile`` cells); one loop step per occupied tile
+    gathers the reference points of the tile's cells widened by ``k_cells`` on each side
+    (every point within the radius of any query in the tile: contiguous row ranges in the
+    sorted order) and computes the tile's queries as a dense softmax and one matmul, so
+    nearby queries share the gathered ``E[z]`` rows. Queries whose visited mass does not
+    guarantee the ``tolerance`` bound (see :class:`GridIndex`) are computed with
+    ``kernel``'s exact chunked sum over every point.
+    """
+    x_query = tf.convert_to_tensor(x_query, tf.float32)
+    params = tf.convert_to_tensor(params, tf.float64)
+    cell_start = tf.convert_to_tensor(cell_start, tf.int64)
+    lengthscale = tf.cast(lengthscale, tf.float32)
+    n = tf.shape(x_query)[0]
+    z_dim = tf.shape(z_sorted)[1]
+    inv_two_l2 = 0.5 / tf.square(lengthscale)
+    n_trows, n_tcols = -(-n_rows // tile), -(-n_cols // tile)
+    # Tile coordinates, clipped (in float) so far queries cannot overflow: a clipped tile
+    # lies beyond the grid by more than k_cells, so it visits nothing (exact fall-back).
+    margin = float(k_cells // tile + 2)
+    q64 = tf.cast(x_query, tf.float64)
+    tcol = tf.cast(tf.clip_by_value(tf.floor((q64[:, 0] - params[0]) / (params[2] * tile)),
+                                    -margin, n_tcols + margin), tf.int64)
+    trow = tf.cast(tf.clip_by_value(tf.floor((q64[:, 1] - params[1]) / (params[2] * tile)),
+                                    -margin, n_trows + margin), tf.int64)
+    tile_id = (trow + int(margin)) * (n_tcols + 2 * int(margin) + 1) + tcol + int(margin)
+    order = tf.argsort(tile_id, stable=True)
+    sorted_tiles = tf.gather(tile_id, order)
+    unique_tiles, group = tf.unique(sorted_tiles)
+    n_groups = tf.shape(unique_tiles)[0]
+    bounds = tf.concat([[0], tf.cumsum(tf.math.bincount(group, minlength=n_groups,
+                                                        dtype=tf.int32))], 0)
+    rows_offsets = tf.range(-k_cells, tile + k_cells, dtype=tf.int64)
+    log_tol = math.log(tolerance)
+    log_omitted = params[4] - tf.square(params[3]) * tf.cast(inv_two_l2, tf.float64)
+
+    def step(g, z_out, ok_out):
+        members = order[bounds[g]:bounds[g + 1]]
+        q = tf.gather(x_query, members)
+        tr, tc = tf.gather(trow, members[0]), tf.gather(tcol, members[0])
+        r = tr * tile + rows_offsets
+        lo = tf.maximum(tc * tile - k_cells, 0)
+        hi = tf.minimum(tc * tile + tile - 1 + k_cells, n_cols - 1)
+        valid = (r >= 0) & (r < n_rows) & (lo <= hi)
+        base = tf.clip_by_value(r, 0, n_rows - 1) * n_cols
+        first = tf.gather(cell_start, tf.where(valid, base + lo, 0))
+        last = tf.where(valid, tf.gather(cell_start, tf.where(valid, base + hi + 1, 0)), first)
+        idx = tf.ragged.range(first, last).flat_values
+        logits = -squared_distances(q, tf.gather(x_sorted, idx)) * inv_two_l2  # [q, T]
+        has = tf.size(idx) > 0
+        peak = tf.where(has, tf.reduce_max(logits, axis=1), -math.inf)
+        p = tf.exp(logits - tf.where(has, peak, 0.0)[:, None])
+        mass = tf.reduce_sum(p, axis=1)
+        z = tf.math.divide_no_nan(tf.matmul(p, tf.gather(z_sorted, idx)), mass[:, None])
+        log_visited = tf.cast(peak, tf.float64) + tf.math.log(tf.cast(mass, tf.float64))
+        ok = (mass > 0) & (log_omitted - log_visited <= log_tol)
+        return g + 1, z_out.write(g, z), ok_out.write(g, ok)
+
+    _, z_parts, ok_parts = tf.while_loop(
+        lambda g, *_: g < n_groups, step,
+        (tf.constant(0), tf.TensorArray(tf.float32, size=n_groups, infer_shape=False,
+                                        element_shape=tf.TensorShape([None, None])),
+         tf.TensorArray(tf.bool, size=n_groups, infer_shape=False,
+                        element_shape=tf.TensorShape([None]))),
+        parallel_iterations=1)
+    inverse = tf.math.invert_permutation(order)
+    z = tf.gather(tf.reshape(z_parts.concat(), [-1, z_dim]), inverse)
+    ok = tf.gather(tf.reshape(ok_parts.concat(), [-1]), inverse)
+    bad = tf.where(~ok)[:, 0]
+
+    def exact():
+        z_bad = kernel.predictive_mean(tf.gather(x_query, bad), x_sorted, z_sorted,
+                                       chunk_size, lengthscale=lengthscale)
+        return tf.tensor_scatter_nd_update(z, bad[:, None], z_bad)
+
+    return tf.cond(tf.size(bad) > 0, exact, lambda: z)

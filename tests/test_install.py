@@ -26,7 +26,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 from tests.helpers import ROOT
 
-SCRIPTS = ("npvae-train", "npvae-evaluate", "npvae-export", "npvae-reproduce")
+SCRIPTS = ("npvae-train", "npvae-evaluate", "npvae-export", "npvae-reproduce",
+           "npvae-explore")
 
 
 def pyproject():

@@ -173,3 +173,67 @@ def test_far_away_queries_give_finite_predictions():
     np.testing.assert_allclose(z[3:], exact, rtol=1e-5, atol=1e-6)
     assert np.all(np.isfinite(kernel.effective_neighbours(queries, x_ref).numpy()))
 
+
+
+# --- the grid index ---------------------------------------------------------------------------
+from npvae_tf.kernels import GridIndex, indexed_predictive_mean  # noqa: E402
+
+
+def numpy_exact(q, x, z, l):
+    d2 = ((q[:, None, :].astype(np.float64) - x[None].astype(np.float64)) ** 2).sum(-1)
+    logits = -d2 / (2 * l * l)
+    w = np.exp(logits - logits.max(1, keepdims=True))
+    return (w / w.sum(1, keepdims=True)) @ z.astype(np.float64)
+
+
+def indexed(q, x, z, l, **kw):
+    index = GridIndex(x, l)
+    assert index.usable
+    cell_start, params = index.arrays()
+    kernel = SquaredExponentialKernel(1.0, chunk_size=256)
+    fn = tf.function(lambda q: indexed_predictive_mean(
+        kernel, q, tf.constant(x[index.order]), tf.constant(z[index.order]), cell_start,
+        params, index.k_cells, index.n_rows, index.n_cols, l, **kw), autograph=False)
+    return fn(tf.constant(q, tf.float32)).numpy(), index
+
+
+@pytest.mark.parametrize("tile", [1, 4])
+def test_indexed_kernel_equals_the_exact_sum_far_queries_and_batch_one_included(tile):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 2)) * 15
+    x = (centres[rng.integers(0, 6, 4000)] + rng.normal(size=(4000, 2)) * 2).astype(np.float32)
+    x[:50] = x[50]  # identical points
+    z = rng.normal(size=(4000, 5)).astype(np.float32)
+    l = 0.6
+    q = (x[rng.integers(0, 4000, 300)] + rng.normal(size=(300, 2))).astype(np.float32)
+    q[:4] = [[500, 500], [-1e6, 3], [x[0, 0] + 30, x[0, 1]], x[0]]  # far away, and on a duplicate
+    got, index = indexed(q, x, z, l, tile=tile)
+    want = numpy_exact(q, x, z, l)
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    one, _ = indexed(q[5:6], x, z, l, tile=tile)
+    np.testing.assert_allclose(one, want[5:6], rtol=1e-5, atol=1e-5)
+    # Far queries: the nearest point dominates (and it is the same result as the exact sum).
+    nearest = np.argmin(((x - q[0]) ** 2).sum(1))
+    np.testing.assert_allclose(got[0], z[nearest], atol=1e-4)
+
+
+def test_the_radius_bounds_the_omitted_weight():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(20000, 2)).astype(np.float32) * 10
+    l = 0.3
+    index = GridIndex(x, l)
+    q = x[:200] + rng.normal(size=(200, 2)).astype(np.float32) * 0.1
+    d2 = ((q[:, None].astype(np.float64) - x[None]) ** 2).sum(-1)
+    w = np.exp(-d2 / (2 * l * l))
+    omitted = np.where(d2 >= index.radius ** 2, w, 0).sum(1) / w.sum(1)
+    assert omitted.max() < index.tolerance
+    # The bound itself: M exp(-r^2 / 2l^2) / S_visited, where S_visited > exp(slack) holds.
+    assert len(x) * np.exp(-index.radius ** 2 / (2 * l * l)) <= index.tolerance * np.exp(2.0) * 1.0001
+
+
+def test_the_index_is_not_used_where_it_cannot_help():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(1000, 2))
+    assert not GridIndex(x, 5.0).usable                     # lengthscale as broad as the data
+    assert not GridIndex(rng.normal(size=(1000, 3)), 0.01).usable   # X not 2-D
+    assert GridIndex(x * 100, 0.5).usable

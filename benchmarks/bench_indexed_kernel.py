@@ -1,0 +1,203 @@
+"""Indexed against exact kernel: ``generate_from_x`` at batch 1 and 1,024, M = 55,000 and
+1,000,000 reference points.
+
+    python benchmarks/bench_indexed_kernel.py                  # synthetic 55,000 and 1,000,000
+    python benchmarks/bench_indexed_kernel.py --run RUN        # a trained run's reference set
+                                                               # (and 1,000,000 of its shape)
+    python benchmarks/bench_indexed_kernel.py --quick          # smoke run (small M, Z)
+
+Each (M, kernel) is measured in a fresh process (so peak resident memory is its own) through
+the export's :class:`~npvae_tf.export.ServingModule` (the SavedModel's and the API's code),
+``indexed=True`` against ``indexed=False``; images per CPU-second (``time.process_time``,
+all threads: load on the shared machine matters less than for wall time). The synthetic
+reference set is a clustered 2-D density (10 anisotropic Gaussian clusters of unequal size,
+spread ~ 7 serving lengthscales as in a trained run) and the lengthscale is set so that a
+median of ~241 reference points carry weight per query (``1 / sum_j W_j^2``, the README's
+figure for the paper scheme at Z = 500); the M = 1,000,000 set is the same shape, denser, with
+its lengthscale chosen the same way. The largest difference in z~ between the two kernels is
+relative to the largest |z~|. Nothing is written unless ``--out`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+TARGET_NEIGHBOURS = 241
+
+
+def clustered(m: int, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(10, 2)) * 3.0
+    sizes = rng.dirichlet(np.ones(10) * 2)
+    labels = rng.choice(10, m, p=sizes)
+    angle = rng.uniform(0, np.pi, 10)
+    scale = rng.uniform(0.4, 1.5, (10, 2))
+    e = rng.normal(size=(m, 2)) * scale[labels]
+    c, s = np.cos(angle[labels]), np.sin(angle[labels])
+    x = centres[labels] + np.stack([c * e[:, 0] - s * e[:, 1], s * e[:, 0] + c * e[:, 1]], 1)
+    return x.astype(np.float32), labels
+
+
+def lengthscale_for(x, target=TARGET_NEIGHBOURS, seed=1):
+    """l with a median of ``target`` effective neighbours over 300 queries (bisection)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    q = x[rng.integers(0, len(x), 300)].astype(np.float64)
+    lo, hi = 1e-4, 10.0
+    for _ in range(40):
+        l = (lo * hi) ** 0.5
+        d2 = ((q[:, None] - x[None].astype(np.float64)) ** 2).sum(-1) if len(x) <= 60000 else None
+        if d2 is None:  # large M: in blocks
+            neff = []
+            for b in range(0, 300, 20):
+                d = ((q[b:b + 20, None] - x[None]) ** 2).sum(-1)
+                w = np.exp(-(d - d.min(1, keepdims=True)) / (2 * l * l))
+                neff.append(w.sum(1) ** 2 / (w ** 2).sum(1))
+            neff = np.concatenate(neff)
+        else:
+            w = np.exp(-(d2 - d2.min(1, keepdims=True)) / (2 * l * l))
+            neff = w.sum(1) ** 2 / (w ** 2).sum(1)
+        lo, hi = (l, hi) if np.median(neff) < target else (lo, l)
+        if hi / lo < 1.02:
+            break
+    return (lo * hi) ** 0.5
+
+
+def child(spec: dict) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    from npvae_tf.config import Config
+    from npvae_tf.export import ServingModule
+    from npvae_tf.model import build_model
+    from npvae_tf.reference import ReferenceSet
+    from npvae_tf.sampling import XDensity
+
+    data = np.load(spec["data"])
+    x, z = data["x"], data["z"]
+    model = build_model(Config(z_dim=z.shape[1], hidden=tuple(spec["hidden"])))
+    reference = ReferenceSet(z_mean=z, labels=np.zeros(len(x), np.int64), x=x)
+    t = time.process_time()
+    module = ServingModule(model, reference, density=XDensity.fit(x[:5000], 0),
+                           lengthscale=spec["lengthscale"], indexed=spec["indexed"])
+    build = time.process_time() - t
+    queries = data["queries"]
+    out = {"build_cpu_s": build, "index": repr(getattr(module, "index", None)), "rows": []}
+    for batch in (1, 1024):
+        q = tf.constant(queries[:batch])
+        module.generate_from_x(q)  # trace
+        calls = spec["calls"][str(batch)]
+        cpu = []
+        for _ in range(calls):
+            c = time.process_time()
+            [v.numpy() for v in module.generate_from_x(q).values()]
+            cpu.append(time.process_time() - c)
+        out["rows"].append({"batch": batch, "images_per_cpu_s": batch / float(np.median(cpu))})
+    z_out = module.generate_from_x(tf.constant(queries))["z"].numpy()
+    np.save(spec["z_out"], z_out)
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default=None, help="an npVAE run (its reference set, z_dim "
+                        "and serving lengthscale) for M = 55,000")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--z_dim", type=int, default=500)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[55000, 1000000])
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        json.dump(child(json.load(open(args.child))), sys.stdout)
+        return
+    import numpy as np
+
+    if args.quick:
+        args.sizes, args.z_dim = [5000, 20000], 16
+    hidden = [64] if args.quick else [500, 500]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in args.sizes:
+            rng = np.random.default_rng(m)
+            if args.run and m == args.sizes[0]:
+                import npvae_tf
+
+                run = npvae_tf.load_run(args.run)
+                x, z, l = run.reference.x, run.reference.z_mean, run.lengthscale
+                source = f"run {args.run}"
+            else:
+                x, _ = clustered(m)
+                z = rng.normal(size=(m, args.z_dim)).astype(np.float32)
+                # The same shape denser: N_eff ~ density * l^2, so l scales as 1/sqrt(M)
+                # (bisection for the first size only; it is slow for M = 1,000,000).
+                l = (lengthscale_for(x) if not results else
+                     results[0]["lengthscale"] * (results[0]["M"] / m) ** 0.5)
+                source = "synthetic clustered"
+            queries = (x[rng.integers(0, len(x), 1024)]
+                       + rng.normal(size=(1024, 2)).astype(np.float32) * l).astype(np.float32)
+            path = os.path.join(tmp, f"data-{m}.npz")
+            np.savez(path, x=x, z=z, queries=queries)
+            del z
+            row = {"M": len(x), "Z": int(np.load(path)["z"].shape[1]), "source": source,
+                   "lengthscale": l}
+            for indexed in (True, False):
+                spec = {"data": path, "hidden": hidden, "lengthscale": l, "indexed": indexed,
+                        "z_out": os.path.join(tmp, f"z-{m}-{indexed}.npy"),
+                        "calls": {"1": 30 if args.quick or indexed else 10,
+                                  "1024": 3 if indexed or m < 100000 else 2}}
+                spec_path = os.path.join(tmp, "spec.json")
+                json.dump(spec, open(spec_path, "w"))
+                done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
+                                       spec_path], capture_output=True, text=True)
+                if done.returncode:
+                    sys.exit(f"bench_indexed_kernel.py: error: {done.stderr[-2000:]}")
+                row["indexed" if indexed else "exact"] = json.loads(done.stdout)
+            a, b = (np.load(os.path.join(tmp, f"z-{m}-{k}.npy")) for k in (True, False))
+            row["max_rel_diff"] = float(np.abs(a - b).max() / np.abs(b).max())
+            results.append(row)
+            print(f"M = {row['M']:,} ({source}), Z = {row['Z']}, l = {l:.4g}; "
+                  f"index {row['indexed']['index']} (module with index and density built in "
+                  f"{row['indexed']['build_cpu_s']:.2f} CPU-s); max |z~ indexed - exact| / max |z~| = {row['max_rel_diff']:.1e}",
+                  flush=True)
+            for e, i in zip(row["exact"]["rows"], row["indexed"]["rows"]):
+                print(f"  batch {e['batch']}: exact {e['images_per_cpu_s']:,.0f}, indexed "
+                      f"{i['images_per_cpu_s']:,.0f} images per CPU-s; peak RSS "
+                      f"{row['exact']['peak_rss_mib']:,.0f} / {row['indexed']['peak_rss_mib']:,.0f} MiB",
+                      flush=True)
+    print(f"\n| M | batch | exact img/CPU-s | indexed img/CPU-s | ratio | peak RSS exact / indexed MiB |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for row in results:
+        for e, i in zip(row["exact"]["rows"], row["indexed"]["rows"]):
+            print(f"| {row['M']:,} | {e['batch']:,} | {e['images_per_cpu_s']:,.0f} | "
+                  f"{i['images_per_cpu_s']:,.0f} | {i['images_per_cpu_s'] / e['images_per_cpu_s']:.1f}x | "
+                  f"{row['exact']['peak_rss_mib']:,.0f} / {row['indexed']['peak_rss_mib']:,.0f} |")
+    if len(results) > 1:
+        for batch in (0, 1):
+            first, last = (r["indexed"]["rows"][batch]["images_per_cpu_s"] for r in
+                           (results[0], results[-1]))
+            print(f"indexed cost per image, M = {results[-1]['M']:,} over M = "
+                  f"{results[0]['M']:,}, batch {results[0]['indexed']['rows'][batch]['batch']}: "
+                  f"{first / last:.2f}")
+    if args.out and not args.quick:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

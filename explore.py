@@ -1,0 +1,11 @@
+"""Explore a run's 2-D space in the browser: ``python explore.py RUN [--port 5006]``.
+
+The command is npvae_tf/commands/explore.py, installed as ``npvae-explore``.
+"""
+
+import sys
+
+from npvae_tf.commands.explore import main
+
+if __name__ == "__main__":
+    sys.exit(main())
