@@ -222,9 +222,7 @@ READING_X_ROWS = [
     "inside it exactly as the plain VAE (same seed, data, noise and dropout streams): "
     "its likelihood rows equal the VAE's by construction, not by chance.",
 ]
-SERVING_NOTE = ("- The X path and every image generated in X use the serving lengthscale: the "
-                "learned one times the factor in 2, 1, 1/2, …, 1/256 that gives the best X path "
-                "on 2,000 validation images (chosen once after training).")
+SERVING_NOTE = '- The X path and every image generated in X use the serving lengthscale: the factor in 2, 1, 1/2, …, 1/256 of an anchor that gives the best X path on 2,000 validation images, the grid extended past its edge when the best factor lies there (chosen once after training). The anchor is the learned lengthscale, or for the umap schemes (whose lengthscale no term trains) the median nearest-neighbour distance in the training X.'
 
 
 def _verdict(ok: bool) -> str:
