@@ -58,6 +58,9 @@ def main(argv=None):
     else:
         data = load_mnist(args.data_dir)
         images, sha, base = data.train.images, data.sha256, Config(z_dim=args.z_dim)
+    import tempfile
+
+    scratch = tempfile.mkdtemp(prefix="bench-schemes-")  # the graphs come from the cache
     runners = {}
     for name in SCHEMES:
         config = base.replace(**GRID[name].changes)
@@ -65,7 +68,7 @@ def main(argv=None):
         if config.uses_neighbour_graph:
             key = graph_key(sha, config.n_neighbors, config.min_dist, config.seed,
                             config.x_dim if config.landmark_weight > 0 else 0)
-            graph = graph_for_run(os.path.join("/tmp", f"bench-graph-{name}.npz"), images, key,
+            graph = graph_for_run(os.path.join(scratch, f"graph-{name}.npz"), images, key,
                                   log=lambda line: print(line, flush=True))
         model = build_model(config)
         model.compile(optimizer=FusedAdam(config.learning_rate))
