@@ -11,7 +11,7 @@ from npvae_tf.config import Config, ConfigError
 from npvae_tf.data import make_dataset
 from npvae_tf.neighbours import (DISTANCE_EPS, GraphError, GraphSampler, NeighbourGraph,
                                  graph_for_run, graph_key, neighbour_cross_entropy, umap_ab)
-from tests.conftest import synthetic_digits
+from tests.helpers import synthetic_digits
 
 
 def numpy_cross_entropy(x_heads, x_tails, pool, negatives, head_weight, a, b):

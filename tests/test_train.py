@@ -339,7 +339,7 @@ def test_a_data_error_leaves_no_run_folder(tmp_path):
 
 
 def test_a_busy_run_folder_is_refused_before_tensorflow_is_imported(tmp_path):
-    from tests.test_runs import start_holder
+    from tests.helpers import start_holder
 
     out = str(tmp_path / "run")
     holder = start_holder(out)
