@@ -41,7 +41,6 @@ def main(argv=None):
 
     cli.quiet_tensorflow()
     import numpy as np
-    import tensorflow as tf
 
     from npvae_tf.config import Config
     from npvae_tf.data import load_mnist, make_dataset

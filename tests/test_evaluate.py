@@ -355,32 +355,12 @@ function deep(root, selector) {
 """
 
 
-def free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition, timeout, what):
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def test_the_projector_draws_x_coloured_by_label_in_a_real_browser(evaluated):
     import urllib.request
 
     from PIL import Image
 
-    from tests.browser import headless_chromium
+    from tests.browser import free_port, headless_chromium, wait_for
 
     driver = headless_chromium()  # skips (fails under CI) without Chromium
     out, _ = evaluated

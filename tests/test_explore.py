@@ -12,14 +12,8 @@ import numpy as np
 import pytest
 
 import npvae_tf
-from tests.browser import headless_chromium
+from tests.browser import free_port, headless_chromium, wait_for
 from tests.helpers import ROOT, digit_images, make_run
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -47,18 +41,7 @@ def served(run_dir):
         thread.join(10)
 
 
-def wait_for(condition, timeout=90.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for the page")
-
-
 def test_hover_decodes_the_location_and_two_clicks_give_the_strip(served, tmp_path):
-    from selenium.webdriver.common.by import By
 
     url, state, run = served
     driver = headless_chromium()
