@@ -42,7 +42,6 @@ def served(run_dir):
 
 
 def test_hover_decodes_the_location_and_two_clicks_give_the_strip(served, tmp_path):
-
     url, state, run = served
     driver = headless_chromium()
     try:
