@@ -98,7 +98,11 @@ def test_projector_config_points_at_files_that_hold_the_embeddings(run):
             assert os.path.isfile(os.path.join(out, name)), name
         tensor = np.loadtxt(os.path.join(out, embedding.tensor_path), ndmin=2)
         assert tensor.shape == tuple(embedding.tensor_shape)
-    np.testing.assert_allclose(np.loadtxt(os.path.join(out, "x.tsv")), x, rtol=1e-5)
+    # A 2-D X is written with a third column of zeros (the projector's default 3-D PCA view
+    # shows nothing for two columns): the first two are X.
+    written = np.loadtxt(os.path.join(out, "x.tsv"))
+    np.testing.assert_allclose(written[:, :2], x, rtol=1e-5)
+    np.testing.assert_array_equal(written[:, 2:], 0)
     rows = open(os.path.join(out, "metadata.tsv")).read().splitlines()
     assert rows[0] == "index\tlabel" and [r.split("\t")[1] for r in rows[1:]] == \
         [str(c) for c in labels]
@@ -150,7 +154,7 @@ def test_tensorboard_serves_the_images_and_the_projector(run):
         assert [e["tensorName"] for e in info["embeddings"]] == ["x", "z_mean"]
         x = np.frombuffer(get("/data/plugin/projector/tensor", run="eval/projector", name="x"),
                           np.float32)
-        np.testing.assert_allclose(x.reshape(-1, 2), run[4], rtol=1e-5)
+        np.testing.assert_allclose(x.reshape(-1, 3)[:, :2], run[4], rtol=1e-5)  # + zeros
         metadata = get("/data/plugin/projector/metadata", run="eval/projector",
                        name="x").decode()
         assert metadata.splitlines()[0] == "index\tlabel"
