@@ -43,6 +43,10 @@ import os
 import time
 from typing import Callable, Optional
 
+from npvae_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow loads: none of its start-up lines (npvae_tf/quiet.py)
+
 import numpy as np
 import tensorflow as tf
 

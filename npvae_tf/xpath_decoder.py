@@ -22,6 +22,10 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from npvae_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow loads: none of its start-up lines (npvae_tf/quiet.py)
+
 import keras
 import numpy as np
 import tensorflow as tf
