@@ -140,10 +140,8 @@ def indexed_mean_function(model, reference: ReferenceSet, lengthscale: float,
         return lambda x: model.kernel.predictive_mean(x, x_t, z_t, chunk_size,
                                                       lengthscale=lengthscale)
     x_t, z_t = tf.constant(x_ref[index.order]), tf.constant(z_ref[index.order])
-    cell_start, params = index.arrays()
-    return lambda x: indexed_predictive_mean(
-        model.kernel, x, x_t, z_t, cell_start, params, index.k_cells, index.n_rows,
-        index.n_cols, lengthscale, chunk_size=chunk_size)
+    return lambda x: indexed_predictive_mean(model.kernel, x, x_t, z_t, index,
+                                             chunk_size=chunk_size)
 
 
 # --- input validation inside the signatures ------------------------------------------------
@@ -368,10 +366,8 @@ class ServingModule(tf.Module):
     def _kernel_mean(self, x):
         if self.index is not None:
             return indexed_predictive_mean(
-                self._model.kernel, x, self.reference_x, self.reference_z_mean,
-                self.index_cell_start, self.index_params, self.index.k_cells,
-                self.index.n_rows, self.index.n_cols, self.lengthscale,
-                chunk_size=self.chunk_size)
+                self._model.kernel, x, self.reference_x, self.reference_z_mean, self.index,
+                self.index_cell_start, chunk_size=self.chunk_size)
         return self._model.kernel.predictive_mean(x, self.reference_x, self.reference_z_mean,
                                                   self.chunk_size, lengthscale=self.lengthscale)
 
@@ -423,7 +419,7 @@ class ServingModule(tf.Module):
                 grid_index=None if self.index is None else {
                     "rows": self.index.n_rows, "cols": self.index.n_cols,
                     "cell": self.index.cell, "radius": self.index.radius,
-                    "k_cells": self.index.k_cells, "tolerance": self.index.tolerance},
+                    "far_radius": self.index.far_radius, "tolerance": self.index.tolerance},
                 query_buckets=list(QUERY_BUCKETS) if self.jit_compile else None,
                 x_density={"kind": "gaussian_mixture",
                            **{name: value.tolist() for name, value in self.density.items()}})

@@ -189,15 +189,14 @@ def numpy_exact(q, x, z, l):
 def indexed(q, x, z, l, **kw):
     index = GridIndex(x, l)
     assert index.usable
-    cell_start, params = index.arrays()
     kernel = SquaredExponentialKernel(1.0, chunk_size=256)
     fn = tf.function(lambda q: indexed_predictive_mean(
-        kernel, q, tf.constant(x[index.order]), tf.constant(z[index.order]), cell_start,
-        params, index.k_cells, index.n_rows, index.n_cols, l, **kw), autograph=False)
+        kernel, q, tf.constant(x[index.order]), tf.constant(z[index.order]), index, **kw),
+        autograph=False)
     return fn(tf.constant(q, tf.float32)).numpy(), index
 
 
-@pytest.mark.parametrize("tile", [1, 4])
+@pytest.mark.parametrize("tile", [1, 4, None])
 def test_indexed_kernel_equals_the_exact_sum_far_queries_and_batch_one_included(tile):
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(6, 2)) * 15
@@ -217,18 +216,61 @@ def test_indexed_kernel_equals_the_exact_sum_far_queries_and_batch_one_included(
     np.testing.assert_allclose(got[0], z[nearest], atol=1e-4)
 
 
-def test_the_radius_bounds_the_omitted_weight():
+def test_the_bound_holds_for_every_query_it_passes():
+    """For a lone query (tile 1): the weight of the points it does not visit, against the
+    per-query bound of GridIndex (ring cells at their distance + M exp(-R^2 / 2l^2)),
+    both from NumPy; every query the pass accepts leaves out < tolerance of its weight."""
+    from npvae_tf.kernels import _grid_pass
+
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(20000, 2)).astype(np.float32) * 10
     l = 0.3
+    # Lone queries 6.5-7.5 l from a tight cluster of 20,000 points, each with one point of
+    # its own 2 l away: where the cluster falls in the ring, its count decides the bound.
+    angles = rng.uniform(0, 2 * np.pi, 200)
+    unit = np.stack([np.cos(angles), np.sin(angles)], 1)
+    lone = unit * rng.uniform(6.5, 7.5, (200, 1)) * l + [60.0, 0.0]
+    x = np.concatenate([rng.normal(size=(15000, 2)) * 10, rng.normal(size=(5000, 2)),
+                        [60.0, 0.0] + rng.normal(size=(20000, 2)) * 0.01 * l,
+                        lone + unit * 2 * l]).astype(np.float32)
     index = GridIndex(x, l)
-    q = x[:200] + rng.normal(size=(200, 2)).astype(np.float32) * 0.1
+    q = np.concatenate([x[:150] + rng.normal(size=(150, 2)) * 0.3,
+                        rng.uniform(-40, 40, size=(50, 2)), lone]).astype(np.float32)
+    _, ok = _grid_pass(tf.constant(q), tf.constant(x[index.order]),
+                       tf.constant(np.zeros((len(x), 1), np.float32)),
+                       tf.constant(index.cell_start), index, l, tile=1)
+    ok = ok.numpy()
+    rows, widths, ring_rows, ring_cols, ring_mask = index.tile_tables(1)
+    def cell_of(p):  # (row, col), clipped into the grid like the index's own cells
+        rc = np.floor((p[..., ::-1] - index.origin[::-1]) / index.cell).astype(np.int64)
+        return rc[..., 0], rc[..., 1]
+
+    pr, pc = cell_of(x)
+    pr, pc = np.minimum(pr, index.n_rows - 1), np.minimum(pc, index.n_cols - 1)
     d2 = ((q[:, None].astype(np.float64) - x[None]) ** 2).sum(-1)
     w = np.exp(-d2 / (2 * l * l))
-    omitted = np.where(d2 >= index.radius ** 2, w, 0).sum(1) / w.sum(1)
-    assert omitted.max() < index.tolerance
-    # The bound itself: M exp(-r^2 / 2l^2) / S_visited, where S_visited > exp(slack) holds.
-    assert len(x) * np.exp(-index.radius ** 2 / (2 * l * l)) <= index.tolerance * np.exp(2.0) * 1.0001
+    needs_ring = 0
+    for i, (r0, c0) in enumerate(zip(*cell_of(q))):
+        row = pr - r0 - rows[0]            # position in the table of visited rows
+        in_rows = (row >= 0) & (row < len(rows))
+        visited = in_rows & (np.abs(pc - c0) <= widths[np.clip(row, 0, len(rows) - 1)])
+        omitted = w[i, ~visited].sum()
+        ring = 0.0
+        for a, rr in enumerate(r0 + ring_rows):
+            for b, cc in enumerate(c0 + ring_cols):
+                if ring_mask[a, b] and 0 <= rr < index.n_rows and 0 <= cc < index.n_cols:
+                    n_c = index.cell_start[rr * index.n_cols + cc + 1] - index.cell_start[rr * index.n_cols + cc]
+                    lo = index.origin + np.array([cc, rr]) * index.cell
+                    d = np.maximum(np.maximum(lo - q[i], q[i] - lo - index.cell), 0)
+                    ring += n_c * np.exp(-(d @ d) / (2 * l * l))
+        far = len(x) * np.exp(-index.far_radius ** 2 / (2 * l * l))
+        bound = ring + far
+        needs_ring += omitted >= index.tolerance * w[i].sum() > far
+        assert omitted <= bound * (1 + 1e-9)
+        if ok[i]:
+            assert omitted < index.tolerance * w[i].sum()
+            assert bound <= index.tolerance * w[i, visited].sum() * (1 + 1e-6)
+    assert ok[:150].mean() > 0.95 and not ok[150:].all()   # near the data it passes
+    assert needs_ring >= 5   # queries only the ring's count keeps from passing
 
 
 def test_the_index_is_not_used_where_it_cannot_help():
