@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -216,25 +218,55 @@ def test_indexed_kernel_equals_the_exact_sum_far_queries_and_batch_one_included(
     np.testing.assert_allclose(got[0], z[nearest], atol=1e-4)
 
 
-def test_the_bound_holds_for_every_query_it_passes():
-    """For a lone query (tile 1): the weight of the points it does not visit, against the
-    per-query bound of GridIndex (ring cells at their distance + M exp(-R^2 / 2l^2)),
-    both from NumPy; every query the pass accepts leaves out < tolerance of its weight."""
-    from npvae_tf.kernels import _grid_pass
-
-    rng = np.random.default_rng(1)
-    l = 0.3
-    # Lone queries 6.5-7.5 l from a tight cluster of 20,000 points, each with one point of
-    # its own 2 l away: where the cluster falls in the ring, its count decides the bound.
+def lone_queries_beside_a_cluster(seed=1, l=0.3):
+    """``(x, q, l)``: 150 queries near the data, 50 anywhere, then 200 lone queries 6.5-7.5 l
+    from a tight cluster of 20,000 points, each with one point of its own 2 l away: where
+    the cluster falls in the ring, its count decides the bound."""
+    rng = np.random.default_rng(seed)
     angles = rng.uniform(0, 2 * np.pi, 200)
     unit = np.stack([np.cos(angles), np.sin(angles)], 1)
     lone = unit * rng.uniform(6.5, 7.5, (200, 1)) * l + [60.0, 0.0]
     x = np.concatenate([rng.normal(size=(15000, 2)) * 10, rng.normal(size=(5000, 2)),
                         [60.0, 0.0] + rng.normal(size=(20000, 2)) * 0.01 * l,
                         lone + unit * 2 * l]).astype(np.float32)
-    index = GridIndex(x, l)
     q = np.concatenate([x[:150] + rng.normal(size=(150, 2)) * 0.3,
                         rng.uniform(-40, 40, size=(50, 2)), lone]).astype(np.float32)
+    return x, q, l
+
+
+class NoExactSum(SquaredExponentialKernel):
+    """A kernel whose exact sum gives NaN: a result without NaN never used it."""
+
+    def predictive_mean(self, x_query, x_ref, z_ref, chunk_size=None, lengthscale=None):
+        return tf.fill([tf.shape(x_query)[0], tf.shape(z_ref)[1]], math.nan)
+
+
+def test_queries_the_ring_bound_does_not_clear_are_served_by_the_wide_pass():
+    """The lone queries fail the ring bound at tile 1; the wide pass (everything within the
+    far radius) serves them, equal to the exact sum, without the exact sum over M."""
+    from npvae_tf.kernels import _grid_pass
+
+    x, q, l = lone_queries_beside_a_cluster()
+    q = q[200:]
+    index = GridIndex(x, l)
+    xs, cs = tf.constant(x[index.order]), tf.constant(index.cell_start)
+    z = np.random.default_rng(3).normal(size=(len(x), 3)).astype(np.float32)
+    zs = tf.constant(z[index.order])
+    _, ok = _grid_pass(tf.constant(q), xs, zs, cs, index, l, tile=1)
+    assert (~ok.numpy()).sum() >= 5
+    got = indexed_predictive_mean(NoExactSum(1.0), tf.constant(q), xs, zs, index, tile=1)
+    want = numpy_exact(q, x, z, l)
+    assert np.abs(got.numpy() - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_the_bound_holds_for_every_query_it_passes():
+    """For a lone query (tile 1): the weight of the points it does not visit, against the
+    per-query bound of GridIndex (ring cells at their distance + M exp(-R^2 / 2l^2)),
+    both from NumPy; every query the pass accepts leaves out < tolerance of its weight."""
+    from npvae_tf.kernels import _grid_pass
+
+    x, q, l = lone_queries_beside_a_cluster()
+    index = GridIndex(x, l)
     _, ok = _grid_pass(tf.constant(q), tf.constant(x[index.order]),
                        tf.constant(np.zeros((len(x), 1), np.float32)),
                        tf.constant(index.cell_start), index, l, tile=1)
