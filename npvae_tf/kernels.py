@@ -218,6 +218,9 @@ VISIT_LENGTHSCALES = 6.0
 # Queries per occupied tile of SHARED_TILE x SHARED_TILE cells from which a batch is served
 # tile by tile (nearby queries share one gather and one matmul); below it, query by query.
 SHARED_TILE, SHARE_FROM = 8, 4
+# The wide pass's ring, beyond the far radius, in lengthscales (its far term is then
+# M exp(-(R + 3 l)^2 / 2l^2), < 1e-7 exp(-25): only a query with no point within ~10 l fails).
+WIDE_RING = 3.0
 
 
 def _widths(radius: float, cell: float) -> list:
@@ -254,8 +257,8 @@ class GridIndex:
     (both exact, from the grid; no point of the ring is visited). ``R^2 = 2 l^2 (log M - log
     tolerance + far_slack)``. A query passes when ``omitted(q) / S(q) < tolerance``, ``S(q)``
     the weight visited; one that does not (a sparse spot beside a dense one) visits the
-    whole far radius, where only ``M exp(-R^2 / 2l^2)`` is left out, and one that still
-    does not (far outside the grid) is computed by the exact full sum. ``usable`` is False (use the exact kernel) when the grid
+    whole far radius, with the same bound over a ring to ``R + WIDE_RING l``, and one that
+    still does not (far outside the grid) is computed by the exact full sum. ``usable`` is False (use the exact kernel) when the grid
     would not help: a tile's visited block would cover a large part of the data's bounding box.
     """
 
@@ -284,6 +287,9 @@ class GridIndex:
         self.n_rows = int(extent[1] // self.cell) + 1
         self.visit_widths = _widths(self.radius, self.cell)
         self.ring_widths = _widths(self.far_radius, self.cell)
+        # The wide pass visits the whole far radius; its own ring reaches WIDE_RING l further.
+        self.wide_far_radius = self.far_radius + WIDE_RING * self.lengthscale
+        self.wide_ring_widths = _widths(self.wide_far_radius, self.cell)
         _, widths, *_ = self.tile_tables(SHARED_TILE)
         block = float(np.sum(2 * widths + SHARED_TILE)) * self.cell ** 2
         self.usable = block < 0.25 * float(np.prod(extent + self.cell))
@@ -308,12 +314,13 @@ class GridIndex:
         ``rows``, ``widths``: the visited rows relative to the tile's first row and, for
         each, the columns visited beyond the tile on either side. ``ring_rows``,
         ``ring_cols``, ``ring_mask``: the dense block of cells within ``far_radius`` and
-        which of them are in the ring (within it, not visited). ``wide``: visit everything
-        within ``far_radius`` (the ring is empty; only ``M exp(-R^2 / 2l^2)`` is left out).
+        which of them are in the ring (within it, not visited). ``wide``: the wide pass,
+        visiting everything within ``far_radius``, its ring reaching ``wide_far_radius``.
         """
         import numpy as np
 
         visit_widths = self.ring_widths if wide else self.visit_widths
+        ring_widths = self.wide_ring_widths if wide else self.ring_widths
 
         def rows_and_gaps(widths):
             g = len(widths) - 1
@@ -322,11 +329,11 @@ class GridIndex:
 
         rows, gap = rows_and_gaps(visit_widths)
         widths = np.array([visit_widths[g] for g in gap])
-        ring_rows, ring_gap = rows_and_gaps(self.ring_widths)
-        w_max = max(self.ring_widths)
+        ring_rows, ring_gap = rows_and_gaps(ring_widths)
+        w_max = max(ring_widths)
         ring_cols = np.arange(-w_max, tile + w_max)
         col_gap = np.maximum(np.maximum(-ring_cols, ring_cols - (tile - 1)), 0)
-        in_far = col_gap[None] <= np.array([self.ring_widths[g] for g in ring_gap])[:, None]
+        in_far = col_gap[None] <= np.array([ring_widths[g] for g in ring_gap])[:, None]
         visit = np.array([visit_widths[g] if g < len(visit_widths) else -1
                           for g in ring_gap])
         visited = col_gap[None] <= visit[:, None]
@@ -356,9 +363,9 @@ def indexed_predictive_mean(kernel, x_query, x_sorted, z_sorted, index: GridInde
     the gathered ``E[z]`` rows. ``tile=None`` picks per batch: ``SHARED_TILE`` when the
     queries are dense enough to share (at least ``SHARE_FROM`` per occupied tile on
     average), else 1 (one query per step, the smallest block). Queries whose bound (see
-    :class:`GridIndex`) does not reach the tolerance visit the whole far radius (the bound
-    is then ``M exp(-R^2 / 2l^2)`` alone); those it still does not clear (far from every
-    point) are computed with ``kernel``'s exact chunked sum over every point.
+    :class:`GridIndex`) does not reach the tolerance visit the whole far radius (the wide
+    pass); those it still does not clear (far from every point) are computed with
+    ``kernel``'s exact chunked sum over every point.
     """
     x_query = tf.convert_to_tensor(x_query, tf.float32)
     if cell_start is None:
@@ -378,9 +385,9 @@ def indexed_predictive_mean(kernel, x_query, x_sorted, z_sorted, index: GridInde
     bad = tf.where(~ok)[:, 0]
 
     def wider():
-        # A query the ring bound does not clear (a sparse spot beside a dense one) visits the
-        # whole far radius, one query per step: ~1.8x the points, far cheaper than the
-        # exact sum over every point (seconds per query at M = 1,000,000).
+        # A query the ring bound does not clear (a sparse spot beside a dense one, or a
+        # lone one) visits the whole far radius, one query per step: ~1.8x the points, far
+        # cheaper than the exact sum over every point (seconds per query at M = 1,000,000).
         z_bad, ok_bad = _grid_pass(tf.gather(x_query, bad), x_sorted, z_sorted, cell_start,
                                    index, lengthscale, 1, wide=True)
         return tf.tensor_scatter_nd_update(z, bad[:, None], z_bad), tf.tensor_scatter_nd_update(
@@ -403,7 +410,7 @@ def _tile_ids(x_query, index: GridIndex, tile: int):
     Coordinates are clipped (in float) so far queries cannot overflow: a clipped tile lies
     beyond the grid by more than the ring, so it visits nothing (exact fall-back)."""
     n_trows, n_tcols = -(-index.n_rows // tile), -(-index.n_cols // tile)
-    margin = len(index.ring_widths) // tile + max(index.ring_widths) // tile + 2
+    margin = len(index.wide_ring_widths) // tile + max(index.wide_ring_widths) // tile + 2
     q64 = tf.cast(x_query, tf.float64)
     size = index.cell * tile
     tcol = tf.cast(tf.clip_by_value(tf.floor((q64[:, 0] - index.origin[0]) / size),
@@ -417,13 +424,13 @@ def _tile_ids(x_query, index: GridIndex, tile: int):
 def _grid_pass(x_query, x_sorted, z_sorted, cell_start, index: GridIndex, lengthscale,
                tile: int, wide: bool = False):
     """``(z~ [N, Z], ok [N])`` by tiles of ``tile x tile`` cells; ``ok``: the bound holds.
-    ``wide``: visit the whole ``far_radius`` (see :meth:`GridIndex.tile_tables`)."""
+    ``wide``: visit the whole ``far_radius``, the ring beyond it to ``wide_far_radius``."""
     n_rows, n_cols, cell = index.n_rows, index.n_cols, index.cell
     rows, widths, ring_rows, ring_cols, ring_mask = index.tile_tables(tile, wide)
     lengthscale = tf.cast(lengthscale, tf.float32)
     inv_two_l2 = 0.5 / tf.square(lengthscale)
     inv64 = tf.cast(inv_two_l2, tf.float64)
-    log_far = index.log_size - index.far_radius ** 2 * inv64
+    log_far = index.log_size - (index.wide_far_radius if wide else index.far_radius) ** 2 * inv64
     log_tol = math.log(index.tolerance)
     z_dim = tf.shape(z_sorted)[1]
 

@@ -243,11 +243,16 @@ class NoExactSum(SquaredExponentialKernel):
 
 def test_queries_the_ring_bound_does_not_clear_are_served_by_the_wide_pass():
     """The lone queries fail the ring bound at tile 1; the wide pass (everything within the
-    far radius) serves them, equal to the exact sum, without the exact sum over M."""
+    far radius, and a ring beyond) serves them, equal to the exact sum, without the exact
+    sum over M."""
     from npvae_tf.kernels import _grid_pass
 
     x, q, l = lone_queries_beside_a_cluster()
-    q = q[200:]
+    # And isolated queries: one point 3 l away, nothing else within 12 l (the wide pass's
+    # own ring clears them; M exp(-R^2 / 2l^2) alone would not).
+    alone = np.stack([np.linspace(-60, 60, 25), np.full(25, 80.0)], 1)
+    x = np.concatenate([x, alone]).astype(np.float32)
+    q = np.concatenate([q[200:], alone + [0.0, 3 * l]]).astype(np.float32)
     index = GridIndex(x, l)
     xs, cs = tf.constant(x[index.order]), tf.constant(index.cell_start)
     z = np.random.default_rng(3).normal(size=(len(x), 3)).astype(np.float32)
