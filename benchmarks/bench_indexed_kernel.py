@@ -132,6 +132,22 @@ def main(argv=None):
     if args.child:
         json.dump(child(json.load(open(args.child))), sys.stdout)
         return
+    if args.out:  # checked before minutes of work, not after
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if args.quick:
+            parser.error("--quick is a smoke run and writes nothing: drop --out")
+        if os.path.isdir(args.out) or not os.access(folder, os.W_OK):
+            parser.error(f"--out {args.out}: not a file path in a writable folder")
+    run = None
+    if args.run:
+        import npvae_tf
+
+        try:
+            run = npvae_tf.load_run(args.run)
+        except Exception as error:  # a one-line message, not a traceback
+            parser.error(f"--run {args.run}: {error}")
+        if getattr(run.reference, "x", None) is None or run.reference.x.shape[1] != 2:
+            parser.error(f"--run {args.run}: not an npVAE run with a 2-D X")
     import numpy as np
 
     if args.quick:
@@ -141,13 +157,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for m in args.sizes:
             rng = np.random.default_rng(m)
-            if args.run and m == args.sizes[0]:
-                import npvae_tf
-
-                run = npvae_tf.load_run(args.run)
+            if run is not None and m == args.sizes[0]:
                 x, z, l = run.reference.x, run.reference.z_mean, run.lengthscale
                 source = f"run {args.run}"
-            elif args.run:
+            elif run is not None:
                 # The run's X, denser: a kernel density sample of it (bandwidth l / 2 at
                 # the new size, finer than the map's structure), with l scaled as 1 / sqrt(M)
                 # so that as many points carry weight per query (N_eff ~ density * l^2).

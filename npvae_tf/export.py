@@ -272,10 +272,10 @@ class ServingModule(tf.Module):
             self.index = None
         if self.index is not None:
             ref_x, ref_z = ref_x[self.index.order], ref_z[self.index.order]
-            cell_start, params = self.index.arrays()
-            self.index_cell_start = tf.Variable(cell_start, trainable=False,
+            # The index's scalars (origin, cell, radii) are constants of the graph and in
+            # npvae_export.json; its cell offsets are a variable beside the reference set.
+            self.index_cell_start = tf.Variable(self.index.cell_start, trainable=False,
                                                 name="index_cell_start")
-            self.index_params = tf.Variable(params, trainable=False, name="index_params")
         x_pad, z_pad = _pad_reference(ref_x, ref_z, self.chunk_size)
         self.reference_x = tf.Variable(x_pad, trainable=False, name="reference_x")
         self.reference_z_mean = tf.Variable(z_pad, trainable=False, name="reference_z_mean")
@@ -333,8 +333,7 @@ class ServingModule(tf.Module):
             archive.add_variable_collection("reference_x", [self.reference_x])
             archive.add_variable_collection("reference_z_mean", [self.reference_z_mean])
             if self.index is not None:
-                archive.add_variable_collection(
-                    "grid_index", [self.index_cell_start, self.index_params])
+                archive.add_variable_collection("grid_index", [self.index_cell_start])
             archive.add_variable_collection(
                 "x_density", [self.x_density[k] for k in ("weights", "means", "scale_tril")])
         return archive

@@ -300,14 +300,6 @@ class GridIndex:
         self.cell_start = np.searchsorted(cells[self.order],
                                           np.arange(self.n_rows * self.n_cols + 1)).astype(np.int64)
 
-    def arrays(self):
-        """What is stored with the reference set: ``cell_start`` ``[cells + 1]`` int64 and the
-        float64 parameters ``[origin_x, origin_y, cell, radius, log M, far_radius]``."""
-        import numpy as np
-
-        return self.cell_start, np.array([self.origin[0], self.origin[1], self.cell,
-                                          self.radius, self.log_size, self.far_radius])
-
     def tile_tables(self, tile: int, wide: bool = False):
         """Static tables for tiles of ``tile x tile`` cells (NumPy).
 
