@@ -136,3 +136,21 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, run_dir):
         out = subprocess.run(cmd + [run_dir, "--port", str(port)], capture_output=True,
                              text=True, timeout=120)
     assert out.returncode == 1 and "in use" in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_a_port_left_in_time_wait_is_free_for_a_rerun(tmp_path):
+    """Ctrl-C and rerun: the old server's closed connections hold its port in TIME_WAIT, which
+    the server's own bind (SO_REUSEADDR) accepts; the port check must not call it in use."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = server.accept()
+        conn.close()  # the server side closes first: its port goes to TIME_WAIT
+        client.close()
+    out = subprocess.run([sys.executable, f"{ROOT}/explore.py", str(tmp_path / "none"),
+                          "--port", str(port)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "in use" not in out.stderr
+    assert "no such run folder" in out.stderr

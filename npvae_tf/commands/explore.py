@@ -18,13 +18,20 @@ def main(argv=None) -> int:
                         help="MNIST for the test images (default: as evaluate.py finds it)")
     args = parser.parse_args(argv)
     prog = parser.prog
+
+    def port_error(e: OSError) -> int:
+        why = "in use" if e.errno == errno.EADDRINUSE else e.strerror
+        print(f"{prog}: error: port {args.port} on 127.0.0.1: {why}", file=sys.stderr)
+        return 1
+
+    # Checked before the run loads (seconds), binding as the server will: with
+    # SO_REUSEADDR, so a port the last explorer left in TIME_WAIT (Ctrl-C, rerun) is free.
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", args.port))
         except OSError as e:
-            why = "in use" if e.errno == errno.EADDRINUSE else e.strerror
-            print(f"{prog}: error: port {args.port} on 127.0.0.1: {why}", file=sys.stderr)
-            return 1
+            return port_error(e)
     import npvae_tf
     from npvae_tf.explore import ExplorerError, make_server
 
@@ -41,6 +48,10 @@ def main(argv=None) -> int:
     except (npvae_tf.RunError, ExplorerError, ValueError) as e:
         print(f"{prog}: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
+    except OSError as e:  # taken while the run loaded
+        if e.errno != errno.EADDRINUSE:
+            raise
+        return port_error(e)
     print(f"explorer for {args.run}: http://127.0.0.1:{args.port}/", flush=True)
     try:
         server.io_loop.start()
