@@ -247,7 +247,8 @@ class GridIndex:
 
     The bound. Queries are served by tile (``t x t`` cells, ``t = 1`` for a lone query).
     A tile visits every point of the cells that can hold a point within ``radius`` (``r``,
-    ``VISIT_LENGTHSCALES`` l) of it, a rounded rectangle of cells. For a query ``q`` the
+    ``VISIT_LENGTHSCALES`` l) of it, a rounded rectangle of cells (a lone query: the cells
+    within ``r`` of the query itself, a subset of its cell's). For a query ``q`` the
     omitted weight is then bounded cell by cell over the ring of cells within ``far_radius``
     (``R``) not visited, and by ``M exp(-R^2 / 2l^2)`` beyond:
 
@@ -376,6 +377,7 @@ def indexed_predictive_mean(kernel, x_query, x_sorted, z_sorted, index: GridInde
 
 def _indexed(kernel, x_query, x_sorted, z_sorted, index, cell_start, lengthscale, tile,
              chunk_size):
+    """:func:`indexed_predictive_mean` for a batch of at least one query."""
     if tile is not None:
         z, ok = _grid_pass(x_query, x_sorted, z_sorted, cell_start, index, lengthscale, tile)
     else:
@@ -390,7 +392,7 @@ def _indexed(kernel, x_query, x_sorted, z_sorted, index, cell_start, lengthscale
 
     def wider():
         # A query the ring bound does not clear (a sparse spot beside a dense one, or a
-        # lone one) visits the whole far radius, one query per step: ~1.8x the points, far
+        # lone one) visits the whole far radius, each query its own cells: ~1.8x the points, far
         # cheaper than the exact sum over every point (seconds per query at M = 1,000,000).
         z_bad, ok_bad = _grid_pass(tf.gather(x_query, bad), x_sorted, z_sorted, cell_start,
                                    index, lengthscale, 1, wide=True)
