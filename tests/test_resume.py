@@ -31,6 +31,9 @@ from tests.helpers import ROOT, synthetic_digits, write_idx
 DRIVER = textwrap.dedent("""
     import os, signal, sys
     root, kill, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+    # Ctrl-C as in a terminal, also when the suite runs in the background (a shell
+    # starts background jobs with SIGINT ignored, and the child would inherit that).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, root)
     import train as cli
     from npvae_tf import cli as npvae_cli
