@@ -435,7 +435,7 @@ def _grid_pass(x_query, x_sorted, z_sorted, cell_start, index: GridIndex, length
     loop over the occupied tiles, one dense product each."""
     if tile == 1:
         return _sparse_pass(x_query, x_sorted, z_sorted, cell_start, index, lengthscale, wide)
-    n_rows, n_cols, cell = index.n_rows, index.n_cols, index.cell
+    n_rows, n_cols = index.n_rows, index.n_cols
     rows, widths, ring_rows, ring_cols, ring_mask = index.tile_tables(tile, wide)
     lengthscale = tf.cast(lengthscale, tf.float32)
     inv_two_l2 = 0.5 / tf.square(lengthscale)
@@ -480,15 +480,9 @@ def _grid_pass(x_query, x_sorted, z_sorted, cell_start, index: GridIndex, length
                + tf.clip_by_value(cc, 0, n_cols - 1)[None])
         counts = tf.where(inside, tf.gather(cell_start, cid + 1) - tf.gather(cell_start, cid), 0)
         where = tf.where(counts > 0)
-        x0 = index.origin[0] + tf.cast(tf.gather(cc, where[:, 1]), tf.float64) * cell
-        y0 = index.origin[1] + tf.cast(tf.gather(rr, where[:, 0]), tf.float64) * cell
-        q64 = tf.cast(q, tf.float64)
-        dx = tf.maximum(tf.maximum(x0[None] - q64[:, :1], q64[:, :1] - x0[None] - cell), 0.0)
-        dy = tf.maximum(tf.maximum(y0[None] - q64[:, 1:], q64[:, 1:] - y0[None] - cell), 0.0)
-        log_counts = tf.math.log(tf.cast(tf.gather_nd(counts, where), tf.float64))
-        log_ring = tf.reduce_logsumexp(
-            tf.concat([log_counts[None] - (dx * dx + dy * dy) * inv64,
-                       tf.fill([tf.shape(q)[0], 1], log_far)], axis=1), axis=1)
+        log_ring = _log_ring_bound(q, tf.gather(rr, where[:, 0])[None],
+                                   tf.gather(cc, where[:, 1])[None],
+                                   tf.gather_nd(counts, where)[None], index, inv64, log_far)
         ok = (mass > 0) & (log_ring - log_visited <= log_tol)
         return g + 1, z_out.write(g, z), ok_out.write(g, ok)
 
@@ -599,14 +593,7 @@ def _sparse_pass(x_query, x_sorted, z_sorted, cell_start, index: GridIndex, leng
                   & ~((lo_far <= cc) & (cc <= hi_far)))
         cid = tf.clip_by_value(rr, 0, n_rows - 1) * n_cols + tf.clip_by_value(cc, 0, n_cols - 1)
         ring_counts = tf.where(inside, tf.gather(cell_start, cid + 1) - tf.gather(cell_start, cid), 0)
-        x0 = index.origin[0] + tf.cast(cc, tf.float64) * cell
-        y0 = index.origin[1] + tf.cast(rr, tf.float64) * cell
-        dx = tf.maximum(tf.maximum(x0 - q64[:, :1], q64[:, :1] - x0 - cell), 0.0)
-        dy = tf.maximum(tf.maximum(y0 - q64[:, 1:], q64[:, 1:] - y0 - cell), 0.0)
-        log_counts = tf.math.log(tf.cast(ring_counts, tf.float64))  # -inf for empty cells
-        log_ring = tf.reduce_logsumexp(
-            tf.concat([log_counts - (dx * dx + dy * dy) * inv64,
-                       tf.fill([n, 1], log_far)], axis=1), axis=1)
+        log_ring = _log_ring_bound(q, rr, cc, ring_counts, index, inv64, log_far)
         ok = (mass > 0) & (log_ring - log_visited <= log_tol)
         return z, ok
 
@@ -646,3 +633,23 @@ def _z_order(row, col):
         return v
     return tf.bitwise.bitwise_or(spread(row), tf.bitwise.left_shift(spread(col),
                                                                     tf.constant(1, tf.int64)))
+
+
+def _log_ring_bound(q, rows, cols, counts, index: GridIndex, inv_two_l2, log_far):
+    """``log(sum_c n_c exp(-d(q, c)^2 / (2 l^2)) + exp(log_far))`` per query, ``[N]``: the
+    bound of :class:`GridIndex` on the weight a query leaves out.
+
+    ``rows``, ``cols``, ``counts``: cells and their counts, ``[N, C]`` or ``[1, C]`` (shared
+    by all queries); ``d(q, c)`` is the distance from the query to the cell's rectangle. In
+    float64: a bound, not an estimate. Empty cells (count 0) add nothing.
+    """
+    q64 = tf.cast(q, tf.float64)
+    x0 = index.origin[0] + tf.cast(cols, tf.float64) * index.cell
+    y0 = index.origin[1] + tf.cast(rows, tf.float64) * index.cell
+    dx = tf.maximum(tf.maximum(x0 - q64[:, :1], q64[:, :1] - x0 - index.cell), 0.0)
+    dy = tf.maximum(tf.maximum(y0 - q64[:, 1:], q64[:, 1:] - y0 - index.cell), 0.0)
+    log_counts = tf.math.log(tf.cast(counts, tf.float64))  # -inf for an empty cell
+    log_far = tf.fill([tf.shape(q)[0], 1], tf.cast(log_far, tf.float64))
+    return tf.reduce_logsumexp(
+        tf.concat([log_counts - (dx * dx + dy * dy) * inv_two_l2,
+                   log_far], axis=1), axis=1)
