@@ -136,8 +136,14 @@ def main(argv=None):
         folder = os.path.dirname(os.path.abspath(args.out))
         if args.quick:
             parser.error("--quick is a smoke run and writes nothing: drop --out")
-        if os.path.isdir(args.out) or not os.access(folder, os.W_OK):
-            parser.error(f"--out {args.out}: not a file path in a writable folder")
+        if os.path.isdir(args.out):
+            parser.error(f"--out {args.out}: a folder, not a file path")
+        from npvae_tf.runs import RunError, check_writable
+
+        try:  # a probe file, not os.access (which says yes to root on /proc or read-only)
+            check_writable(folder, "folder for --out")
+        except RunError as error:
+            parser.error(f"--out {args.out}: {error}")
     run = None
     if args.run:
         import npvae_tf
@@ -226,8 +232,9 @@ def main(argv=None):
                   f"{results[0]['M']:,}, batch {results[0]['indexed']['rows'][batch]['batch']}: "
                   f"{first / last:.2f}")
     if args.out and not args.quick:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=2)
+        from npvae_tf.files import write_json
+
+        write_json(args.out, results)  # atomic: an interrupted write leaves the old file
 
 
 if __name__ == "__main__":
