@@ -234,6 +234,7 @@ def main(argv=None):
     if args.out and not args.quick:
         from npvae_tf.files import write_json
 
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)  # checked above
         write_json(args.out, results)  # atomic: an interrupted write leaves the old file
 
 
