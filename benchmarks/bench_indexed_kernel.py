@@ -80,6 +80,45 @@ def lengthscale_for(x, target=TARGET_NEIGHBOURS, seed=1):
     return (lo * hi) ** 0.5
 
 
+def check_out(parser, out, quick: bool) -> None:
+    """Refuse a bad ``--out`` with one line before minutes of work, not after."""
+    if not out:
+        return
+    if quick:
+        parser.error("--quick is a smoke run and writes nothing: drop --out")
+    if os.path.isdir(out):
+        parser.error(f"--out {out}: a folder, not a file path")
+    from npvae_tf.runs import RunError, check_writable
+
+    try:  # a probe file, not os.access (which says yes to root on /proc or read-only)
+        check_writable(os.path.dirname(os.path.abspath(out)), "folder for --out")
+    except RunError as error:
+        parser.error(f"--out {out}: {error}")
+
+
+def write_out(out, results) -> None:
+    """``results`` as JSON at ``out`` (checked by :func:`check_out`; its folder made if new)."""
+    from npvae_tf.files import write_json
+
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    write_json(out, results)  # atomic: an interrupted write leaves the old file
+
+
+def load_npvae_run(parser, path):
+    """The finished npVAE run at ``path`` with a 2-D X (None without one); else one line."""
+    if not path:
+        return None
+    import npvae_tf
+
+    try:
+        run = npvae_tf.load_run(path)
+    except Exception as error:  # a one-line message, not a traceback
+        parser.error(f"--run {path}: {error}")
+    if getattr(run.reference, "x", None) is None or run.reference.x.shape[1] != 2:
+        parser.error(f"--run {path}: not an npVAE run with a 2-D X")
+    return run
+
+
 def child(spec: dict) -> dict:
     import numpy as np
     import tensorflow as tf
@@ -132,28 +171,8 @@ def main(argv=None):
     if args.child:
         json.dump(child(json.load(open(args.child))), sys.stdout)
         return
-    if args.out:  # checked before minutes of work, not after
-        folder = os.path.dirname(os.path.abspath(args.out))
-        if args.quick:
-            parser.error("--quick is a smoke run and writes nothing: drop --out")
-        if os.path.isdir(args.out):
-            parser.error(f"--out {args.out}: a folder, not a file path")
-        from npvae_tf.runs import RunError, check_writable
-
-        try:  # a probe file, not os.access (which says yes to root on /proc or read-only)
-            check_writable(folder, "folder for --out")
-        except RunError as error:
-            parser.error(f"--out {args.out}: {error}")
-    run = None
-    if args.run:
-        import npvae_tf
-
-        try:
-            run = npvae_tf.load_run(args.run)
-        except Exception as error:  # a one-line message, not a traceback
-            parser.error(f"--run {args.run}: {error}")
-        if getattr(run.reference, "x", None) is None or run.reference.x.shape[1] != 2:
-            parser.error(f"--run {args.run}: not an npVAE run with a 2-D X")
+    check_out(parser, args.out, args.quick)
+    run = load_npvae_run(parser, args.run)
     import numpy as np
 
     if args.quick:
@@ -232,10 +251,7 @@ def main(argv=None):
                   f"{results[0]['M']:,}, batch {results[0]['indexed']['rows'][batch]['batch']}: "
                   f"{first / last:.2f}")
     if args.out and not args.quick:
-        from npvae_tf.files import write_json
-
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)  # checked above
-        write_json(args.out, results)  # atomic: an interrupted write leaves the old file
+        write_out(args.out, results)
 
 
 if __name__ == "__main__":

@@ -679,16 +679,18 @@ def test_serving_benchmark_quick_mode_runs():
     assert "export kernel chunk" in result.stdout and "max |p - live|" in result.stdout
 
 
+@pytest.mark.parametrize("bench", ["bench_indexed_kernel", "bench_kernel_floor"])
 @pytest.mark.parametrize("where", ["a folder of mine", "under a file"])
-def test_indexed_kernel_benchmark_refuses_a_bad_out_before_any_work(tmp_path, capsys, where):
-    from benchmarks import bench_indexed_kernel
+def test_kernel_benchmarks_refuse_a_bad_out_before_any_work(tmp_path, capsys, where, bench):
+    import importlib
 
+    benchmark = importlib.import_module(f"benchmarks.{bench}")
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
     out = mine if where == "a folder of mine" else mine / "notes.txt" / "results.json"
     with pytest.raises(SystemExit) as exit_info:
-        bench_indexed_kernel.main(["--out", str(out)])
+        benchmark.main(["--out", str(out)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert ": error: --out " in err[-1] and "Traceback" not in "\n".join(err)
