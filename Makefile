@@ -21,7 +21,7 @@ train: $(STAMP)
 	$(PY) train.py --z_dim 500
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py

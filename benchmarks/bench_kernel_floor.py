@@ -60,8 +60,11 @@ def cpu_seconds(fn, *args, reps: int) -> float:
 
 
 def floors(x_sorted, z_sorted, queries, lengthscale, radius, reps, block_sizes):
-    """``{name: (CPU-s per batch, max |z~ - z~ exact| / max |z~|)}`` of the product-only floors,
-    and the exact z~ they are checked against (float64, NumPy, over the pairs' rows only)."""
+    """``{name: (CPU-s per batch, max |z~ - z~ float64| / max |z~|)}`` of the product-only
+    floors (z~ checked against NumPy sums over the same rows), and ``"pairs per query"``.
+
+    ``queries`` ``[N, 2]`` in the order the products take them (Z-order); N a multiple of
+    every block size."""
     import numpy as np
     import tensorflow as tf
     from sklearn.neighbors import KDTree
@@ -69,6 +72,8 @@ def floors(x_sorted, z_sorted, queries, lengthscale, radius, reps, block_sizes):
     from npvae_tf.kernels import SPARSE_QUERIES
 
     m, n = len(x_sorted), len(queries)
+    if any(n % g for g in block_sizes):
+        raise ValueError(f"{n} queries do not split into blocks of {block_sizes}")
     inv = 0.5 / lengthscale ** 2
     near = KDTree(x_sorted).query_radius(queries, r=radius)
     query = np.concatenate([np.full(len(a), i) for i, a in enumerate(near)])
