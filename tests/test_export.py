@@ -775,3 +775,19 @@ def test_the_indexed_kernel_is_served_and_runs_under_saved_model_cli(tmp_path):
                     "generate_from_x", "--inputs", f"x={tmp_path / 'x.npy'}", "--outdir",
                     str(tmp_path / "o")], check=True, capture_output=True, timeout=300)
     assert np.abs(np.load(tmp_path / "o" / "z.npy") - exact).max() <= 1e-5 * np.abs(exact).max()
+
+
+@pytest.mark.parametrize("order", [None, "reversed"])
+def test_the_reference_set_is_permuted_and_padded_with_zero_weight_rows(order):
+    from npvae_tf.export import _pad_reference
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 2)).astype(np.float32)
+    z = rng.normal(size=(5, 3)).astype(np.float32)
+    perm = None if order is None else np.arange(5)[::-1]
+    x_pad, z_pad = _pad_reference(x, z, 4, perm)
+    rows = np.arange(5) if perm is None else perm
+    assert x_pad.shape == (8, 2) and z_pad.shape == (8, 3) and x_pad.dtype == np.float32
+    np.testing.assert_array_equal(x_pad[:5], x[rows])
+    np.testing.assert_array_equal(z_pad[:5], z[rows])
+    assert np.all(x_pad[5:] == np.inf) and np.all(z_pad[5:] == 0)
