@@ -3,7 +3,7 @@
 The command is npvae_tf/commands/evaluate.py, installed as ``npvae-evaluate``.
 """
 
-from npvae_tf.commands.evaluate import main, parse_args  # noqa: F401  (tests load the script)
+from npvae_tf.cli.evaluate import main, parse_args  # noqa: F401  (tests load the script)
 
 if __name__ == "__main__":
     main()

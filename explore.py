@@ -5,7 +5,7 @@ The command is npvae_tf/commands/explore.py, installed as ``npvae-explore``.
 
 import sys
 
-from npvae_tf.commands.explore import main
+from npvae_tf.cli.explore import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@
 The command is npvae_tf/commands/export.py, installed as ``npvae-export``.
 """
 
-from npvae_tf.commands.export import main, parse_args  # noqa: F401  (tests load the script)
+from npvae_tf.cli.export import main, parse_args  # noqa: F401  (tests load the script)
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,7 @@
 The command is npvae_tf/commands/reproduce.py, installed as ``npvae-reproduce``.
 """
 
-from npvae_tf.commands.reproduce import main, parse_args  # noqa: F401  (tests load the script)
+from npvae_tf.cli.reproduce import main, parse_args  # noqa: F401  (tests load the script)
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,7 @@
 The command is npvae_tf/commands/train.py, installed as ``npvae-train``.
 """
 
-from npvae_tf.commands.train import main, parse_args  # noqa: F401  (tests load the script)
+from npvae_tf.cli.train import main, parse_args  # noqa: F401  (tests load the script)
 
 if __name__ == "__main__":
     main()

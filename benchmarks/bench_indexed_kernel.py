@@ -88,7 +88,8 @@ def check_out(parser, out, quick: bool) -> None:
         parser.error("--quick is a smoke run and writes nothing: drop --out")
     if os.path.isdir(out):
         parser.error(f"--out {out}: a folder, not a file path")
-    from npvae_tf.runs import RunError, check_writable
+    from npvae_tf.runs.layout import RunError
+    from npvae_tf.runs.outputs import check_writable
 
     try:  # a probe file, not os.access (which says yes to root on /proc or read-only)
         check_writable(os.path.dirname(os.path.abspath(out)), "folder for --out")
@@ -98,7 +99,7 @@ def check_out(parser, out, quick: bool) -> None:
 
 def write_out(out, results) -> None:
     """``results`` as JSON at ``out`` (checked by :func:`check_out`; its folder made if new)."""
-    from npvae_tf.files import write_json
+    from npvae_tf.core.files import write_json
 
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     write_json(out, results)  # atomic: an interrupted write leaves the old file
@@ -123,11 +124,11 @@ def child(spec: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from npvae_tf.config import Config
-    from npvae_tf.export import ServingModule
-    from npvae_tf.model import build_model
-    from npvae_tf.reference import ReferenceSet
-    from npvae_tf.sampling import XDensity
+    from npvae_tf.core.config import Config
+    from npvae_tf.serving.module import ServingModule
+    from npvae_tf.model.vae import build_model
+    from npvae_tf.runs.reference import ReferenceSet
+    from npvae_tf.runs.x_density import XDensity
 
     data = np.load(spec["data"])
     x, z = data["x"], data["z"]

@@ -69,7 +69,7 @@ def floors(x_sorted, z_sorted, queries, lengthscale, radius, reps, block_sizes):
     import tensorflow as tf
     from sklearn.neighbors import KDTree
 
-    from npvae_tf.kernels import SPARSE_QUERIES
+    from npvae_tf.model.grid_index import SPARSE_QUERIES
 
     m, n = len(x_sorted), len(queries)
     if any(n % g for g in block_sizes):
@@ -152,11 +152,11 @@ def main(argv=None):
     import numpy as np
     import tensorflow as tf
 
-    from npvae_tf.config import Config
-    from npvae_tf.export import ServingModule
-    from npvae_tf.model import build_model
-    from npvae_tf.reference import ReferenceSet
-    from npvae_tf.sampling import XDensity
+    from npvae_tf.core.config import Config
+    from npvae_tf.serving.module import ServingModule
+    from npvae_tf.model.vae import build_model
+    from npvae_tf.runs.reference import ReferenceSet
+    from npvae_tf.runs.x_density import XDensity
 
     m, z_dim = (5000, 16) if args.quick else (55000, 500)
     rng = np.random.default_rng(m)  # as bench_indexed_kernel.py: the same 1,024 queries
@@ -185,7 +185,7 @@ def main(argv=None):
     decoder = tf.function(lambda z_: model.x_path_likelihood(z_).mean())
     seconds["decoder"] = cpu_seconds(decoder, tf.constant(exact_z), reps=args.reps)
     # Z-ordered, as the indexed pass takes them, so that the chunks and blocks are compact.
-    from npvae_tf.kernels import _tile_ids, _z_order
+    from npvae_tf.model.grid_index import _tile_ids, _z_order
 
     _, row, col = (t.numpy() for t in _tile_ids(q, index, 1))
     order = np.argsort(_z_order(tf.constant(row - row.min()), tf.constant(col - col.min())).numpy(),

@@ -37,17 +37,18 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from npvae_tf import cli
+    from npvae_tf.cli import common as cli
 
     cli.quiet_tensorflow()
     import numpy as np
 
-    from npvae_tf.config import Config
-    from npvae_tf.data import load_mnist, make_dataset
-    from npvae_tf.experiments import SCHEMES as GRID
-    from npvae_tf.model import build_model
-    from npvae_tf.neighbours import graph_for_run, graph_key
-    from npvae_tf.optimizers import FusedAdam
+    from npvae_tf.core.config import Config
+    from npvae_tf.data.datasets import load_mnist
+    from npvae_tf.data.pipeline import make_dataset
+    from npvae_tf.reproduce.grid import SCHEMES as GRID
+    from npvae_tf.model.vae import build_model
+    from npvae_tf.data.neighbour_graph import graph_for_run, graph_key
+    from npvae_tf.model.optimizers import FusedAdam
 
     if args.quick:
         rng = np.random.default_rng(0)

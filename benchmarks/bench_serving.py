@@ -100,12 +100,12 @@ def make_model(args):
     """``(model, reference, description)``: a run folder's, or an untrained synthetic one."""
     import numpy as np
 
-    from npvae_tf.config import Config
-    from npvae_tf.model import build_model
-    from npvae_tf.reference import ReferenceSet
+    from npvae_tf.core.config import Config
+    from npvae_tf.model.vae import build_model
+    from npvae_tf.runs.reference import ReferenceSet
 
     if args.run:
-        from npvae_tf.export import load_exportable
+        from npvae_tf.serving.export import load_exportable
 
         config, model, reference = load_exportable(args.run)
         if reference is None:
@@ -131,7 +131,7 @@ def design_comparison(model, reference, chunks, repeats: int, jit_options=(True,
     import numpy as np
     import tensorflow as tf
 
-    from npvae_tf.export import ServingModule
+    from npvae_tf.serving.module import ServingModule
 
     n = 1024
     rng = np.random.default_rng(1)
@@ -189,7 +189,7 @@ def main(argv=None):
     load_before = os.getloadavg()
     import tensorflow as tf
 
-    from npvae_tf.export import DEFAULT_CHUNK_SIZE, export_model
+    from npvae_tf.serving.export import DEFAULT_CHUNK_SIZE, export_model
 
     model, reference, description = make_model(args)
     print(f"model: {description}")

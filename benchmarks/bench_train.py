@@ -204,7 +204,7 @@ class BatchStream:
     """The training pipeline and one shared iterator, renewed (untimed) before it runs out."""
 
     def __init__(self, images, batch_size, seed):
-        from npvae_tf.data import make_dataset
+        from npvae_tf.data.pipeline import make_dataset
 
         self.dataset = make_dataset(images, batch_size, shuffle=True, seed=seed)
         self.steps_per_epoch = len(images) // batch_size
@@ -254,8 +254,8 @@ class StepRunner:
         import keras
         import tensorflow as tf
 
-        from npvae_tf.model import build_model
-        from npvae_tf.training import make_optimizer
+        from npvae_tf.model.vae import build_model
+        from npvae_tf.training.fit import make_optimizer
 
         keras.utils.set_random_seed(config.seed)
         self.config, self.jit = config, jit
@@ -493,7 +493,7 @@ def median(values):
 
 def benchmark_configs(args, image_shape):
     """The Config of every (model, z_dim, jit_compile) measured."""
-    from npvae_tf.config import Config
+    from npvae_tf.core.config import Config
 
     return {(model, z, jit): Config(
                 model=model, z_dim=z, hidden=tuple(args.hidden), batch_size=args.batch_size,
@@ -553,7 +553,7 @@ def timed_rounds(runners, peaks, model_matmuls, stream, args, elapsed):
 def fit_check(runners, images, step_iter, args, elapsed):
     """One epoch of model.fit, as train.py runs it (no validation or callbacks), for one
     config; None when skipped."""
-    from npvae_tf.data import make_dataset
+    from npvae_tf.data.pipeline import make_dataset
 
     fit_key = (args.models[-1], max(args.z_dims), args.jit[0])
     if not args.fit_check or fit_key not in runners:
@@ -672,9 +672,9 @@ def run_benchmark(args):
     import keras
     import tensorflow as tf
 
-    from npvae_tf.config import Config
-    from npvae_tf.data import load_mnist
-    from npvae_tf.training import make_optimizer
+    from npvae_tf.core.config import Config
+    from npvae_tf.data.datasets import load_mnist
+    from npvae_tf.training.fit import make_optimizer
 
     tf.get_logger().setLevel("ERROR")  # one tf.function per matmul shape: retracing notes
     load_start = os.getloadavg()

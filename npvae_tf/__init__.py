@@ -5,7 +5,7 @@ lines): the command lines parse flags and check folders first. Names that need T
 are exported lazily (PEP 562) and load on first use, e.g. ``npvae_tf.build_model``.
 
 The Python API: ``npvae_tf.load_run(path)`` and ``npvae_tf.train(config, run_dir)`` return a
-:class:`npvae_tf.api.TrainedRun` with ``embed``, ``encode``, ``reconstruct``, ``decode``,
+:class:`npvae_tf.serving.api.TrainedRun` with ``embed``, ``encode``, ``reconstruct``, ``decode``,
 ``generate_from_x`` and ``sample`` on NumPy arrays.
 """
 
@@ -15,18 +15,18 @@ __version__ = "0.1.0"
 
 # Exported name -> module that defines it (imported on first access).
 _LAZY = {
-    "Config": "npvae_tf.config",
-    "ConfigError": "npvae_tf.config",
-    "RunError": "npvae_tf.runs",
-    "FusedAdam": "npvae_tf.optimizers",
-    "SquaredExponentialKernel": "npvae_tf.kernels",
-    "VAE": "npvae_tf.model",
-    "NonparametricVAE": "npvae_tf.model",
-    "build_model": "npvae_tf.model",
-    # The Python API (npvae_tf/api.py): NumPy in, NumPy out.
-    "load_run": "npvae_tf.api",
-    "train": "npvae_tf.api",
-    "TrainedRun": "npvae_tf.api",
+    "Config": "npvae_tf.core.config",
+    "ConfigError": "npvae_tf.core.config",
+    "RunError": "npvae_tf.runs.layout",
+    "FusedAdam": "npvae_tf.model.optimizers",
+    "SquaredExponentialKernel": "npvae_tf.model.kernel",
+    "VAE": "npvae_tf.model.vae",
+    "NonparametricVAE": "npvae_tf.model.vae",
+    "build_model": "npvae_tf.model.vae",
+    # The Python API (npvae_tf/serving/api.py): NumPy in, NumPy out.
+    "load_run": "npvae_tf.serving.api",
+    "train": "npvae_tf.serving.api",
+    "TrainedRun": "npvae_tf.serving.api",
 }
 
 __all__ = sorted(_LAZY)

@@ -103,12 +103,12 @@ def numpy_weights(x_query, x_ref, lengthscale, exclude_diagonal):
 def make_run(folder, images, labels, **settings):
     """A run folder as train.py leaves it (config, model.keras, reference set, density over X),
     untrained."""
-    from npvae_tf.config import Config
-    from npvae_tf.files import write_json
-    from npvae_tf.model import build_model
-    from npvae_tf.reference import build_reference_set
-    from npvae_tf.runs import MODEL_FILE, TEST_METRICS_FILE
-    from npvae_tf.sampling import XDensity
+    from npvae_tf.core.config import Config
+    from npvae_tf.core.files import write_json
+    from npvae_tf.model.vae import build_model
+    from npvae_tf.runs.reference import build_reference_set
+    from npvae_tf.runs.layout import MODEL_FILE, TEST_METRICS_FILE
+    from npvae_tf.runs.x_density import XDensity
 
     config = Config(hidden=(32, 32), validation_examples=100, **settings)
     config.save(folder)
@@ -127,7 +127,7 @@ def make_run(folder, images, labels, **settings):
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from npvae_tf.runs import RunLock
+    from npvae_tf.runs.lock import RunLock
     lock = RunLock(sys.argv[1]).acquire()
     print("locked", flush=True)
     time.sleep(600)

@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from npvae_tf.distribute import make_strategy  # noqa: E402
+from npvae_tf.training.distribute import make_strategy  # noqa: E402
 
 mirrored = make_strategy("mirrored", cpu_replicas=2)
 

@@ -9,10 +9,10 @@ import pytest
 import tensorflow as tf
 
 import npvae_tf
-from npvae_tf.api import TrainedRun
-from npvae_tf.config import Config
-from npvae_tf.export import export_run
-from npvae_tf.runs import RunError
+from npvae_tf.serving.api import TrainedRun
+from npvae_tf.core.config import Config
+from npvae_tf.serving.export import export_run
+from npvae_tf.runs.layout import RunError
 from tests.helpers import ROOT, digit_images, make_run
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -135,8 +135,8 @@ def test_train_with_a_config_returns_the_loaded_run(trained):
 def test_the_run_records_the_data_it_was_trained_on(trained, mnist_like_dir):
     import json
 
-    from npvae_tf.data import load_mnist
-    from npvae_tf.runs import DATA_FILE
+    from npvae_tf.data.datasets import load_mnist
+    from npvae_tf.runs.layout import DATA_FILE
 
     recorded = json.load(open(os.path.join(trained["run"].path, DATA_FILE)))
     data = load_mnist(mnist_like_dir, 100)

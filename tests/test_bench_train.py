@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from benchmarks import bench_train
-from npvae_tf.config import Config
+from npvae_tf.core.config import Config
 from tests.helpers import ROOT, write_mnist_like
 
 ROW_FIELDS = ("model", "z_dim", "jit_compile", "step_ms", "examples_per_s", "gflop_per_step",

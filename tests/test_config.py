@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from npvae_tf.config import Config, ConfigError
+from npvae_tf.core.config import Config, ConfigError
 
 
 def test_json_round_trip(tmp_path):
@@ -50,18 +50,33 @@ def test_every_config_field_has_a_documented_flag_with_its_default():
     import argparse
     import dataclasses
 
-    from npvae_tf import cli
+    from npvae_tf.cli import common as cli
 
     parser = argparse.ArgumentParser()
     cli.add_config_flags(parser)
     actions = {a.dest: a for a in parser._actions}
     for field in dataclasses.fields(Config):
-        if field.name in cli.NO_FLAG:
+        if field.metadata.get("flag") is False:
             assert field.name not in actions
             continue
-        assert field.name in cli.CONFIG_FLAG_HELP, f"Config.{field.name}: no help for its flag"
-        assert actions[field.name].option_strings == [f"--{cli.FLAGS.get(field.name, field.name)}"]
+        assert field.metadata["help"], f"Config.{field.name}: no help for its flag"
+        flag = field.metadata.get("flag") or field.name
+        assert actions[field.name].option_strings == [f"--{flag}"]
+    assert actions["learning_rate"].option_strings == ["--lr"]
     assert cli.config_from_args(parser, parser.parse_args([])) == Config()
     args = parser.parse_args(["--lr", "0.01", "--hidden", "4", "5", "--binarize"])
     assert cli.config_from_args(parser, args) == Config(learning_rate=0.01, hidden=(4, 5),
                                                         binarize=True)
+
+
+def test_a_retired_option_at_its_default_loads_and_one_that_was_used_is_refused(tmp_path):
+    """config.json files written before ``x_path_hold_decoder`` was retired hold it."""
+    import json
+
+    values = {**Config(z_dim=4).to_dict(), "x_path_hold_decoder": False}
+    assert Config.from_dict(values) == Config(z_dim=4)
+    (tmp_path / "config.json").write_text(json.dumps({**values, "x_path_hold_decoder": True}))
+    with pytest.raises(ConfigError, match="x_path_hold_decoder is an option this version no "
+                                          "longer has") as info:
+        Config.load(str(tmp_path))
+    assert "\n" not in str(info.value)

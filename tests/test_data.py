@@ -4,8 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from npvae_tf.data import (DataError, evaluation_batch_size, load_mnist, make_dataset,
-                           steps_per_epoch)
+from npvae_tf.data.datasets import DataError, load_mnist
+from npvae_tf.data.pipeline import evaluation_batch_size, make_dataset, steps_per_epoch
 from tests.helpers import synthetic_digits, write_idx, write_mnist_like
 
 
@@ -163,7 +163,7 @@ def test_binarize_draws_bernoulli_pixels():
 
 
 def test_fingerprint_is_of_the_arrays_not_the_files(tmp_path):
-    from npvae_tf.data import MNIST_SHA256
+    from npvae_tf.data.datasets import MNIST_SHA256
 
     gz = load(write_mnist_like(str(tmp_path / "gz"), 250, 20, gz=True))
     plain = load(write_mnist_like(str(tmp_path / "plain"), 250, 20, gz=False))

@@ -12,8 +12,8 @@ import keras
 import numpy as np
 import pytest
 
-import npvae_tf.model  # noqa: F401  registers the classes model.keras names
-from npvae_tf.distribute import _auto, tf_config, worker_dir, worker_identity
+import npvae_tf.model.vae  # noqa: F401  registers the classes model.keras names
+from npvae_tf.training.distribute import _auto, tf_config, worker_dir, worker_identity
 from tests.helpers import ROOT
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -209,7 +209,7 @@ def test_invalid_flags_are_usage_errors(tmp_path, capsys):
 # --- helpers, in process -----------------------------------------------------------------------
 
 def test_output_dirs(tmp_path):
-    from npvae_tf.evaluation import EvaluationError, output_dirs
+    from npvae_tf.evaluation.evaluate import EvaluationError, output_dirs
 
     a, b = str(tmp_path / "r" / "a"), str(tmp_path / "r" / "b")
     assert output_dirs([a], None) == ([os.path.join(a, "eval")], None)
@@ -222,8 +222,8 @@ def test_output_dirs(tmp_path):
 
 
 def test_find_latest_run_takes_the_newest_finished_run(tmp_path):
-    from npvae_tf.runs import find_latest_run
-    from npvae_tf.runs import FINISHED_FILES
+    from npvae_tf.runs.layout import find_latest_run
+    from npvae_tf.runs.layout import FINISHED_FILES
 
     for i, name in enumerate(["old", "new", "unfinished", "comparison"]):
         (tmp_path / name).mkdir()
@@ -236,7 +236,7 @@ def test_find_latest_run_takes_the_newest_finished_run(tmp_path):
 
 
 def test_read_training_log_keeps_the_last_row_of_each_epoch(tmp_path):
-    from npvae_tf.runs import read_training_log
+    from npvae_tf.runs.layout import read_training_log
 
     path = tmp_path / "training_log.csv"
     path.write_text("epoch,elbo,val_elbo\n0,-200,-190\n1,-150,-140\n1,-149,-139\n2,-120,-110\n")
@@ -248,7 +248,7 @@ def test_read_training_log_keeps_the_last_row_of_each_epoch(tmp_path):
 def test_classifier_is_cached_and_an_unreadable_cache_is_rebuilt(tmp_path):
     import numpy as np
 
-    from npvae_tf.classifier import cache_key, load_or_train_classifier
+    from npvae_tf.evaluation.classifier import cache_key, load_or_train_classifier
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 120)
@@ -279,12 +279,13 @@ def test_classifier_is_cached_and_an_unreadable_cache_is_rebuilt(tmp_path):
 
 
 def test_the_data_a_run_recorded_is_found_and_checked(tmp_path, monkeypatch, mnist_like_dir):
-    from npvae_tf.config import Config
-    from npvae_tf.data import load_mnist
-    from npvae_tf.evaluation import EvaluationError, load_data_for
-    from npvae_tf.files import write_json
-    from npvae_tf.reference import ReferenceSet
-    from npvae_tf.runs import DATA_FILE, Run
+    from npvae_tf.core.config import Config
+    from npvae_tf.data.datasets import load_mnist
+    from npvae_tf.evaluation.evaluate import EvaluationError, load_data_for
+    from npvae_tf.core.files import write_json
+    from npvae_tf.runs.reference import ReferenceSet
+    from npvae_tf.runs.layout import DATA_FILE
+    from npvae_tf.runs.load import Run
 
     config = Config(validation_examples=100)
     trained_on = load_mnist(mnist_like_dir, 100)
@@ -320,7 +321,7 @@ def test_evaluation_never_overwrites_a_file_it_did_not_write(runs, tmp_path, cap
 
 def test_evaluation_marks_the_folders_it_writes(evaluated):
     out, _ = evaluated
-    from npvae_tf.runs import EVAL_MARKER
+    from npvae_tf.runs.layout import EVAL_MARKER
 
     assert os.path.isfile(os.path.join(out, EVAL_MARKER))  # the comparison folder
     for name in ("vae-z2", "npvae-z4"):

@@ -29,7 +29,7 @@ def run_dir(tmp_path_factory):
 def served(run_dir):
     """The app on a free port, for the toy run, or for the run in ``NPVAE_EXPLORE_RUN`` (to
     measure the latency on a real one: ``NPVAE_EXPLORE_RUN=runs/... pytest -s -k hover``)."""
-    from npvae_tf.explore import make_server
+    from npvae_tf.serving.explorer import make_server
 
     run = npvae_tf.load_run(os.environ.get("NPVAE_EXPLORE_RUN") or run_dir)
     port = free_port()

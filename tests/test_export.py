@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from npvae_tf.export import (INFO_FILE, MAX_SAMPLE_COUNT, QUERY_BLOCK, ExportError,
-                             ServingModule, atomic_write_dir, export_run, load_exportable,
-                             mixture_parameters, mixture_sample)
-from npvae_tf.reference import ReferenceSet
-from npvae_tf.runs import TEST_METRICS_FILE, MODEL_FILE
-from npvae_tf.sampling import X_DENSITY_FILE, XDensity
+from npvae_tf.serving.export import atomic_write_dir, export_run, load_exportable
+from npvae_tf.serving.module import (INFO_FILE, MAX_SAMPLE_COUNT, QUERY_BLOCK, ExportError,
+                                     ServingModule, mixture_sample)
+from npvae_tf.runs.x_density import mixture_parameters
+from npvae_tf.runs.reference import ReferenceSet
+from npvae_tf.runs.layout import TEST_METRICS_FILE, MODEL_FILE
+from npvae_tf.runs.x_density import X_DENSITY_FILE, XDensity
 from tests.helpers import ROOT, digit_images, make_run
 
 P = 784
@@ -753,9 +754,9 @@ def test_export_never_replaces_a_saved_model_it_did_not_write_or_one_with_user_f
 def test_the_indexed_kernel_is_served_and_runs_under_saved_model_cli(tmp_path):
     """A reference set where the grid index is used: the SavedModel (loaded, and under
     saved_model_cli) matches the exact kernel, far queries included."""
-    from npvae_tf.config import Config
-    from npvae_tf.export import export_model
-    from npvae_tf.model import build_model
+    from npvae_tf.core.config import Config
+    from npvae_tf.serving.export import export_model
+    from npvae_tf.model.vae import build_model
 
     rng = np.random.default_rng(0)
     m = 6000
@@ -779,7 +780,7 @@ def test_the_indexed_kernel_is_served_and_runs_under_saved_model_cli(tmp_path):
 
 @pytest.mark.parametrize("order", [None, "reversed"])
 def test_the_reference_set_is_permuted_and_padded_with_zero_weight_rows(order):
-    from npvae_tf.export import _pad_reference
+    from npvae_tf.serving.module import _pad_reference
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(5, 2)).astype(np.float32)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from npvae_tf.kernels import SquaredExponentialKernel
+from npvae_tf.model.kernel import SquaredExponentialKernel
 from tests.helpers import numpy_weights
 
 
@@ -96,7 +96,7 @@ def test_invalid_arguments_are_rejected():
 
 @pytest.mark.parametrize("d", [1, 2, 8, 9, 20])
 def test_squared_distances_both_paths(d):
-    from npvae_tf.kernels import squared_distances
+    from npvae_tf.model.kernel import squared_distances
 
     rng = np.random.default_rng(d)
     a, b = rng.normal(size=(5, d)).astype(np.float32), rng.normal(size=(7, d)).astype(np.float32)
@@ -144,7 +144,7 @@ def test_a_single_point_has_no_neighbour_and_predicts_zero_not_nan():
     import numpy as np
     import tensorflow as tf
 
-    from npvae_tf.kernels import SquaredExponentialKernel
+    from npvae_tf.model.kernel import SquaredExponentialKernel
 
     kernel = SquaredExponentialKernel(1.0)
     x = tf.constant([[0.3, -0.2]])
@@ -160,7 +160,7 @@ def test_a_single_point_has_no_neighbour_and_predicts_zero_not_nan():
 def test_far_away_queries_give_finite_predictions():
     import numpy as np
 
-    from npvae_tf.kernels import SquaredExponentialKernel
+    from npvae_tf.model.kernel import SquaredExponentialKernel
 
     kernel = SquaredExponentialKernel(1.0)
     rng = np.random.default_rng(0)
@@ -178,7 +178,7 @@ def test_far_away_queries_give_finite_predictions():
 
 
 # --- the grid index ---------------------------------------------------------------------------
-from npvae_tf.kernels import GridIndex, indexed_predictive_mean  # noqa: E402
+from npvae_tf.model.grid_index import GridIndex, indexed_predictive_mean  # noqa: E402
 
 
 def numpy_exact(q, x, z, l):
@@ -227,7 +227,7 @@ def test_an_empty_batch_gives_an_empty_result(tile):
 
 
 def test_z_order_interleaves_the_bits_of_row_and_column():
-    from npvae_tf.kernels import _z_order
+    from npvae_tf.model.grid_index import _z_order
 
     rng = np.random.default_rng(0)
     row, col = rng.integers(0, 1 << 16, 200), rng.integers(0, 1 << 16, 200)
@@ -263,7 +263,7 @@ def test_queries_the_ring_bound_does_not_clear_are_served_by_the_wide_pass():
     """The lone queries fail the ring bound at tile 1; the wide pass (everything within the
     far radius, and a ring beyond) serves them, equal to the exact sum, without the exact
     sum over M."""
-    from npvae_tf.kernels import _grid_pass
+    from npvae_tf.model.grid_index import _grid_pass
 
     x, q, l = lone_queries_beside_a_cluster()
     # And isolated queries: one point 3 l away, nothing else within 12 l (the wide pass's
@@ -286,7 +286,7 @@ def test_the_bound_holds_for_every_query_it_passes():
     """For a lone query (tile 1): the weight of the points it does not visit, against the
     per-query bound of GridIndex (ring cells at their distance + M exp(-R^2 / 2l^2)),
     both from NumPy; every query the pass accepts leaves out < tolerance of its weight."""
-    from npvae_tf.kernels import _grid_pass
+    from npvae_tf.model.grid_index import _grid_pass
 
     x, q, l = lone_queries_beside_a_cluster()
     index = GridIndex(x, l)

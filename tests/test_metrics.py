@@ -5,12 +5,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from npvae_tf.metrics import (active_units, class_silhouette, elbo_summary,
-                              embedding_trustworthiness, frechet_distance,
-                              importance_weighted_log_likelihood, knn_accuracy,
-                              log_importance_weights, mean_confidence, per_example_terms,
-                              evaluation_terms, neighbour_average_log_likelihood)
-from npvae_tf.reference import ReferenceSet
+from npvae_tf.evaluation.metrics import (active_units, class_silhouette, embedding_trustworthiness, frechet_distance, knn_accuracy, mean_confidence)
+from npvae_tf.model.estimates import (elbo_summary, importance_weighted_log_likelihood, log_importance_weights, per_example_terms, evaluation_terms, neighbour_average_log_likelihood)
+from npvae_tf.runs.reference import ReferenceSet
 from tests.helpers import images, numpy_mlp, numpy_weights, small_model, softplus
 
 tfd = tfp.distributions

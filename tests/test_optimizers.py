@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from npvae_tf.model import Dropout
-from npvae_tf.optimizers import FusedAdam
+from npvae_tf.model.layers import Dropout
+from npvae_tf.model.optimizers import FusedAdam
 from tests.helpers import ROOT
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from npvae_tf.placement import neighbour_placement
+from npvae_tf.evaluation.placement import neighbour_placement
 
 
 def test_placement_is_the_median_location_of_the_nearest_training_images():
@@ -43,7 +43,7 @@ def test_the_tensorflow_placement_is_the_numpy_one(k):
     x = rng.normal(size=(80, 2)).astype(np.float32)
     queries = rng.random((9, 12)).astype(np.float32)
     expected = neighbour_placement(train / 255.0, x, queries, k=k)
-    from npvae_tf.placement import neighbour_placement_tf
+    from npvae_tf.evaluation.placement import neighbour_placement_tf
     import tensorflow as tf
 
     got = neighbour_placement_tf(queries, tf.constant(train), x, k=k).numpy()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from npvae_tf import plots
+from npvae_tf.evaluation import figures as plots
 
 SHAPE = (6, 5)
 

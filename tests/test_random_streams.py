@@ -8,10 +8,10 @@ weights of batch 1.
 
 import numpy as np
 
-from npvae_tf.config import Config
-from npvae_tf.evaluation import EVALUATION_STREAMS, evaluation_seeds
-from npvae_tf.model import build_model
-from npvae_tf.seeds import stream_seed
+from npvae_tf.core.config import Config
+from npvae_tf.evaluation.steps import EVALUATION_STREAMS, evaluation_seeds
+from npvae_tf.model.vae import build_model
+from npvae_tf.core.seeds import stream_seed
 
 # The named streams training and its test metrics use besides the model's generators.
 TRAINING_STREAMS = ("data_order", "binarize", "validation_binarize", "test_metrics",

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from npvae_tf.reference import (ReferenceSet, build_reference_set, select_serving_lengthscale,
-                                x_path_scorer)
+from npvae_tf.runs.reference import (ReferenceSet, build_reference_set, select_serving_lengthscale, x_path_scorer)
 from tests.helpers import images, numpy_mlp, numpy_weights, small_model, softplus
 
 
@@ -78,7 +77,7 @@ def test_serving_grid_extends_past_its_edge_and_says_where_it_stopped():
 
 
 def test_neighbour_scheme_anchors_the_grid_at_the_median_nearest_neighbour_distance():
-    from npvae_tf.reference import median_neighbour_distance
+    from npvae_tf.runs.reference import median_neighbour_distance
     from sklearn.neighbors import NearestNeighbors
 
     model = small_model("npvae", match_weight=0.0, neighbour_weight=1.0)

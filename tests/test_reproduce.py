@@ -6,8 +6,8 @@ import re
 import subprocess
 import sys
 
-from npvae_tf.config import Config
-from npvae_tf.experiments import grid, run_grid
+from npvae_tf.core.config import Config
+from npvae_tf.reproduce.grid import grid, run_grid
 from tests.helpers import ROOT
 
 
@@ -92,8 +92,8 @@ def test_reproduce_end_to_end(tmp_path, mnist_like_dir):
 
 
 def test_results_say_whether_the_nats_are_of_grayscale_or_binarised_pixels():
-    from npvae_tf.config import Config
-    from npvae_tf.report import pixel_likelihood
+    from npvae_tf.core.config import Config
+    from npvae_tf.reproduce.results_page import pixel_likelihood
 
     assert "grayscale" in pixel_likelihood(Config()) and "not comparable" in \
         pixel_likelihood(Config())

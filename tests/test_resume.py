@@ -16,11 +16,10 @@ import keras
 import numpy as np
 import pytest
 
-import npvae_tf.model  # noqa: F401  registers the classes model.keras names
-from npvae_tf.reference import ReferenceSet
-from npvae_tf.config import Config
-from npvae_tf.runs import (BACKUP_DIR, BEST_FILE, LOG_FILE, TEST_METRICS_FILE, MODEL_FILE,
-                           default_run_dir)
+import npvae_tf.model.vae  # noqa: F401  registers the classes model.keras names
+from npvae_tf.runs.reference import ReferenceSet
+from npvae_tf.core.config import Config
+from npvae_tf.runs.layout import (BACKUP_DIR, BEST_FILE, LOG_FILE, TEST_METRICS_FILE, MODEL_FILE, default_run_dir)
 from tests.helpers import ROOT, synthetic_digits, write_idx
 
 # Runs train.py's main() with one kill planted. argv: KILL ARGS...; KILL is one of
@@ -36,10 +35,10 @@ DRIVER = textwrap.dedent("""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, root)
     import train as cli
-    from npvae_tf import cli as npvae_cli
+    from npvae_tf.cli import common as npvae_cli
     npvae_cli.quiet_tensorflow()
     import keras
-    import npvae_tf.training as training
+    import npvae_tf.training.fit as training
 
     def die(sig):
         sys.stdout.flush()
@@ -190,8 +189,9 @@ def test_a_run_killed_again_and_again_ends_as_if_never_interrupted(uninterrupted
 def test_binarize_holds_end_to_end(uninterrupted, gray_digits_dir):
     """--binarize: the reference set (hence the X density) comes from the binarised training
     images the model was trained on, not from grayscale ones."""
-    from npvae_tf.data import evaluation_images, load_mnist
-    from npvae_tf.reference import encode_means
+    from npvae_tf.data.pipeline import evaluation_images
+    from npvae_tf.data.datasets import load_mnist
+    from npvae_tf.runs.reference import encode_means
 
     data = load_mnist(gray_digits_dir, CONFIG.validation_examples)
     model = keras.saving.load_model(os.path.join(uninterrupted, MODEL_FILE), compile=False)
@@ -217,7 +217,7 @@ def test_the_neighbour_scheme_resumes_exactly_from_its_own_graph(uninterrupted, 
     """The umap scheme: the graph is copied into the run folder at start and the tails and
     negatives are drawn per (seed, epoch, batch), so a run killed mid-epoch and rerun ends
     bit for bit as an uninterrupted one, even with the graph cache emptied in between."""
-    from npvae_tf.runs import NEIGHBOUR_GRAPH_FILE
+    from npvae_tf.runs.layout import NEIGHBOUR_GRAPH_FILE
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("NPVAE_CACHE_DIR", str(cache))

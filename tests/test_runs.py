@@ -7,11 +7,12 @@ import sys
 
 import pytest
 
-from npvae_tf.config import Config
-from npvae_tf.files import write_json
-from npvae_tf.runs import (FINISHED_FILES, LOCK_FILE, TEST_METRICS_FILE, MODEL_FILE, RunError,
-                           RunLock, RunLockedError, check_run_dir, check_writable,
-                           default_run_dir, find_latest_run, load_run)
+from npvae_tf.core.config import Config
+from npvae_tf.core.files import write_json
+from npvae_tf.runs.layout import (FINISHED_FILES, LOCK_FILE, TEST_METRICS_FILE, MODEL_FILE, RunError, RunLockedError, check_run_dir, default_run_dir, find_latest_run)
+from npvae_tf.runs.lock import RunLock
+from npvae_tf.runs.outputs import check_writable
+from npvae_tf.runs.load import load_run
 from tests.helpers import ROOT, start_holder, unwritable_folder
 
 
@@ -71,8 +72,8 @@ def test_find_latest_run_skips_unfinished_runs(tmp_path):
 def test_load_run_refuses_a_folder_whose_parts_disagree(tmp_path):
     """config.json of one run with model.keras of another (what two concurrent runs into one
     folder used to leave) is refused, naming each disagreement."""
-    from npvae_tf.model import build_model
-    from npvae_tf.reference import build_reference_set
+    from npvae_tf.model.vae import build_model
+    from npvae_tf.runs.reference import build_reference_set
     from tests.helpers import synthetic_digits
 
     images, labels = synthetic_digits(40)
@@ -154,7 +155,7 @@ def test_importing_the_package_and_runs_does_not_import_tensorflow():
 
 
 def test_training_writes_only_into_a_new_empty_or_own_folder(tmp_path):
-    from npvae_tf.runs import check_for_training
+    from npvae_tf.runs.layout import check_for_training
 
     config = Config(z_dim=4, hidden=(8,))
     assert check_for_training(config, str(tmp_path / "new")) is False
@@ -176,7 +177,7 @@ def test_training_writes_only_into_a_new_empty_or_own_folder(tmp_path):
 
 
 def test_an_output_folder_is_written_only_when_new_empty_marked_or_owned(tmp_path):
-    from npvae_tf.runs import check_output_folder, mark_output_folder
+    from npvae_tf.runs.outputs import check_output_folder, mark_output_folder
 
     check_output_folder(str(tmp_path / "new"), ".mark", "prog")
     check_output_folder(str(tmp_path), ".mark", "prog")

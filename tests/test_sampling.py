@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from npvae_tf.sampling import (fit_x_density, interpolation_pairs, interpolation_paths,
-                               occupied_grid, sample_x)
+from npvae_tf.runs.x_density import (XDensity, fit_x_density, interpolation_pairs,
+                                     interpolation_paths, occupied_grid)
 
 
 def two_blobs(n=2000, seed=0):
@@ -15,8 +15,8 @@ def two_blobs(n=2000, seed=0):
 
 
 def test_density_samples_follow_the_training_points():
-    density = fit_x_density(two_blobs(), seed=0)
-    x = sample_x(density, 4000, seed=1)
+    density = XDensity.fit(two_blobs(), seed=0)
+    x = density.sample(4000, seed=1)
     assert x.shape == (4000, 2) and x.dtype == np.float32
     left = x[:, 0] < 0
     assert left.mean() == pytest.approx(0.75, abs=0.03)        # the blobs' weights
@@ -28,9 +28,9 @@ def test_density_samples_follow_the_training_points():
 
 
 def test_sampling_is_seeded():
-    density = fit_x_density(two_blobs(), seed=0)
-    np.testing.assert_array_equal(sample_x(density, 50, seed=3), sample_x(density, 50, seed=3))
-    assert not np.array_equal(sample_x(density, 50, seed=3), sample_x(density, 50, seed=4))
+    density = XDensity.fit(two_blobs(), seed=0)
+    np.testing.assert_array_equal(density.sample(50, seed=3), density.sample(50, seed=3))
+    assert not np.array_equal(density.sample(50, seed=3), density.sample(50, seed=4))
 
 
 def test_small_reference_sets_get_fewer_components():
@@ -80,7 +80,7 @@ def test_occupied_grid_spans_the_percentile_box_top_row_first():
 
 
 def test_x_density_is_stored_loaded_and_sampled_like_the_fitted_mixture(tmp_path):
-    from npvae_tf.sampling import X_DENSITY_FILE, XDensity, x_density_for
+    from npvae_tf.runs.x_density import X_DENSITY_FILE, XDensity, x_density_for
 
     x = two_blobs()
     density = XDensity.fit(x, seed=0)

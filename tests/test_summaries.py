@@ -18,12 +18,12 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins import projector
 
-from npvae_tf.config import Config
-from npvae_tf.model import build_model
-from npvae_tf.runs import LOGS_DIR
-from npvae_tf.summaries import (MODEL_LOGS, PROJECTOR_CONFIG, ModelSummaries, tile,
-                                write_projector)
-from npvae_tf.training import train
+from npvae_tf.core.config import Config
+from npvae_tf.model.vae import build_model
+from npvae_tf.runs.layout import LOGS_DIR
+from npvae_tf.evaluation.projector import PROJECTOR_CONFIG, write_projector
+from npvae_tf.training.summaries import MODEL_LOGS, ModelSummaries, tile
+from npvae_tf.training.fit import train
 from tests.helpers import digit_images
 
 EPOCHS = 2

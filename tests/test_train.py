@@ -11,9 +11,9 @@ import keras
 import numpy as np
 import pytest
 
-import npvae_tf.model  # noqa: F401  registers the classes model.keras names
-from npvae_tf.config import Config
-from npvae_tf.reference import ReferenceSet
+import npvae_tf.model.vae  # noqa: F401  registers the classes model.keras names
+from npvae_tf.core.config import Config
+from npvae_tf.runs.reference import ReferenceSet
 from tests.helpers import ROOT
 
 
@@ -126,7 +126,7 @@ def test_bad_data_gives_one_line_error(tmp_path):
 
 
 def test_same_seed_same_run(tmp_path, mnist_like_dir):
-    from npvae_tf.training import MODEL_FILE, train
+    from npvae_tf.training.fit import MODEL_FILE, train
 
     config = Config(z_dim=4, hidden=(32,), epochs=2, batch_size=32, validation_examples=100,
                     seed=7)
@@ -161,7 +161,7 @@ def test_help_does_not_import_tensorflow(script):
 
 
 def test_training_prints_no_tensorflow_start_up_noise(smoke_run):
-    from npvae_tf.cli import NO_GPU_NOISE, STARTUP_NOISE
+    from npvae_tf.core.quiet import NO_GPU_NOISE, STARTUP_NOISE
 
     _, result, _ = smoke_run
     noise = STARTUP_NOISE + NO_GPU_NOISE
@@ -181,7 +181,7 @@ def test_quiet_prints_one_plain_short_line_per_epoch(smoke_run):
 def test_live_progress_never_exceeds_the_width():
     import io
 
-    from npvae_tf.callbacks import Progress
+    from npvae_tf.training.callbacks import Progress
 
     stream = io.StringIO()
     progress = Progress(epochs=50, steps=430, live=True, stream=stream, width=100)
@@ -198,7 +198,7 @@ def test_live_progress_never_exceeds_the_width():
 def test_epoch_line_shows_the_kernel_diagnostics_within_the_width():
     import io
 
-    from npvae_tf.callbacks import Progress
+    from npvae_tf.training.callbacks import Progress
 
     stream = io.StringIO()
     progress = Progress(epochs=50, steps=430, live=False, stream=stream, width=100)

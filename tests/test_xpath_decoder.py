@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from npvae_tf.config import Config
-from npvae_tf.model import build_model
-from npvae_tf.xpath_decoder import fit_x_path_decoder, leave_one_out_means
+from npvae_tf.core.config import Config
+from npvae_tf.model.vae import build_model
+from npvae_tf.training.xpath_decoder import fit_x_path_decoder, leave_one_out_means
 
 
 def test_leave_one_out_means_match_numpy_and_never_use_the_point_itself():

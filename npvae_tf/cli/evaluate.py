@@ -1,0 +1,56 @@
+"""Evaluate run folders on the test set: python evaluate.py --plots RUN_DIR [RUN_DIR ...]
+
+Writes metrics.json (and with --plots the paper's figures) into RUN_DIR/eval/ (or --out);
+several runs also get comparison.md, comparison.json and comparison figures.
+"""
+
+import time
+
+from npvae_tf.cli import common as cli
+
+
+def parse_args(argv=None):
+    parser = cli.parser("evaluate.py", __doc__)
+    add = parser.add_argument
+    add("runs", nargs="*", metavar="RUN_DIR",
+        help="run folders made by train.py (default: the most recent under --runs_root)")
+    add("--plots", action="store_true",
+        help="also draw the figures (PNG); without it only metrics are computed")
+    add("--out", metavar="DIR", default=None,
+        help="output folder (default RUN_DIR/eval); with several runs: one subfolder per run "
+             "and the comparison in DIR (default comparison folder: <parent of the "
+             "runs>/comparison)")
+    add("--runs_root", metavar="DIR", default="runs",
+        help="where to look for the most recent run (default: %(default)s)")
+    add("--data_dir", metavar="DIR", default=None,
+        help="folder with the MNIST IDX files or mnist.npz the runs were trained on "
+             "(default: $NPVAE_DATA_DIR, the Keras cache, then a download)")
+    cli.add_evaluation_flags(parser)  # --iw_samples, --eval_seed, ... (shared with reproduce.py)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from npvae_tf.runs.layout import RunError, check_run_dir, find_latest_run
+
+    try:  # the run folders, before TensorFlow starts
+        runs = args.runs or [find_latest_run(args.runs_root)]
+        for run in runs:
+            check_run_dir(run)
+    except RunError as e:
+        cli.fail("evaluate.py", str(e))
+    from npvae_tf.core.config import ConfigError
+    from npvae_tf.data.datasets import DataError
+    from npvae_tf.evaluation.evaluate import EvaluationError, evaluate
+
+    started = time.time()
+    settings = cli.settings_from_args(args, plots=args.plots)
+    try:
+        evaluate(runs, out=args.out, data_dir=args.data_dir, settings=settings)
+    except (EvaluationError, DataError, ConfigError, RunError) as e:
+        cli.fail("evaluate.py", str(e))
+    print(f"\nevaluated {len(runs)} run(s) in {time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Train a VAE or nonparametric VAE on MNIST: ``python train.py --z_dim 500``.
+
+Rerunning the same command resumes an interrupted run exactly where its last finished epoch
+left it (and does nothing for a finished one): without --out, the run folder's name is made
+from the configuration, so the same flags find the same folder.
+"""
+
+import sys
+
+from npvae_tf.cli import common as cli
+from npvae_tf.core.config import STRATEGIES
+from npvae_tf.runs.layout import default_run_dir
+
+
+def parse_args(argv=None):
+    parser = cli.parser("train.py", __doc__)
+    cli.add_config_flags(parser)
+    parser.add_argument("--data_dir", default=None,
+                        help="folder with the MNIST IDX files or mnist.npz "
+                             "(default: $NPVAE_DATA_DIR, the Keras cache, then a download)")
+    parser.add_argument("--out", default=None,
+                        help="run folder (default: runs/MODEL-zZ-<8 hex digits of the config>, "
+                             "the same for the same flags); rerun to resume")
+    parser.add_argument("--strategy", default="auto",
+                        choices=STRATEGIES,
+                        help="tf.distribute strategy; auto: multi_worker if TF_CONFIG is set, "
+                             "mirrored with several GPUs (or --cpu_replicas > 1), one_device "
+                             "on one GPU, default on CPU (default: %(default)s)")
+    parser.add_argument("--cpu_replicas", type=cli.positive_int, default=1,
+                        help="split the CPU into N logical devices (try multi-replica "
+                             "training without GPUs)")
+    parser.add_argument("--export", default=None, metavar="EXPORT_DIR",
+                        help="after training, also write a SavedModel for serving here "
+                             "(same as: python export.py RUN_DIR --out EXPORT_DIR)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no live progress line: one plain line per epoch only (what is "
+                             "printed anyway when the output is not a terminal)")
+    args = parser.parse_args(argv)
+    config = cli.config_from_args(parser, args)
+    if args.cpu_replicas > 1 and config.batch_size % args.cpu_replicas:
+        parser.error(f"batch_size {config.batch_size} does not split evenly over "
+                     f"--cpu_replicas {args.cpu_replicas}")
+    return args, config
+
+
+def main(argv=None):
+    args, config = parse_args(argv)
+    # One line at a time even into a file or pipe (nohup, tee): a kill loses no finished line.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
+    run_dir = args.out or default_run_dir(config)
+    try:
+        _main(args, config, run_dir)
+    except KeyboardInterrupt:  # Ctrl-C: the backup of the last finished epoch is intact
+        print(f"\ninterrupted: rerun the same command to resume {run_dir}", file=sys.stderr)
+        sys.exit(130)
+
+
+def _main(args, config, run_dir):
+    from npvae_tf.runs.layout import RunError, check_for_training
+    from npvae_tf.runs.lock import RunLock
+    from npvae_tf.runs.outputs import check_writable
+
+    # Every output location is checked before TensorFlow starts or data loads: a folder
+    # that is not this run's, a busy one, one that cannot be written.
+    try:
+        finished = check_for_training(config, run_dir)
+        RunLock(run_dir).check_free()
+        if not finished:
+            check_writable(run_dir, "run folder")
+        if args.export:
+            check_writable(args.export, "export folder")
+    except RunError as e:
+        cli.fail("train.py", str(e))
+    from npvae_tf.core.config import ConfigError
+    from npvae_tf.data.datasets import DataError
+    from npvae_tf.training.distribute import make_strategy
+    from npvae_tf.training.fit import TrainingError, format_metrics, train
+
+    if args.export:  # an existing folder that is not a SavedModel: fail before training
+        from npvae_tf.serving.export import ExportError, check_target, export_run
+
+        try:
+            check_target(args.export)
+        except ExportError as e:
+            cli.fail("train.py", str(e))
+    # The strategy comes first: it configures devices before anything else touches them.
+    strategy = make_strategy(args.strategy, args.cpu_replicas)
+    if finished:
+        print(f"{run_dir}: already trained; nothing to do.")
+    try:
+        metrics = train(config, run_dir, data_dir=args.data_dir, verbose=1 if args.quiet else 2,
+                        strategy=strategy)
+    except (DataError, ConfigError, RunError, TrainingError) as e:
+        cli.fail("train.py", str(e))
+    if not metrics:  # a worker other than the chief: the chief reports
+        return
+    print(f"run folder: {run_dir}")
+    print(format_metrics(metrics))
+    if args.export:
+        try:
+            print(f"SavedModel: {export_run(run_dir, args.export)}")
+        except (ExportError, ConfigError, RunError, OSError) as e:
+            cli.fail("train.py", str(e))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Evaluating run folders: every metric of issue 3, the paper's figures, comparison tables.
+
+For each run folder (``config.json``, ``model.keras``, ``reference_set.npz``; made by
+``train.py``) :func:`evaluate` loads the model and reference set, loads the data split the
+run was trained on, and computes on the test set (seeded by ``Settings.seed``):
+
+* likelihoods (nats per image): test ELBO (one posterior draw, analytic KL), ``log p(y|z)``
+  at that draw and at ``E[z]``, KL, the importance-weighted estimate with ``k`` draws
+  (``Settings.iw_samples``; costs ``k`` decoder passes over the test set), active units;
+* npVAE only, the *X path* ``y -> x = f(y) -> z~ = sum_j W(x, x_j) E[z_j] -> log p(y | z~)``
+  (kernel over the training reference set);
+* for the 2-D space (X of an npVAE, Z of a VAE with ``z_dim`` 2): 1/5/10-NN test accuracy
+  with the training embedding as reference, trustworthiness (5 neighbours, on a seeded subset
+  of ``Settings.trust_subset`` test images, pixels as the original space) and the class
+  silhouette;
+* sample quality with a cached MNIST classifier (:mod:`npvae_tf.classifier`): Fréchet
+  distance of its penultimate features between generated and test images, and its mean
+  top-class probability on generated images, for images from the prior N(0, I) (both
+  models), from ancestral sampling in X (npVAE, :mod:`npvae_tf.sampling`) and at the test
+  locations (npVAE: decoded at test X, the X path; VAE: decoded at ``E[z|y]``);
+* interpolation credibility: the classifier's mean confidence at the interior points of
+  straight paths between fixed pairs of test images of different classes (VAE in Z, npVAE
+  in X).
+
+Outputs: ``metrics.json`` (and with ``plots``, PNG figures) per run; for several runs also
+``comparison.md``, ``comparison.json`` and the comparison figures. Each run is evaluated in
+steps (:func:`evaluate_run`: likelihoods, the 2-D space, samples, interpolations) that fill one
+:class:`RunEvaluation`; its tables and figures are drawn by :mod:`npvae_tf.report`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from npvae_tf.core.clock import clock
+from npvae_tf.core.config import Config
+from npvae_tf.core.files import write_json, write_text
+from npvae_tf.data.datasets import DataError, Dataset, load_mnist
+from npvae_tf.data.pipeline import evaluation_images
+from npvae_tf.evaluation.projector import PROJECTOR_DIR, write_projector
+from npvae_tf.evaluation.settings import Settings
+from npvae_tf.evaluation.steps import (ClassifierBaseline, RunEvaluation, decoder_for, embedding_step,
+                                       evaluation_seeds, interpolation_step, likelihoods_step,
+                                       make_classifier_baseline, placement_step,
+                                       run_description, samples_step)
+from npvae_tf.evaluation.tables import (comparison_figures, comparison_markdown, run_figures,
+                                        run_table, save_figures)
+from npvae_tf.runs.layout import (EVAL_DIR, EVAL_MARKER, EVAL_METRICS_FILE, RunError, check_data,
+                                  check_run_dir, recorded_data)
+from npvae_tf.runs import x_density as sampling
+from npvae_tf.runs.load import Run, load_run
+from npvae_tf.runs.outputs import check_output_folder, check_writable, mark_output_folder
+
+
+class EvaluationError(ValueError):
+    """A run folder cannot be evaluated; the message names the folder and the problem."""
+
+
+# --- run folders: npvae_tf.runs owns their layout, check and loading ---------------------------
+
+
+def load_data_for(run: Run, data_dir: Optional[str], cache: Dict) -> Dataset:
+    """The data split the run was trained on (training split without ``train_examples``
+    truncation: the classifier uses all of it); checks it matches the reference set.
+
+    Without ``data_dir``, the data is found where the run's ``data.json`` says it was
+    trained (then as in training), and must have the recorded SHA-256.
+    """
+    c = run.config
+    recorded = recorded_data(run.path)
+    if data_dir is None and recorded and os.path.exists(recorded.get("source", "")):
+        source = recorded["source"]
+        data_dir = source if os.path.isdir(source) else os.path.dirname(source)
+    key = (c.validation_examples, c.image_shape, data_dir)
+    if key not in cache:
+        try:
+            cache[key] = load_mnist(data_dir, c.validation_examples, None, c.image_shape)
+        except DataError as e:
+            raise EvaluationError(f"{run.path}: trained on {c.image_shape[0]}x{c.image_shape[1]} "
+                                  f"images, but the data does not fit: {e}") from None
+    data = cache[key]
+    try:
+        check_data(run.path, data.sha256, data.source)
+    except RunError as e:
+        raise EvaluationError(str(e)) from None
+    n = len(run.reference.labels)
+    if n > len(data.train) or not np.array_equal(run.reference.labels, data.train.labels[:n]):
+        raise EvaluationError(f"{run.path}: its reference set does not match the training split "
+                              f"of {data.source} (trained on other data?)")
+    return data
+
+
+def test_images_for(config: Config, data: Dataset) -> np.ndarray:
+    """Test images as training evaluated them (see ``npvae_tf.data.evaluation_images``)."""
+    return evaluation_images(data.test.images, config.binarize, config.seed)
+
+
+def evaluate_run(run: Run, data: Dataset, baseline: ClassifierBaseline, settings: Settings,
+                 progress: Callable[[str], None] = lambda text: None) -> RunEvaluation:
+    """All metrics of one run, step by step, with the arrays for its figures."""
+    started = time.time()
+    seeds = evaluation_seeds(settings.seed)
+    images = test_images_for(run.config, data)
+    e = RunEvaluation(run, run_description(run, len(images)), images, data.test.labels)
+
+    def timed(name: str, step: Callable[[], None]) -> None:
+        t = time.time()
+        step()
+        e.timings[name] = time.time() - t
+
+    progress(f"likelihoods ({settings.iw_samples} importance samples per test image)")
+    timed("likelihoods", lambda: likelihoods_step(e, settings, seeds))
+    progress("the 2-D space" if run.space else "the embeddings")
+    timed("embedding", lambda: embedding_step(e, settings, seeds))
+    progress(f"generated images ({settings.generated:,} per source)")
+    decode_at = decoder_for(run, settings.batch_size)
+    timed("samples", lambda: samples_step(e, baseline, settings, seeds, decode_at))
+    if run.has_x and run.config.uses_neighbour_graph and run.space is not None:
+        progress("placement from the nearest training images")
+        timed("placement", lambda: placement_step(e, data, baseline, settings, seeds,
+                                                  decode_at))
+    progress(f"interpolations ({settings.pairs} test pairs)")
+    timed("interpolation", lambda: interpolation_step(e, baseline, settings, seeds, decode_at))
+    if run.space is not None:
+        grid, extent = sampling.occupied_grid(e.train_emb, settings.grid_size)
+        e.grid = (decode_at(grid), extent)
+    e.timings["total"] = time.time() - started
+    e.metrics["seconds"] = {k: round(v, 2) for k, v in e.timings.items()}
+    return e
+
+
+# --- the whole evaluation -------------------------------------------------------------------
+
+def output_dirs(paths: Sequence[str], out: Optional[str]):
+    """Per-run output folders and the comparison folder (None for a single run).
+
+    One run: ``out`` or ``RUN/eval``. Several: ``out/<run name>`` (or ``RUN/eval``) and the
+    comparison in ``out`` (or ``<common parent>/comparison``).
+    """
+    names = [os.path.basename(os.path.normpath(p)) for p in paths]
+    if len(paths) == 1:
+        return [out or os.path.join(paths[0], EVAL_DIR)], None
+    if out:
+        if len(set(names)) < len(names):
+            raise EvaluationError("run folders with the same name cannot share --out; "
+                                  "evaluate them without --out or separately")
+        return [os.path.join(out, n) for n in names], out
+    parent = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+    return [os.path.join(p, EVAL_DIR) for p in paths], os.path.join(parent, "comparison")
+
+
+def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional[str] = None,
+             settings: Settings = Settings(), log=print,
+             started: Optional[float] = None) -> Dict:
+    """Evaluates run folders and writes every output; returns ``{"runs": [...], ...}``.
+
+    Logs a progress line per stage, prefixed with the time since ``started`` (default: now).
+    """
+    started = time.time() if started is None else started
+    if len(set(os.path.abspath(p) for p in paths)) < len(paths):
+        raise EvaluationError("the same run folder is given twice")
+    configs = [check_run_dir(p) for p in paths]  # fail fast, before loading anything
+    shapes = {c.image_shape for c in configs}
+    if len(shapes) > 1:
+        raise EvaluationError(f"the runs were trained on different image sizes {sorted(shapes)}; "
+                              "evaluate them separately")
+    run_dirs, comparison_dir = output_dirs(paths, out)
+    # Never a file evaluate.py did not write: outputs go only into a new or empty folder,
+    # one marked as evaluate.py's (it leaves its marker in each), or a run's own eval/.
+    for path, folder in zip(paths, run_dirs):
+        own = os.path.abspath(folder) == os.path.abspath(os.path.join(path, EVAL_DIR))
+        check_output_folder(folder, EVAL_MARKER, "evaluate.py", owned=own)
+    if comparison_dir is not None:
+        check_output_folder(comparison_dir, EVAL_MARKER, "evaluate.py")
+    for folder in run_dirs + ([comparison_dir] if comparison_dir else []):
+        check_writable(folder)  # a read-only output fails now, not after the metrics
+    # Load every run and its data before evaluating any: a bad folder fails in seconds.
+    log(f"{clock(started)} loading {len(paths)} run(s) and their data")
+    runs = [load_run(p) for p in paths]
+    data_cache: Dict = {}
+    datasets = [load_data_for(run, data_dir, data_cache) for run in runs]
+    # Figures and tables say "digit" on MNIST, "class" on any other data.
+    class_word = "digit" if datasets[0].is_mnist else "class"
+    log(f"{clock(started)} the judging classifier")
+    baseline = make_classifier_baseline(datasets[0], settings, log)
+    results: List[Dict] = []
+    evaluations: List[RunEvaluation] = []
+    for i, (run, data, run_dir) in enumerate(zip(runs, datasets, run_dirs)):
+        def progress(text, run=run, i=i):
+            log(f"{clock(started)} run {i + 1}/{len(runs)} {run.name}: {text}")
+
+        evaluation = evaluate_run(run, data, baseline, settings, progress)
+        metrics = evaluation.metrics
+        metrics["classifier_test_accuracy"] = baseline.summary["classifier_test_accuracy"]
+        mark_output_folder(run_dir, EVAL_MARKER, "evaluate.py")
+        if settings.plots:
+            progress("figures")
+            t = time.time()
+            save_figures(run_figures(evaluation, settings, class_word), run_dir)
+            metrics["seconds"]["figures"] = round(time.time() - t, 2)
+        if settings.projector_images:
+            n = min(settings.projector_images, len(evaluation.images))
+            write_projector(os.path.join(run_dir, PROJECTOR_DIR), evaluation.images[:n],
+                            evaluation.labels[:n],
+                            {k: v[:n] for k, v in evaluation.projector.items()},
+                            run.config.image_shape)
+        write_json(os.path.join(run_dir, EVAL_METRICS_FILE),
+                   {**metrics, "settings": dataclasses.asdict(settings),
+                    "reference": baseline.summary})
+        seconds = metrics["seconds"]["total"] + metrics["seconds"].get("figures", 0.0)
+        log(f"\n{run.path} ({run.label}): evaluated in {seconds:.0f} s -> {run_dir}")
+        log(run_table(metrics, settings))
+        log(f"  (sample-quality rows judged by a classifier with test accuracy "
+            f"{baseline.summary['classifier_test_accuracy']:.4f} on this data)")
+        results.append(metrics)
+        evaluations.append(evaluation.for_comparison())
+    summary = {"runs": results, "reference": baseline.summary,
+               "settings": dataclasses.asdict(settings)}
+    if comparison_dir is not None:
+        mark_output_folder(comparison_dir, EVAL_MARKER, "evaluate.py")
+        table = comparison_markdown(results, baseline.summary, settings)
+        write_text(os.path.join(comparison_dir, "comparison.md"), table)
+        write_json(os.path.join(comparison_dir, "comparison.json"), summary)
+        if settings.plots:
+            save_figures(comparison_figures(evaluations, class_word), comparison_dir)
+        log(f"\ncomparison -> {comparison_dir}\n\n{table}")
+        summary["comparison_dir"] = comparison_dir
+    summary["run_dirs"] = run_dirs
+    return summary

@@ -1,0 +1,221 @@
+"""The explorer: a Bokeh server app to move through X (npVAE) or a 2-D Z (VAE) and watch
+what it generates.
+
+The map is the training reference set's X (or E[z] for a VAE with Z = 2), coloured by label
+(WebGL). Moving the mouse decodes the location (``TrainedRun.generate_from_x``, or
+``decode`` for the VAE); two clicks give an interpolation strip between them; a button
+draws ancestral samples (``TrainedRun.sample``) shown as images and as points on the map; a
+test image (random or by index) is shown with its location, its reconstruction through X and
+at E[z]. Nothing is written into the run folder.
+
+:class:`ExplorerState` holds what the page shows last (``last_location``, ``last_image``,
+``strip``, ...) so a test can read it back.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Optional
+
+import numpy as np
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
+STRIP_STEPS = 8
+MAX_POINTS = 20000
+
+
+class ExplorerError(ValueError):
+    """The run cannot be explored (not a finished run, no 2-D space)."""
+
+
+def image_rgba(probs: np.ndarray, shape) -> np.ndarray:
+    """``[H, W]`` uint32 RGBA (grey, flipped for Bokeh's bottom-up image rows)."""
+    grey = (255 - np.clip(probs, 0, 1).reshape(shape) * 255).astype(np.uint32)
+    rgba = grey | (grey << 8) | (grey << 16) | (np.uint32(255) << 24)
+    return rgba[::-1].copy()
+
+
+class ExplorerState:
+    """The run and what the app last showed (shared by every session)."""
+
+    def __init__(self, run):
+        self.run = run
+        self.lock = threading.Lock()
+        if run.is_npvae:
+            if run.config.x_dim != 2:
+                raise ExplorerError(f"{run.path}: X is {run.config.x_dim}-D; the map needs 2-D")
+            self.points = np.asarray(run.reference.x, np.float32)
+        else:
+            if run.config.z_dim != 2:
+                raise ExplorerError(f"{run.path}: a VAE with Z = {run.config.z_dim}; the map "
+                                    "needs a 2-D space (an npVAE, or a VAE with Z = 2)")
+            self.points = np.asarray(run.reference.z_mean, np.float32)
+        self.labels = np.asarray(run.reference.labels)
+        self.last_location: Optional[np.ndarray] = None
+        self.last_image: Optional[np.ndarray] = None
+        self.decoded = 0
+        self.clicks = []
+        self.strip: Optional[np.ndarray] = None
+        self.samples: Optional[np.ndarray] = None
+        self.test = None
+
+    def generate(self, locations) -> np.ndarray:
+        locations = np.asarray(locations, np.float32).reshape(-1, 2)
+        if self.run.is_npvae:
+            return self.run.generate_from_x(locations)
+        return self.run.decode(locations)
+
+    def locate(self, images) -> np.ndarray:
+        if self.run.is_npvae:
+            return self.run.embed(images)
+        return self.run.encode(images)[0]
+
+    def hover(self, x: float, y: float) -> np.ndarray:
+        image = self.generate([[x, y]])[0]
+        with self.lock:
+            self.last_location, self.last_image = np.array([x, y], np.float32), image
+            self.decoded += 1
+        return image
+
+    def click(self, x: float, y: float):
+        """Returns the strip ``[STRIP_STEPS, P]`` once two points are clicked, else None."""
+        self.clicks = (self.clicks + [(x, y)])[-2:]
+        if len(self.clicks) < 2:
+            return None
+        a, b = np.array(self.clicks, np.float32)
+        t = np.linspace(0, 1, STRIP_STEPS, dtype=np.float32)[:, None]
+        self.strip = self.generate(a + t * (b - a))
+        self.clicks = []
+        return self.strip
+
+
+def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) -> None:
+    from bokeh.layouts import column, row
+    from bokeh.models import Button, ColumnDataSource, Div, Spinner
+    from bokeh.plotting import figure
+
+    run, shape = state.run, tuple(state.run.config.image_shape)
+    h, w = shape
+    space = "X" if run.is_npvae else "Z"
+    rng = np.random.default_rng(0)
+    keep = (rng.choice(len(state.points), MAX_POINTS, replace=False)
+            if len(state.points) > MAX_POINTS else np.arange(len(state.points)))
+    points = ColumnDataSource(dict(x=state.points[keep, 0], y=state.points[keep, 1],
+                                   color=[PALETTE[int(c) % 10] for c in state.labels[keep]]))
+    plot = figure(title=f"{run.path}: training {space} by label", width=640, height=640,
+                  tools="pan,wheel_zoom,box_zoom,reset", output_backend="webgl",
+                  match_aspect=True, name="map")
+    plot.scatter("x", "y", color="color", source=points, size=3, alpha=0.5)
+    marks = ColumnDataSource(dict(x=[], y=[]))
+    plot.scatter("x", "y", source=marks, size=9, color="black", marker="x")
+    samples_src = ColumnDataSource(dict(x=[], y=[]))
+    plot.scatter("x", "y", source=samples_src, size=8, color="black", marker="triangle")
+    test_src = ColumnDataSource(dict(x=[], y=[]))
+    plot.scatter("x", "y", source=test_src, size=14, color="red", marker="star")
+
+    def image_figure(title, width=200, name=None):
+        f = figure(title=title, width=width, height=200 if width == 200 else 120,
+                   x_range=(0, w * (width // 200 if width > 200 else 1)), y_range=(0, h),
+                   tools="", toolbar_location=None, name=name)
+        f.axis.visible = False
+        f.grid.visible = False
+        return f
+
+    blank = image_rgba(np.zeros(h * w), shape)
+    hover_src = ColumnDataSource(dict(image=[blank]))
+    hover_fig = image_figure("decoded at the mouse", name="hover_image")
+    hover_fig.image_rgba("image", x=0, y=0, dw=w, dh=h, source=hover_src)
+    where = Div(text="move the mouse over the map", name="where")
+
+    strip_fig = figure(title="interpolation (click two points)", width=8 * 90, height=110,
+                       x_range=(0, w * STRIP_STEPS), y_range=(0, h), tools="",
+                       toolbar_location=None, name="strip")
+    strip_fig.axis.visible = False
+    strip_fig.grid.visible = False
+    strip_src = ColumnDataSource(dict(image=[], x=[]))
+    strip_fig.image_rgba("image", x="x", y=0, dw=w, dh=h, source=strip_src)
+
+    samples_fig = figure(title="ancestral samples", width=8 * 90, height=110,
+                         x_range=(0, w * 8), y_range=(0, h), tools="", toolbar_location=None)
+    samples_fig.axis.visible = False
+    samples_fig.grid.visible = False
+    samples_img = ColumnDataSource(dict(image=[], x=[]))
+    samples_fig.image_rgba("image", x="x", y=0, dw=w, dh=h, source=samples_img)
+    sample_button = Button(label="draw 8 samples", name="sample_button")
+
+    test_fig = figure(title="test image | through X | at E[z]", width=3 * 120, height=140,
+                      x_range=(0, 3 * w), y_range=(0, h), tools="", toolbar_location=None)
+    test_fig.axis.visible = False
+    test_fig.grid.visible = False
+    test_img = ColumnDataSource(dict(image=[], x=[]))
+    test_fig.image_rgba("image", x="x", y=0, dw=w, dh=h, source=test_img)
+    index = Spinner(title="test image index", low=0, step=1, value=0, width=140,
+                    high=max(len(test_images) - 1, 0) if test_images is not None else 0)
+    show_button = Button(label="show test image", name="test_button")
+    random_button = Button(label="random test image", name="random_button")
+    draws = {"n": 0}
+
+    def on_move(event):
+        if event.x is None or event.y is None:
+            return
+        image = state.hover(float(event.x), float(event.y))
+        hover_src.data = dict(image=[image_rgba(image, shape)])
+        where.text = f"{space} = ({event.x:.3f}, {event.y:.3f})"
+
+    def on_tap(event):
+        marks.stream(dict(x=[event.x], y=[event.y]), rollover=2)
+        strip = state.click(float(event.x), float(event.y))
+        if strip is not None:
+            strip_src.data = dict(image=[image_rgba(s, shape) for s in strip],
+                                  x=[i * w for i in range(len(strip))])
+
+    def on_sample():
+        images = run.sample(8, seed=draws["n"])
+        draws["n"] += 1
+        loc = state.locate(images)
+        state.samples = images
+        samples_img.data = dict(image=[image_rgba(s, shape) for s in images],
+                                x=[i * w for i in range(len(images))])
+        samples_src.data = dict(x=loc[:, 0], y=loc[:, 1])
+
+    def show_test(i):
+        if test_images is None or not len(test_images):
+            return
+        i = int(i) % len(test_images)
+        image = test_images[i:i + 1]
+        loc = state.locate(image)[0]
+        through = state.generate(loc[None])[0]
+        at_mean = run.reconstruct(image)[0]
+        state.test = dict(index=i, location=loc, image=image[0], through_x=through,
+                          at_mean=at_mean)
+        test_img.data = dict(image=[image_rgba(a, shape) for a in (image[0], through, at_mean)],
+                             x=[0, w, 2 * w])
+        test_src.data = dict(x=[loc[0]], y=[loc[1]])
+        index.value = i
+
+    from bokeh import events
+
+    plot.on_event(events.MouseMove, on_move)
+    plot.on_event(events.Tap, on_tap)
+    sample_button.on_click(on_sample)
+    show_button.on_click(lambda: show_test(index.value))
+    random_button.on_click(lambda: show_test(np.random.default_rng().integers(1 << 30)))
+    doc.title = f"npVAE explorer: {run.path}"
+    doc.add_root(row(plot, column(hover_fig, where, strip_fig, sample_button, samples_fig,
+                                  row(index, column(show_button, random_button)), test_fig)))
+
+
+def make_server(run, port: int = 5006, test_images: Optional[np.ndarray] = None,
+                address: str = "127.0.0.1"):
+    """``(server, state)``: a started-but-not-looping Bokeh ``Server`` with the app at ``/``."""
+    from bokeh.application import Application
+    from bokeh.application.handlers import FunctionHandler
+    from bokeh.server.server import Server
+
+    state = ExplorerState(run)
+    app = Application(FunctionHandler(lambda doc: make_document(state, test_images, doc)))
+    server = Server({"/": app}, port=port, address=address, allow_websocket_origin=[
+        f"{address}:{port}", f"localhost:{port}"], num_procs=1)
+    server.start()
+    return server, state

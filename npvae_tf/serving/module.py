@@ -1,0 +1,390 @@
+"""SavedModel export for serving: named signatures over a trained run, TensorFlow alone.
+
+Shapes: ``N`` batch (dynamic, may be 0), ``P`` pixels (784), ``Z`` latent size, ``D`` size of
+X, ``M`` reference points. Signatures of the exported SavedModel (inputs -> outputs):
+
+    serving_default, reconstruct   images [N, P] -> images [N, P]
+        decode(E[z|y]): reconstruction probabilities, as ``model(images)``
+    encode      images [N, P] -> z_mean [N, Z], z_stddev [N, Z] (+ x [N, D] for the npVAE)
+    decode      z [N, Z] -> images [N, P]                 sigmoid(decoder logits)
+    generate_from_x (npVAE)
+                x [N, D] -> images [N, P], z [N, Z]
+        z = z~(x) = sum_j W(x, x_j) E[z_j] over the reference set stored in the SavedModel
+        (``W`` the row-softmax of ``-||x - x_j||^2 / (2 l^2)``, ``l`` the serving lengthscale
+        of :func:`serving_lengthscale`), images = the X path's decoder at z (the
+        model's decoder unless trained with a separate X-path decoder)
+    sample      count [] int32, seed [] int64 -> images [count, P], z [count, Z]
+                (+ x [count, D] for the npVAE)
+        npVAE: ancestral sampling in X, x from the Gaussian mixture training stored in the run
+        folder (:class:`npvae_tf.sampling.XDensity`, the one evaluation samples), then as
+        generate_from_x. VAE: z ~ N(0, I). Stateless, with the random-number algorithm named
+        (Philox), so the same (count, seed) gives the same images on every device.
+
+The SavedModel is written by Keras 3's ``keras.export.ExportArchive``, which saves the
+TensorFlow variables the signatures capture (not Keras' variable wrappers). That is what makes
+it load in the session-style (TF1 / C++) loader of TensorFlow Serving and
+``saved_model_cli run``, not only in ``tf.saved_model.load``: a ``tf.Module`` wrapping a
+Keras 3 model saves the wrappers, and the session loader then finds no
+``nonparametric_vae/encoder/...`` variables to read. Only the signatures are saved as
+functions, so ``saved_model_cli show`` lists nothing internal.
+
+Inputs: the widths are dynamic in the signatures (``[-1, -1]``) and checked when a signature
+runs, so a wrong width is an ``InvalidArgumentError`` naming the input and the width it must
+have, from NumPy and from tensors alike (a static width makes TensorFlow's Python binding
+raise a ``TypeError`` that prints the whole array, before any check can run). Then finiteness
+and the pixel range, with ``tf.debugging`` asserts. A float32 signature accepts NumPy or list
+input of any float type (converted to float32) and rejects a ``tf.Tensor`` of another dtype
+(``InvalidArgumentError``); a session-style client converts what it feeds.
+
+Speed of ``generate_from_x``: ``z~`` is the kernel's chunked, streaming-softmax
+``predictive_mean`` over the reference set (its cost is 2 N M Z flops, the ``[N, M] @ [M, Z]``
+product, plus the element-wise distances and exponentials), cut into blocks of
+:data:`QUERY_BLOCK` queries so memory stays ``O(QUERY_BLOCK * (chunk + Z))``. By default the
+graph runs as plain TensorFlow ops: a stock TensorFlow Serving CPU build does not JIT-compile
+with XLA, and on CPU the plain graph measured faster than XLA anyway (the numbers:
+``benchmarks/bench_serving.py`` and its results). ``jit_compile=True`` (``export.py --xla``)
+compiles the kernel with XLA for Python serving; XLA compiles once per input shape, so the
+last block is then padded up to one of :data:`QUERY_BUCKETS` (at most ``len(QUERY_BUCKETS)``
+compilations per process). The reference set is stored padded to a multiple of the chunk size, the
+padding at ``x = +inf`` (kernel logit -inf) with ``E[z] = 0``, so no call copies the
+``[M, Z]`` matrix to pad it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+
+import numpy as np
+from npvae_tf.core.backend import tf
+from npvae_tf.model.grid_index import GridIndex, indexed_predictive_mean
+# Named, so draws do not depend on the device's default generator.
+from npvae_tf.model.layers import RNG_ALG
+from npvae_tf.runs.reference import (DEFAULT_CHUNK_SIZE, ReferenceSet, serving_lengthscale)
+from npvae_tf.runs.x_density import XDensity, mixture_parameters
+
+# Padded batch sizes seen by the XLA-compiled kernel; the last is the block size.
+QUERY_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 640, 768, 896, 1024)
+QUERY_BLOCK = QUERY_BUCKETS[-1]
+MAX_SAMPLE_COUNT = 100_000
+INFO_FILE = os.path.join("assets.extra", "npvae_export.json")
+SIGNATURES_NPVAE = ("serving_default", "reconstruct", "encode", "decode", "generate_from_x",
+                    "sample")
+SIGNATURES_VAE = ("serving_default", "reconstruct", "encode", "decode", "sample")
+
+
+class ExportError(ValueError):
+    """A run cannot be exported (missing or inconsistent files, unsafe target)."""
+
+
+# --- input validation inside the signatures ------------------------------------------------
+
+def _checked_matrix(t: tf.Tensor, width: int, name: str, what: str) -> tf.Tensor:
+    """``t`` ``[N, width]``, checked at run time for its rank, width and finiteness.
+
+    The signatures leave the rank and the width unknown (``TensorSpec(None)``): NumPy input
+    of a wrong shape then reaches these checks, which name the input and its shape, instead
+    of failing in TensorFlow's Python binding (a ``TypeError`` of dozens of lines).
+    """
+    # The rank is checked on the tensor's run-time shape (Grappler would fold an assert on
+    # a static rank away), before anything indexes its shape.
+    rank_ok = tf.debugging.assert_equal(
+        tf.size(tf.shape(t)), 2, message=f"{name} must be [N, {width}] ({what}); wrong rank")
+    with tf.control_dependencies([rank_ok]):
+        t = tf.ensure_shape(t, [None, None], name=f"check_{name}_rank")
+    width_ok = tf.debugging.assert_equal(
+        tf.shape(t)[1], width, message=f"{name} must be [N, {width}] ({what}); wrong width")
+    with tf.control_dependencies([width_ok]):
+        t = tf.ensure_shape(t, [None, width], name=f"check_{name}_shape")
+    return tf.debugging.assert_all_finite(t, f"{name} must be finite (no NaN or Inf)")
+
+
+def _checked_images(images: tf.Tensor, image_dim: int) -> tf.Tensor:
+    images = _checked_matrix(images, image_dim, "images", f"{image_dim} pixels per image")
+    in_range = [
+        tf.debugging.assert_greater_equal(images, 0.0,
+                                          message="images must be pixel values in [0, 1]"),
+        tf.debugging.assert_less_equal(images, 1.0,
+                                       message="images must be pixel values in [0, 1]"),
+    ]
+    with tf.control_dependencies(in_range):
+        return tf.identity(images)
+
+
+def _checked_count(count: tf.Tensor) -> tf.Tensor:
+    count = tf.ensure_shape(count, [], name="check_count_shape")
+    checks = [
+        tf.debugging.assert_non_negative(count, message="count must be >= 0"),
+        tf.debugging.assert_less_equal(count, MAX_SAMPLE_COUNT,
+                                       message=f"count must be <= {MAX_SAMPLE_COUNT}"),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(count)
+
+
+def _checked_seed(seed: tf.Tensor) -> tf.Tensor:
+    return tf.ensure_shape(seed, [], name="check_seed_shape")
+
+
+# --- the exported module --------------------------------------------------------------------
+def _pad_reference(x: np.ndarray, z: np.ndarray, chunk: int, order=None):
+    """Pads ``[M, D]``, ``[M, Z]`` float32 to a multiple of ``chunk`` rows: x = +inf, z = 0;
+    the rows taken in ``order`` (a permutation; default: as given).
+
+    ``-||x* - inf||^2 / (2 l^2) = -inf``: the padding gets kernel weight 0 (and, were exp
+    to round -inf up to its smallest output, it still adds nothing: its E[z] is 0). Permuted
+    and padded in one allocation each: a copy of E[z] is 2 GB at M = 1,000,000, Z = 500.
+    """
+    m, pad = len(x), -len(x) % chunk
+
+    def fill(a, value):
+        out = np.full((m + pad, a.shape[1]), value, np.float32)
+        if order is None:
+            out[:m] = a
+        else:
+            np.take(a, order, axis=0, out=out[:m])
+        return out
+
+    return fill(x, np.inf), fill(z, 0.0)
+
+
+def _function(method, input_signature):
+    # The graphs use explicit tf.cond / tf.map_fn / tf.foldl; without AutoGraph, tracing
+    # does not depend on re-reading (possibly edited) source files.
+    return tf.function(method, input_signature=input_signature, autograph=False)
+
+
+class ServingModule(tf.Module):
+    """The signatures above over a built Keras :class:`~npvae_tf.model.VAE` or npVAE.
+
+    The methods ``reconstruct``, ``encode``, ``decode``, ``sample`` (and ``generate_from_x``)
+    are ``tf.function``\\ s for use in this process; :meth:`archive` packs the same maths
+    into a ``keras.export.ExportArchive`` to write.
+
+    Args:
+      model: the trained model (``NonparametricVAE`` needs ``reference``).
+      reference: the reference set (``x`` ``[M, D]``, ``z_mean`` ``[M, Z]``) for the npVAE.
+      density: the density over X to sample (default: fitted to ``reference.x``, seed 0).
+      lengthscale: the kernel lengthscale to serve with (default:
+        :func:`serving_lengthscale`).
+      chunk_size: reference points per kernel chunk (memory ``O(QUERY_BLOCK * chunk)``).
+      jit_compile: compile the kernel with XLA (see the module docstring).
+      indexed: serve ``generate_from_x`` through the grid index (:class:`~npvae_tf.kernels.GridIndex`)
+        where it helps (2-D X, plain graph); the exact full sum otherwise.
+    """
+
+    def __init__(self, model, reference: Optional[ReferenceSet] = None,
+                 density: Optional[XDensity] = None, lengthscale: Optional[float] = None,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, jit_compile: bool = False,
+                 indexed: bool = True):
+        super().__init__(name="npvae_serving")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        # The Keras model is used by the traced functions but not saved as an object: only
+        # the variables the functions capture are (loading needs neither Keras nor npvae_tf).
+        object.__setattr__(self, "_model", model)
+        self.image_dim, self.z_dim = int(model.image_dim), int(model.z_dim)
+        self.is_npvae = model.has_x
+        self.jit_compile = bool(jit_compile)
+        self.specs = {"images": [tf.TensorSpec(None, tf.float32, name="images")],
+                      "z": [tf.TensorSpec(None, tf.float32, name="z")],
+                      "sample": [tf.TensorSpec([], tf.int32, name="count"),
+                                 tf.TensorSpec([], tf.int64, name="seed")]}
+        self.reconstruct = _function(self._reconstruct, self.specs["images"])
+        self.encode = _function(self._encode, self.specs["images"])
+        self.decode = _function(self._decode, self.specs["z"])
+        if not self.is_npvae:
+            self.sample = _function(self._sample_prior, self.specs["sample"])
+            return
+        if reference is None or reference.x is None:
+            raise ExportError("the npVAE export needs a reference set with x")
+        self._check_reference(reference)
+        self.x_dim, self.chunk_size = int(model.x_dim), int(chunk_size)
+        self.specs["x"] = [tf.TensorSpec(None, tf.float32, name="x")]
+        self.reference_size = len(reference.x)
+        self.lengthscale = (serving_lengthscale(reference, model) if lengthscale is None
+                            else float(lengthscale))
+        if not (math.isfinite(self.lengthscale) and self.lengthscale > 0):
+            raise ExportError(f"the serving lengthscale must be > 0, got {self.lengthscale}")
+        ref_x = np.asarray(reference.x, np.float32)
+        ref_z = np.asarray(reference.z_mean, np.float32)
+        # The grid index (plain-graph only: its loop has data-dependent shapes). The
+        # reference set is stored sorted by cell; the exact kernel does not depend on order.
+        self.index = GridIndex(ref_x, self.lengthscale) if indexed and not jit_compile else None
+        if self.index is not None and not self.index.usable:
+            self.index = None
+        if self.index is not None:
+            # The index's scalars (origin, cell, radii) are constants of the graph and in
+            # npvae_export.json; its cell offsets are a variable beside the reference set.
+            self.index_cell_start = tf.Variable(self.index.cell_start, trainable=False,
+                                                name="index_cell_start")
+        x_pad, z_pad = _pad_reference(ref_x, ref_z, self.chunk_size,
+                                      None if self.index is None else self.index.order)
+        self.reference_x = tf.Variable(x_pad, trainable=False, name="reference_x")
+        self.reference_z_mean = tf.Variable(z_pad, trainable=False, name="reference_z_mean")
+        del x_pad, z_pad  # the variables hold them (2 GB each of E[z] at M = 1,000,000)
+        if density is None:
+            density = XDensity.fit(reference.x, 0)
+        if density.means.shape[1:] != (self.x_dim,):
+            raise ExportError(f"the density over X has means {density.means.shape}, the model "
+                              f"x_dim {self.x_dim}")
+        self.density = mixture_parameters(density)
+        self.x_density = {name: tf.Variable(value, trainable=False, name=f"x_density_{name}")
+                          for name, value in self.density.items()}
+        core = (tf.function(self._kernel_mean, jit_compile=True, autograph=False)
+                if jit_compile else self._kernel_mean)
+        object.__setattr__(self, "_core", core)  # a helper, not a saved endpoint
+        self.generate_from_x = _function(self._generate_from_x, self.specs["x"])
+        self.sample = _function(self._sample_mixture, self.specs["sample"])
+
+    def _check_reference(self, reference: ReferenceSet) -> None:
+        m = self._model
+        x, z = np.shape(reference.x), np.shape(reference.z_mean)
+        if len(x) != 2 or len(z) != 2 or x[0] != z[0] or x[0] < 1:
+            raise ExportError(f"reference set x {x} and z_mean {z} do not match")
+        if x[1] != m.x_dim or z[1] != m.z_dim:
+            raise ExportError(f"reference set x {x} / z_mean {z} does not fit the model "
+                              f"(x_dim {m.x_dim}, z_dim {m.z_dim})")
+        if not (np.all(np.isfinite(reference.x)) and np.all(np.isfinite(reference.z_mean))):
+            raise ExportError("reference set holds NaN or Inf values")
+
+    @property
+    def signature_names(self):
+        return SIGNATURES_NPVAE if self.is_npvae else SIGNATURES_VAE
+
+    def archive(self):
+        """A ``keras.export.ExportArchive`` with one endpoint per signature.
+
+        ``reconstruct`` comes first: ExportArchive also serves the first endpoint as
+        ``serving_default``. The reference set and the density over X are saved as variable
+        collections (``reference_x`` / ``reference_z_mean``: padded, see
+        :func:`_pad_reference`; ``x_density``), readable after ``tf.saved_model.load``.
+        """
+        from npvae_tf.core.backend import keras
+
+        archive = keras.export.ExportArchive()
+        archive.track(self._model)
+        endpoints = [("reconstruct", self._reconstruct, "images"),
+                     ("encode", self._encode, "images"), ("decode", self._decode, "z")]
+        if self.is_npvae:
+            endpoints += [("generate_from_x", self._generate_from_x, "x"),
+                          ("sample", self._sample_mixture, "sample")]
+        else:
+            endpoints.append(("sample", self._sample_prior, "sample"))
+        for name, fn, spec in endpoints:
+            archive.add_endpoint(name, fn, self.specs[spec])
+        if self.is_npvae:
+            archive.add_variable_collection("reference_x", [self.reference_x])
+            archive.add_variable_collection("reference_z_mean", [self.reference_z_mean])
+            if self.index is not None:
+                archive.add_variable_collection("grid_index", [self.index_cell_start])
+            archive.add_variable_collection(
+                "x_density", [self.x_density[k] for k in ("weights", "means", "scale_tril")])
+        return archive
+
+    # The model's own maths: approx_posterior, decode, embed, kernel.predictive_mean.
+    def _reconstruct(self, images):
+        images = _checked_images(images, self.image_dim)
+        z_mean = self._model.approx_posterior(images).mean()
+        return {"images": self._model.decode(z_mean)}
+
+    def _encode(self, images):
+        images = _checked_images(images, self.image_dim)
+        q = self._model.approx_posterior(images)
+        out = {"z_mean": q.mean(), "z_stddev": q.stddev()}
+        if self.is_npvae:
+            out["x"] = self._model.embed(images)
+        return out
+
+    def _decode(self, z):
+        z = _checked_matrix(z, self.z_dim, "z", f"{self.z_dim} latent dimensions")
+        return {"images": self._model.decode(z)}
+
+    def _sample_prior(self, count, seed):
+        count, seed = _checked_count(count), _checked_seed(seed)
+        z = tf.random.stateless_normal([count, self.z_dim], seed=tf.stack([seed, 0]),
+                                       alg=RNG_ALG)
+        return {"images": self._model.decode(z), "z": z}
+
+    def _kernel_mean(self, x):
+        if self.index is not None:
+            return indexed_predictive_mean(
+                self._model.kernel, x, self.reference_x, self.reference_z_mean, self.index,
+                self.index_cell_start, chunk_size=self.chunk_size)
+        return self._model.kernel.predictive_mean(x, self.reference_x, self.reference_z_mean,
+                                                  self.chunk_size, lengthscale=self.lengthscale)
+
+    def _predictive_mean(self, x):
+        """``z~(x)`` ``[N, Z]`` in blocks of QUERY_BLOCK queries; the rest padded to a bucket."""
+        n = tf.shape(x)[0]
+        full = n // QUERY_BLOCK * QUERY_BLOCK
+        blocks = tf.reshape(x[:full], [-1, QUERY_BLOCK, self.x_dim])
+        # One block at a time: each kernel call already uses every core, and memory stays
+        # O(QUERY_BLOCK * (chunk + Z)).
+        head = tf.map_fn(self._core, blocks, parallel_iterations=1,
+                         fn_output_signature=tf.TensorSpec([QUERY_BLOCK, self.z_dim], tf.float32))
+        rest = n - full
+
+        def tail():
+            size = rest
+            if self.jit_compile:
+                buckets = tf.constant(QUERY_BUCKETS, tf.int32)
+                size = tf.gather(buckets, tf.searchsorted(buckets, rest[None])[0])
+            padded = tf.pad(x[full:], [[0, size - rest], [0, 0]])  # zeros: finite queries
+            return self._core(padded)[:rest]
+
+        tail_z = tf.cond(rest > 0, tail, lambda: tf.zeros([0, self.z_dim]))
+        return tf.concat([tf.reshape(head, [-1, self.z_dim]), tail_z], axis=0)
+
+    def _generate_from_x(self, x):
+        x = _checked_matrix(x, self.x_dim, "x", f"{self.x_dim} coordinates of X")
+        z = self._predictive_mean(x)
+        return {"images": self._model.x_path_likelihood(z).mean(), "z": z}
+
+    def _sample_mixture(self, count, seed):
+        x = mixture_sample(**self.x_density, count=_checked_count(count),
+                           seed=_checked_seed(seed))
+        z = self._predictive_mean(x)
+        return {"images": self._model.x_path_likelihood(z).mean(), "z": z, "x": x}
+
+    def info(self) -> dict:
+        """What the export holds, written to ``assets.extra/npvae_export.json``."""
+        info = {"model": "npvae" if self.is_npvae else "vae", "image_dim": self.image_dim,
+                "z_dim": self.z_dim, "signatures": list(self.signature_names),
+                "max_sample_count": MAX_SAMPLE_COUNT, "rng_alg": RNG_ALG,
+                "tensorflow": tf.__version__, "jit_compile": self.jit_compile}
+        if self.is_npvae:
+            info.update(
+                x_dim=self.x_dim, reference_size=self.reference_size,
+                lengthscale=self.lengthscale,
+                learned_lengthscale=float(self._model.kernel.lengthscale.numpy()),
+                chunk_size=self.chunk_size,
+                grid_index=None if self.index is None else {
+                    "rows": self.index.n_rows, "cols": self.index.n_cols,
+                    "cell": self.index.cell, "radius": self.index.radius,
+                    "far_radius": self.index.far_radius, "tolerance": self.index.tolerance},
+                query_buckets=list(QUERY_BUCKETS) if self.jit_compile else None,
+                x_density={"kind": "gaussian_mixture",
+                           **{name: value.tolist() for name, value in self.density.items()}})
+        return info
+
+
+def mixture_sample(weights, means, scale_tril, count, seed) -> tf.Tensor:
+    """``count`` draws ``[count, D]`` from the mixture of :func:`mixture_parameters`, stateless.
+
+    ``c`` by inverting the weights' CDF at ``u ~ U(0, 1)`` drawn with the stateless seed
+    ``[seed, 0]``, then ``x = mu_c + L_c eps``, ``eps ~ N(0, I_D)`` with ``[seed, 1]``; both
+    with the Philox algorithm named (:data:`RNG_ALG`), so the same (count, seed) gives the
+    same x on every device. ``seed``: int64 scalar.
+    """
+    weights, means, scale_tril = (tf.convert_to_tensor(a, tf.float32)
+                                  for a in (weights, means, scale_tril))
+    seed = tf.cast(seed, tf.int64)
+    u = tf.random.stateless_uniform([count], seed=tf.stack([seed, 0]), alg=RNG_ALG)
+    cdf = tf.cumsum(weights) / tf.reduce_sum(weights)
+    component = tf.minimum(tf.searchsorted(cdf, u, side="right"), tf.size(weights) - 1)
+    eps = tf.random.stateless_normal([count, tf.shape(means)[1]], seed=tf.stack([seed, 1]),
+                                     alg=RNG_ALG)
+    offset = tf.linalg.matvec(tf.gather(scale_tril, component), eps)
+    return tf.gather(means, component) + offset
