@@ -1,6 +1,6 @@
 """Explore a run's 2-D space in the browser: ``python explore.py RUN [--port 5006]``.
 
-The command is npvae_tf/commands/explore.py, installed as ``npvae-explore``.
+The command is npvae_tf/cli/explore.py, installed as ``npvae-explore``.
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Export a trained run as a TensorFlow SavedModel for serving: ``python export.py RUN --out DIR``.
 
-The command is npvae_tf/commands/export.py, installed as ``npvae-export``.
+The command is npvae_tf/cli/export.py, installed as ``npvae-export``.
 """
 
 from npvae_tf.cli.export import main, parse_args  # noqa: F401  (tests load the script)

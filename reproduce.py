@@ -1,6 +1,6 @@
 """Reproduce the paper: train each scheme at several Z, evaluate them, write docs/results.md.
 
-The command is npvae_tf/commands/reproduce.py, installed as ``npvae-reproduce``.
+The command is npvae_tf/cli/reproduce.py, installed as ``npvae-reproduce``.
 """
 
 from npvae_tf.cli.reproduce import main, parse_args  # noqa: F401  (tests load the script)

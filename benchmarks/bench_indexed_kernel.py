@@ -7,7 +7,7 @@
     python benchmarks/bench_indexed_kernel.py --quick          # smoke run (small M, Z)
 
 Each (M, kernel) is measured in a fresh process (so peak resident memory is its own) through
-the export's :class:`~npvae_tf.export.ServingModule` (the SavedModel's and the API's code),
+the export's :class:`~npvae_tf.serving.module.ServingModule` (the SavedModel's and the API's code),
 ``indexed=True`` against ``indexed=False``; images per CPU-second (``time.process_time``,
 all threads: load on the shared machine matters less than for wall time). The synthetic
 reference set is a clustered 2-D density (10 anisotropic Gaussian clusters of unequal size,

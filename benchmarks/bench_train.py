@@ -8,7 +8,7 @@ In one process it measures, for each model (VAE, npVAE), z_dim (2, 20, 500; batc
 
 * **step time**: the compiled Keras train function that ``model.fit`` (hence ``train.py``)
   calls once per batch, built by ``model.compile(optimizer=Adam(1e-3), jit_compile=...)`` as
-  ``npvae_tf.training.train`` does and fed by ``npvae_tf.data.make_dataset(..., shuffle=True)``
+  ``npvae_tf.training.fit.train`` does and fed by ``npvae_tf.data.pipeline.make_dataset(..., shuffle=True)``
   over the MNIST training split. Timing covers windows of consecutive steps inside an epoch
   (after warm-up: tracing, XLA compilation, first steps); the mean step of a window is one
   sample and the median over rounds is reported. Callbacks, validation and the progress bar

@@ -1,4 +1,4 @@
-"""The Python API (npvae_tf/api.py): the README snippet runs; NumPy results equal the model's
+"""The Python API (npvae_tf/serving/api.py): the README snippet runs; NumPy results equal the model's
 and the SavedModel's; bad input fails in one line."""
 
 import os

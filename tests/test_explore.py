@@ -1,4 +1,4 @@
-"""The explorer (npvae_tf/explore.py, explore.py) in a real headless Chromium: hover decodes
+"""The explorer (npvae_tf/serving/explorer.py, explore.py) in a real headless Chromium: hover decodes
 the location (equal to generate_from_x), two clicks give the strip; bad input fails in one
 line."""
 

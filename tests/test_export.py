@@ -1,4 +1,4 @@
-"""SavedModel export (npvae_tf/export.py, export.py): signatures, input checks, atomic writes.
+"""SavedModel export (npvae_tf/serving/export.py, export.py): signatures, input checks, atomic writes.
 
 The live model is the run folder's own ``model.keras`` loaded with Keras; the export is loaded
 with TensorFlow alone, in a fresh process that cannot import npvae_tf.

@@ -191,7 +191,7 @@ def test_an_editable_install_imports_from_any_folder(tmp_path):
     code = ("import npvae_tf, npvae_tf.runs\n"
             "print(npvae_tf.__file__)\n"
             "try:\n"
-            "    npvae_tf.runs.check_run_dir('runs/quick')\n"
+            "    npvae_tf.runs.layout.check_run_dir('runs/quick')\n"
             "except npvae_tf.RunError as e:\n"
             "    print(e)\n")
     result = subprocess.run([python, "-c", code], capture_output=True, text=True,

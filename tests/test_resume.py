@@ -1,4 +1,4 @@
-"""Exact resume (npvae_tf/training.py with train.py): a run killed at any point and rerun ends
+"""Exact resume (npvae_tf/training/fit.py with train.py): a run killed at any point and rerun ends
 with the files of an uninterrupted run, bit for bit on CPU.
 
 One run is killed five times, at different kinds of points, with SIGKILL (no clean-up at all)

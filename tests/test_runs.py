@@ -1,4 +1,4 @@
-"""Run folders (npvae_tf/runs.py): names, the one check, the loader, the lock, output checks."""
+"""Run folders (npvae_tf/runs/): names, the one check, the loader, the lock, output checks."""
 
 import os
 import signal

@@ -1,4 +1,4 @@
-"""TensorBoard (npvae_tf/summaries.py): per-epoch images and the lengthscale in the event
+"""TensorBoard (npvae_tf/training/summaries.py): per-epoch images and the lengthscale in the event
 files, the Embedding Projector's files, and a real TensorBoard serving both."""
 
 import io

@@ -377,7 +377,7 @@ def test_help_shows_defaults_and_the_program_name_as_invoked(tmp_path):
     # Under another name (as the console script npvae-train is), --help and errors say it.
     script = tmp_path / "npvae-train"
     script.write_text(f"import sys\nsys.path.insert(0, {ROOT!r})\n"
-                      "from npvae_tf.commands.train import main\nmain()\n")
+                      "from npvae_tf.cli.train import main\nmain()\n")
     result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
                             text=True, timeout=120)
     assert result.stdout.startswith("usage: npvae-train "), result.stdout[:200]

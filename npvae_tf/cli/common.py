@@ -20,7 +20,7 @@ COMMANDS = {"train.py": "npvae-train", "evaluate.py": "npvae-evaluate",
 
 def prog(script: str) -> str:
     """The command's name as it was invoked: ``npvae-train`` when run as the console script,
-    ``train.py`` as the script (also ``python -m npvae_tf.commands.train``); ``script`` when
+    ``train.py`` as the script (also ``python -m npvae_tf.cli.train``); ``script`` when
     run some other way (a test calling ``main``)."""
     invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     return invoked if invoked in (script, COMMANDS.get(script)) else script
@@ -131,7 +131,7 @@ def fail(script: str, message: str, code: int = 1) -> NoReturn:
 
 
 def add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
-    """The evaluation settings (:class:`npvae_tf.evaluation.Settings`) as flags; the
+    """The evaluation settings (:class:`npvae_tf.evaluation.settings.Settings`) as flags; the
     defaults are ``Settings()``'s."""
     from npvae_tf.evaluation.settings import Settings
 

@@ -1,4 +1,4 @@
-"""``npvae-explore RUN``: the explorer (npvae_tf/explore.py) as a local web app."""
+"""``npvae-explore RUN``: the explorer (npvae_tf/serving/explorer.py) as a local web app."""
 
 from __future__ import annotations
 

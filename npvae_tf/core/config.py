@@ -1,7 +1,7 @@
 """One typed, frozen configuration shared by training, evaluation and export.
 
 A run folder holds ``config.json`` written by :meth:`Config.save`; :meth:`Config.load`
-is all that is needed to rebuild the run's model (see :func:`npvae_tf.model.build_model`).
+is all that is needed to rebuild the run's model (see :func:`npvae_tf.model.vae.build_model`).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class Config(Objective):
                 f"validation_examples must be >= 2, got {self.validation_examples}")
 
     def digest_fields(self) -> dict:
-        """The fields that identify a run (:func:`npvae_tf.runs.config_digest`): all of them,
+        """The fields that identify a run (:func:`npvae_tf.runs.layout.config_digest`): all of them,
         except fields added later while they keep their defaults, so a configuration made
         before they existed keeps its run-folder name."""
         values = self.to_dict()

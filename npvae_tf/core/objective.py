@@ -23,7 +23,9 @@ RETIRED = {"x_path_hold_decoder": False}
 
 
 def knob(default, help: str, **metadata):
-    """A dataclass field with its command-line help (``--flag`` text) in the metadata."""
+    """A dataclass field with its command-line help (``--flag`` text) in the metadata; also
+    ``choices``, ``flag`` (the flag's name, or False for none) and ``model`` (False: a knob
+    of the training around the model, not recorded in ``model.keras``)."""
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 
@@ -43,15 +45,21 @@ class Objective:
         False, "the X-path term does not train the VAE's encoder (E[z_j] held constant)")
     x_path_decoder_epochs: int = knob(
         10, "epochs of the fit of a separate X-path decoder after training (with "
-            "--x_path_weight 0: fitted on leave-one-out kernel averages)")
+            "--x_path_weight 0: fitted on leave-one-out kernel averages)", model=False)
     neighbour_weight: float = knob(
         0.0, "weight of the neighbour term: UMAP's cross-entropy between the training images' "
              "k-NN graph and X (0: off)")
-    n_neighbors: int = knob(15, "neighbours per image in that graph")
+    n_neighbors: int = knob(15, "neighbours per image in that graph", model=False)
     min_dist: float = knob(0.1, "UMAP's min_dist: how tightly X packs neighbours")
     landmark_weight: float = knob(
         0.0, "weight of the landmark term ||x - u||^2: X regresses the training images' UMAP "
              "layout u (0: off)")
+
+    def model_knobs(self) -> Dict[str, object]:
+        """The knobs the model itself reads (its ``get_config`` records them); the others
+        (``model=False``) shape the training around it."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(Objective)
+                if f.metadata.get("model", True)}
 
     def objective(self) -> "Objective":
         """The knobs alone (of a Config too)."""

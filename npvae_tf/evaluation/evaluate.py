@@ -13,10 +13,10 @@ run was trained on, and computes on the test set (seeded by ``Settings.seed``):
   with the training embedding as reference, trustworthiness (5 neighbours, on a seeded subset
   of ``Settings.trust_subset`` test images, pixels as the original space) and the class
   silhouette;
-* sample quality with a cached MNIST classifier (:mod:`npvae_tf.classifier`): Fréchet
+* sample quality with a cached MNIST classifier (:mod:`npvae_tf.evaluation.classifier`): Fréchet
   distance of its penultimate features between generated and test images, and its mean
   top-class probability on generated images, for images from the prior N(0, I) (both
-  models), from ancestral sampling in X (npVAE, :mod:`npvae_tf.sampling`) and at the test
+  models), from ancestral sampling in X (npVAE, :mod:`npvae_tf.runs.x_density`) and at the test
   locations (npVAE: decoded at test X, the X path; VAE: decoded at ``E[z|y]``);
 * interpolation credibility: the classifier's mean confidence at the interior points of
   straight paths between fixed pairs of test images of different classes (VAE in Z, npVAE
@@ -25,7 +25,7 @@ run was trained on, and computes on the test set (seeded by ``Settings.seed``):
 Outputs: ``metrics.json`` (and with ``plots``, PNG figures) per run; for several runs also
 ``comparison.md``, ``comparison.json`` and the comparison figures. Each run is evaluated in
 steps (:func:`evaluate_run`: likelihoods, the 2-D space, samples, interpolations) that fill one
-:class:`RunEvaluation`; its tables and figures are drawn by :mod:`npvae_tf.report`.
+:class:`RunEvaluation`; its tables and figures are drawn by :mod:`npvae_tf.evaluation.tables`.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def load_data_for(run: Run, data_dir: Optional[str], cache: Dict) -> Dataset:
 
 
 def test_images_for(config: Config, data: Dataset) -> np.ndarray:
-    """Test images as training evaluated them (see ``npvae_tf.data.evaluation_images``)."""
+    """Test images as training evaluated them (see ``npvae_tf.data.pipeline.evaluation_images``)."""
     return evaluation_images(data.test.images, config.binarize, config.seed)
 
 

@@ -188,7 +188,7 @@ def grid_figure(images: np.ndarray, n: int, image_shape: Tuple[int, int],
                 extent: Tuple[float, float, float, float], space: str = "X",
                 title: str = "") -> Figure:
     """The "manifold" picture: images ``[n * n, H*W]`` decoded on a regular grid (row-major,
-    first row at the top, as :func:`npvae_tf.sampling.occupied_grid` makes it) drawn over the
+    first row at the top, as :func:`npvae_tf.runs.x_density.occupied_grid` makes it) drawn over the
     grid's ``extent = (u_min, u_max, v_min, v_max)`` so the axes read in the space's units."""
     fig = new_figure(figsize=(9, 9))
     ax = fig.subplots()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-# Epochs of the judging classifier (npvae_tf.classifier) when it must be trained.
+# Epochs of the judging classifier (npvae_tf.evaluation.classifier) when it must be trained.
 CLASSIFIER_EPOCHS = 3
 
 

@@ -141,7 +141,7 @@ def _train_minutes(run_dir: str) -> Optional[float]:
 @dataclasses.dataclass
 class Interpolation:
     """The first of the fixed test pairs: its end images ``[2, P]`` and labels, and its path
-    as a row of :func:`npvae_tf.plots.interpolation_figure` (title, images, predicted,
+    as a row of :func:`npvae_tf.evaluation.figures.interpolation_figure` (title, images, predicted,
     confidence)."""
 
     pair_images: np.ndarray
@@ -284,7 +284,7 @@ def placement_step(e: RunEvaluation, data: Dataset, baseline: ClassifierBaseline
                    settings: Settings, seeds: Dict[str, int],
                    decode_at: Callable[[np.ndarray], np.ndarray]) -> None:
     """Neighbour schemes: the test images placed in X from their nearest training images
-    (:mod:`npvae_tf.placement`) instead of by the X encoder, measured as the encoder's
+    (:mod:`npvae_tf.evaluation.placement`) instead of by the X encoder, measured as the encoder's
     placement is: k-NN accuracy, trustworthiness, the X path and the images decoded there.
     Keys end in ``_placed``."""
     from npvae_tf.evaluation.placement import PLACEMENT_NEIGHBOURS, neighbour_placement

@@ -30,7 +30,6 @@ from the run seed and the consumer's name (:func:`npvae_tf.core.seeds.stream_see
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -366,7 +365,7 @@ class NonparametricVAE(VAE):
         """``z~* = sum_j W(x*, x_j) z_ref_j`` over a reference set (chunked); ``[N, Z]``.
 
         ``lengthscale``: the kernel's lengthscale for this prediction (default: the learned
-        one); see :func:`npvae_tf.reference.select_serving_lengthscale`.
+        one); see :func:`npvae_tf.runs.reference.select_serving_lengthscale`.
         """
         if int(np.shape(x_ref)[0]) < 1:
             raise ValueError("the reference set is empty")
@@ -381,7 +380,7 @@ class NonparametricVAE(VAE):
     def get_config(self):
         config = super().get_config()
         config.update(x_dim=self.x_dim, initial_lengthscale=self.initial_lengthscale,
-                      **dataclasses.asdict(self.objective))
+                      **self.objective.model_knobs())
         return config
 
 

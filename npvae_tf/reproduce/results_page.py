@@ -253,7 +253,7 @@ def earlier_runs(earlier: Optional[Dict], run_paths: Sequence[str]) -> List[Dict
 def write_results(summary: Dict, run_paths: Sequence[str], docs_dir: str,
                   command: str, seconds: float, earlier: Optional[Dict] = None) -> str:
     """Writes ``docs_dir/results.md`` and ``results.json`` from an evaluation ``summary``
-    (:func:`npvae_tf.evaluation.evaluate`) and copies the figures to ``docs_dir/figures/``.
+    (:func:`npvae_tf.evaluation.evaluate.evaluate`) and copies the figures to ``docs_dir/figures/``.
 
     ``earlier``: a ``results.json`` written before; its runs that were not evaluated now
     (their folders are elsewhere) stay in the table and the record, marked † with the date

@@ -149,7 +149,7 @@ def select_serving_lengthscale(model, reference: ReferenceSet, images: np.ndarra
     ``max_extensions`` times; the record says whether it still ended on an edge.
 
     ``shared_decoder``: score with the VAE's decoder (to fit an X-path decoder of its own at
-    the chosen lengthscale, :mod:`npvae_tf.xpath_decoder`).
+    the chosen lengthscale, :mod:`npvae_tf.training.xpath_decoder`).
     Returns the chosen lengthscale and the selection record (see :class:`ReferenceSet`).
     Cost: one kernel pass of ``images`` over the reference set per factor tried.
     """
@@ -196,7 +196,7 @@ def build_reference_set(model, images: np.ndarray, labels: np.ndarray,
 def serving_lengthscale(reference: ReferenceSet, model) -> float:
     """The kernel lengthscale ``l`` the export serves with: the one training chose on
     validation images and recorded in the reference set (``ReferenceSet.lengthscale``, see
-    :mod:`npvae_tf.reference`), else (runs from before it was chosen) the learned one."""
+    :mod:`npvae_tf.runs.reference`), else (runs from before it was chosen) the learned one."""
     if reference.lengthscale is not None:
         return float(reference.lengthscale)
     return float(model.kernel.lengthscale.numpy())
@@ -205,7 +205,7 @@ def serving_lengthscale(reference: ReferenceSet, model) -> float:
 def indexed_mean_function(model, reference: ReferenceSet, lengthscale: float,
                           chunk_size: int = DEFAULT_CHUNK_SIZE):
     """``x [N, D] -> z~ [N, Z]`` over ``reference`` through the grid index when it helps
-    (:func:`~npvae_tf.kernels.indexed_predictive_mean`, as the SavedModel serves), else the
+    (:func:`~npvae_tf.model.grid_index.indexed_predictive_mean`, as the SavedModel serves), else the
     exact chunked sum; for evaluation's decoding of locations."""
     x_ref = np.asarray(reference.x, np.float32)
     z_ref = np.asarray(reference.z_mean, np.float32)

@@ -182,7 +182,7 @@ def occupied_grid(x: np.ndarray, n: int = 20, percentiles: Tuple[float, float] =
 
 # --- the density as a SavedModel stores and samples it ------------------------------------
 def mixture_parameters(density: XDensity) -> dict:
-    """A :class:`~npvae_tf.sampling.XDensity` as float32 arrays to store in a SavedModel:
+    """A :class:`~npvae_tf.runs.x_density.XDensity` as float32 arrays to store in a SavedModel:
     ``weights`` ``[C]``, ``means`` ``[C, D]``, ``scale_tril`` ``[C, D, D]``
     (``S_c = L_c L_c^T``)."""
     return {"weights": np.asarray(density.weights, np.float32),

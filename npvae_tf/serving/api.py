@@ -10,9 +10,9 @@
     probs = run.generate_from_x(x)                   # npVAE: z~(x) over the reference set
     probs = run.sample(16, seed=0)                   # ancestral samples
 
-The maths is the SavedModel export's (:class:`npvae_tf.export.ServingModule`, run in this
+The maths is the SavedModel export's (:class:`npvae_tf.serving.module.ServingModule`, run in this
 process): the serving lengthscale the run recorded, the density over X training stored
-(:class:`npvae_tf.sampling.XDensity`), the chunked kernel over the reference set, and the
+(:class:`npvae_tf.runs.x_density.XDensity`), the chunked kernel over the reference set, and the
 same seeded draws, so ``run.sample(n, seed)`` returns the images the exported ``sample``
 signature returns for ``(n, seed)``. Bad input raises ``ValueError`` with a one-line message
 (before any TensorFlow work); the run folder's problems raise
@@ -37,7 +37,7 @@ class TrainedRun:
       path: the run folder.
       config: its :class:`~npvae_tf.config.Config`.
       model: the final Keras model (``VAE`` or ``NonparametricVAE``).
-      reference: the :class:`~npvae_tf.reference.ReferenceSet` (training E[z], x, labels).
+      reference: the :class:`~npvae_tf.runs.reference.ReferenceSet` (training E[z], x, labels).
       is_npvae: whether the model has the X space.
     """
 

@@ -118,7 +118,7 @@ def export_model(model, export_dir: str, reference: Optional[ReferenceSet] = Non
 def load_exportable(run_dir: str):
     """``(config, model, reference)`` of a finished run folder (reference ``None`` for a VAE).
 
-    :func:`npvae_tf.runs.load_run` checks and loads the folder; its errors come back as
+    :func:`npvae_tf.runs.load.load_run` checks and loads the folder; its errors come back as
     :class:`ExportError`.
     """
     from npvae_tf.runs.layout import RunError

@@ -16,7 +16,7 @@ X, ``M`` reference points. Signatures of the exported SavedModel (inputs -> outp
     sample      count [] int32, seed [] int64 -> images [count, P], z [count, Z]
                 (+ x [count, D] for the npVAE)
         npVAE: ancestral sampling in X, x from the Gaussian mixture training stored in the run
-        folder (:class:`npvae_tf.sampling.XDensity`, the one evaluation samples), then as
+        folder (:class:`npvae_tf.runs.x_density.XDensity`, the one evaluation samples), then as
         generate_from_x. VAE: z ~ N(0, I). Stateless, with the random-number algorithm named
         (Philox), so the same (count, seed) gives the same images on every device.
 
@@ -170,7 +170,7 @@ class ServingModule(tf.Module):
         :func:`serving_lengthscale`).
       chunk_size: reference points per kernel chunk (memory ``O(QUERY_BLOCK * chunk)``).
       jit_compile: compile the kernel with XLA (see the module docstring).
-      indexed: serve ``generate_from_x`` through the grid index (:class:`~npvae_tf.kernels.GridIndex`)
+      indexed: serve ``generate_from_x`` through the grid index (:class:`~npvae_tf.model.kernel.GridIndex`)
         where it helps (2-D X, plain graph); the exact full sum otherwise.
     """
 

@@ -244,7 +244,7 @@ def _fit(config, data, run_dir, own_dir, chief, strategy, verbose, extra_callbac
     val_ds = make_dataset(data.validation.images, config.batch_size,
                           seed=stream_seed(config.seed, "validation_binarize"),
                           binarize=config.binarize, drop_remainder=even)
-    if chief:  # what the model does, per epoch, in TensorBoard (npvae_tf/summaries.py)
+    if chief:  # what the model does, per epoch, in TensorBoard (npvae_tf/training/summaries.py)
         extra_callbacks = [*extra_callbacks, ModelSummaries(
             os.path.join(run_dir, LOGS_DIR, MODEL_LOGS), data.validation.images,
             config.image_shape, stream_seed(config.seed, "summaries"))]
