@@ -69,7 +69,7 @@ def floors(x_sorted, z_sorted, queries, lengthscale, radius, reps, block_sizes):
     import tensorflow as tf
     from sklearn.neighbors import KDTree
 
-    from npvae_tf.model.grid_index import SPARSE_QUERIES
+    from npvae_tf.model.grid_search import SPARSE_QUERIES
 
     m, n = len(x_sorted), len(queries)
     if any(n % g for g in block_sizes):
@@ -185,7 +185,7 @@ def main(argv=None):
     decoder = tf.function(lambda z_: model.x_path_likelihood(z_).mean())
     seconds["decoder"] = cpu_seconds(decoder, tf.constant(exact_z), reps=args.reps)
     # Z-ordered, as the indexed pass takes them, so that the chunks and blocks are compact.
-    from npvae_tf.model.grid_index import _tile_ids, _z_order
+    from npvae_tf.model.grid_search import _tile_ids, _z_order
 
     _, row, col = (t.numpy() for t in _tile_ids(q, index, 1))
     order = np.argsort(_z_order(tf.constant(row - row.min()), tf.constant(col - col.min())).numpy(),

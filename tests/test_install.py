@@ -188,7 +188,7 @@ def test_an_editable_install_imports_from_any_folder(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    code = ("import npvae_tf, npvae_tf.runs\n"
+    code = ("import npvae_tf, npvae_tf.runs.layout\n"
             "print(npvae_tf.__file__)\n"
             "try:\n"
             "    npvae_tf.runs.layout.check_run_dir('runs/quick')\n"

@@ -31,17 +31,17 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from npvae_tf.runs.layout import RunError, check_run_dir, find_latest_run
+    from npvae_tf.evaluation.outputs import EvaluationError, check_outputs
+    from npvae_tf.runs.layout import RunError, find_latest_run
 
-    try:  # the run folders, before TensorFlow starts
+    try:  # the run folders and the output folders, before TensorFlow starts
         runs = args.runs or [find_latest_run(args.runs_root)]
-        for run in runs:
-            check_run_dir(run)
-    except RunError as e:
+        check_outputs(runs, args.out)
+    except (RunError, EvaluationError) as e:
         cli.fail("evaluate.py", str(e))
     from npvae_tf.core.config import ConfigError
     from npvae_tf.data.datasets import DataError
-    from npvae_tf.evaluation.evaluate import EvaluationError, evaluate
+    from npvae_tf.evaluation.evaluate import evaluate
 
     started = time.time()
     settings = cli.settings_from_args(args, plots=args.plots)

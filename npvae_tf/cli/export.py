@@ -14,6 +14,7 @@ from npvae_tf.cli import common as cli
 from npvae_tf.core.config import ConfigError
 from npvae_tf.runs.layout import RunError, check_run_dir
 from npvae_tf.runs.outputs import check_writable
+from npvae_tf.serving.folders import INFO_FILE, ExportError, check_target
 
 
 def parse_args(argv=None):
@@ -38,9 +39,10 @@ def main(argv=None):
     try:  # not a finished run, or nowhere to write: fail before TensorFlow starts
         check_run_dir(args.run_dir)
         check_writable(out, "export folder")
-    except RunError as e:
+        check_target(out)
+    except (RunError, ExportError) as e:
         cli.fail("export.py", str(e))
-    from npvae_tf.serving.export import DEFAULT_CHUNK_SIZE, INFO_FILE, ExportError, export_run
+    from npvae_tf.serving.export import DEFAULT_CHUNK_SIZE, export_run
 
     try:
         path = export_run(args.run_dir, out, chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,

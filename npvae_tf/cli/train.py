@@ -60,6 +60,7 @@ def _main(args, config, run_dir):
     from npvae_tf.runs.layout import RunError, check_for_training
     from npvae_tf.runs.lock import RunLock
     from npvae_tf.runs.outputs import check_writable
+    from npvae_tf.serving.folders import ExportError, check_target
 
     # Every output location is checked before TensorFlow starts or data loads: a folder
     # that is not this run's, a busy one, one that cannot be written.
@@ -68,28 +69,22 @@ def _main(args, config, run_dir):
         RunLock(run_dir).check_free()
         if not finished:
             check_writable(run_dir, "run folder")
-        if args.export:
+        if args.export:  # an existing folder that is not an earlier export: fail now
             check_writable(args.export, "export folder")
-    except RunError as e:
+            check_target(args.export)
+    except (RunError, ExportError) as e:
         cli.fail("train.py", str(e))
     from npvae_tf.core.config import ConfigError
     from npvae_tf.data.datasets import DataError
     from npvae_tf.training.distribute import make_strategy
-    from npvae_tf.training.fit import TrainingError, format_metrics, train
+    from npvae_tf.training.fit import TrainingError, fit_run, format_metrics
 
-    if args.export:  # an existing folder that is not a SavedModel: fail before training
-        from npvae_tf.serving.export import ExportError, check_target, export_run
-
-        try:
-            check_target(args.export)
-        except ExportError as e:
-            cli.fail("train.py", str(e))
     # The strategy comes first: it configures devices before anything else touches them.
     strategy = make_strategy(args.strategy, args.cpu_replicas)
     if finished:
         print(f"{run_dir}: already trained; nothing to do.")
     try:
-        metrics = train(config, run_dir, data_dir=args.data_dir, verbose=1 if args.quiet else 2,
+        metrics = fit_run(config, run_dir, data_dir=args.data_dir, verbose=1 if args.quiet else 2,
                         strategy=strategy)
     except (DataError, ConfigError, RunError, TrainingError) as e:
         cli.fail("train.py", str(e))
@@ -98,6 +93,8 @@ def _main(args, config, run_dir):
     print(f"run folder: {run_dir}")
     print(format_metrics(metrics))
     if args.export:
+        from npvae_tf.serving.export import export_run
+
         try:
             print(f"SavedModel: {export_run(run_dir, args.export)}")
         except (ExportError, ConfigError, RunError, OSError) as e:

@@ -55,8 +55,8 @@ def make_dataset(images: np.ndarray, batch_size: int, *, shuffle: bool = False,
     per (seed, batch) otherwise.
     ``drop_remainder``: only full batches of exactly ``batch_size`` (distributed training
     splits each batch evenly over replicas).
-    ``neighbours``: a :class:`npvae_tf.data.neighbour_graph.NeighbourGraph` of ``images`` (training only):
-    each batch becomes ``(images, {"tails", "head_weight", "negatives"})``, one tail image per
+    ``neighbours``: a :class:`~npvae_tf.data.neighbour_graph.NeighbourGraph` of ``images``
+    (training only): each batch becomes ``(images, {"tails", "head_weight", "negatives"})``, one tail image per
     head drawn from the graph and the negatives' positions (and ``"landmarks"``, the heads'
     places in the graph's UMAP layout, when it has one), drawn per (seed, epoch, batch)
     from the streams ``neighbour_tails`` and ``neighbour_negatives``.

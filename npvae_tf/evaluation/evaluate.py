@@ -42,23 +42,20 @@ from npvae_tf.core.config import Config
 from npvae_tf.core.files import write_json, write_text
 from npvae_tf.data.datasets import DataError, Dataset, load_mnist
 from npvae_tf.data.pipeline import evaluation_images
+from npvae_tf.evaluation.outputs import EvaluationError, check_outputs
 from npvae_tf.evaluation.projector import PROJECTOR_DIR, write_projector
 from npvae_tf.evaluation.settings import Settings
-from npvae_tf.evaluation.steps import (ClassifierBaseline, RunEvaluation, decoder_for, embedding_step,
-                                       evaluation_seeds, interpolation_step, likelihoods_step,
+from npvae_tf.evaluation.steps import (ClassifierBaseline, RunEvaluation, decoder_for,
+                                       embedding_step, evaluation_seeds, interpolation_step, likelihoods_step,
                                        make_classifier_baseline, placement_step,
                                        run_description, samples_step)
 from npvae_tf.evaluation.tables import (comparison_figures, comparison_markdown, run_figures,
                                         run_table, save_figures)
-from npvae_tf.runs.layout import (EVAL_DIR, EVAL_MARKER, EVAL_METRICS_FILE, RunError, check_data,
-                                  check_run_dir, recorded_data)
+from npvae_tf.runs.layout import (EVAL_MARKER, EVAL_METRICS_FILE, RunError, check_data,
+                                  recorded_data)
 from npvae_tf.runs import x_density as sampling
 from npvae_tf.runs.load import Run, load_run
-from npvae_tf.runs.outputs import check_output_folder, check_writable, mark_output_folder
-
-
-class EvaluationError(ValueError):
-    """A run folder cannot be evaluated; the message names the folder and the problem."""
+from npvae_tf.runs.outputs import mark_output_folder
 
 
 # --- run folders: npvae_tf.runs owns their layout, check and loading ---------------------------
@@ -136,24 +133,6 @@ def evaluate_run(run: Run, data: Dataset, baseline: ClassifierBaseline, settings
 
 # --- the whole evaluation -------------------------------------------------------------------
 
-def output_dirs(paths: Sequence[str], out: Optional[str]):
-    """Per-run output folders and the comparison folder (None for a single run).
-
-    One run: ``out`` or ``RUN/eval``. Several: ``out/<run name>`` (or ``RUN/eval``) and the
-    comparison in ``out`` (or ``<common parent>/comparison``).
-    """
-    names = [os.path.basename(os.path.normpath(p)) for p in paths]
-    if len(paths) == 1:
-        return [out or os.path.join(paths[0], EVAL_DIR)], None
-    if out:
-        if len(set(names)) < len(names):
-            raise EvaluationError("run folders with the same name cannot share --out; "
-                                  "evaluate them without --out or separately")
-        return [os.path.join(out, n) for n in names], out
-    parent = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
-    return [os.path.join(p, EVAL_DIR) for p in paths], os.path.join(parent, "comparison")
-
-
 def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional[str] = None,
              settings: Settings = Settings(), log=print,
              started: Optional[float] = None) -> Dict:
@@ -162,23 +141,7 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
     Logs a progress line per stage, prefixed with the time since ``started`` (default: now).
     """
     started = time.time() if started is None else started
-    if len(set(os.path.abspath(p) for p in paths)) < len(paths):
-        raise EvaluationError("the same run folder is given twice")
-    configs = [check_run_dir(p) for p in paths]  # fail fast, before loading anything
-    shapes = {c.image_shape for c in configs}
-    if len(shapes) > 1:
-        raise EvaluationError(f"the runs were trained on different image sizes {sorted(shapes)}; "
-                              "evaluate them separately")
-    run_dirs, comparison_dir = output_dirs(paths, out)
-    # Never a file evaluate.py did not write: outputs go only into a new or empty folder,
-    # one marked as evaluate.py's (it leaves its marker in each), or a run's own eval/.
-    for path, folder in zip(paths, run_dirs):
-        own = os.path.abspath(folder) == os.path.abspath(os.path.join(path, EVAL_DIR))
-        check_output_folder(folder, EVAL_MARKER, "evaluate.py", owned=own)
-    if comparison_dir is not None:
-        check_output_folder(comparison_dir, EVAL_MARKER, "evaluate.py")
-    for folder in run_dirs + ([comparison_dir] if comparison_dir else []):
-        check_writable(folder)  # a read-only output fails now, not after the metrics
+    _, run_dirs, comparison_dir = check_outputs(paths, out)  # fail fast, before loading
     # Load every run and its data before evaluating any: a bad folder fails in seconds.
     log(f"{clock(started)} loading {len(paths)} run(s) and their data")
     runs = [load_run(p) for p in paths]

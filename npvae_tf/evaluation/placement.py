@@ -40,26 +40,3 @@ def neighbour_placement(train_images: np.ndarray, train_x: np.ndarray, images: n
     if exclude_self:
         index = index[:, 1:]
     return np.median(np.asarray(train_x)[index], axis=1).astype(np.float32)
-
-
-def neighbour_placement_tf(images, train_images, train_x, k: int = PLACEMENT_NEIGHBOURS):
-    """:func:`neighbour_placement` in plain TensorFlow ops (for the SavedModel), ``[N, D]``.
-
-    ``train_images`` ``[M, P]`` (any dtype; uint8 keeps an export small), ``train_x``
-    ``[M, D]``. Squared distances in the expanded form ``|y|^2 - 2 y.t + |t|^2``: pixels lie
-    in [0, 1], so it keeps the order of the nearest ones. Memory: ``[N, M]`` floats.
-    """
-    from npvae_tf.core.backend import tf
-
-    y = tf.convert_to_tensor(images, tf.float32)
-    t = tf.cast(train_images, tf.float32)
-    if train_images.dtype == tf.uint8:
-        t = t / 255.0
-    d2 = (tf.reduce_sum(y * y, axis=1, keepdims=True) - 2.0 * tf.matmul(y, t, transpose_b=True)
-          + tf.reduce_sum(t * t, axis=1)[None, :])
-    _, index = tf.math.top_k(-d2, k=k)
-    located = tf.sort(tf.gather(tf.convert_to_tensor(train_x, tf.float32), index), axis=1)
-    middle = k // 2
-    if k % 2:
-        return located[:, middle]
-    return 0.5 * (located[:, middle - 1] + located[:, middle])

@@ -15,8 +15,8 @@ so that minimising the mean loss maximises ``L_g - sum_i ||E[z_i] - z~_i||^2`` p
 
 Optionally (``neighbour_weight`` > 0, the ``umap`` scheme) the X encoder also learns UMAP's
 cross-entropy against the fuzzy k-NN graph of the training images,
-``loss_i += neighbour_weight * neighbour_i`` (:mod:`npvae_tf.model.neighbour_loss`); the term depends on
-the X encoder only, so it never moves the VAE.
+``loss_i += neighbour_weight * neighbour_i`` (:mod:`npvae_tf.model.neighbour_loss`); the term
+depends on the X encoder only, so it never moves the VAE.
 
 Optionally (``x_path_weight`` > 0, not in the paper) the loss also trains the *X path*, the
 route a new image takes through X after training:

@@ -37,7 +37,7 @@ def run_grid(base: Config, pairs: Sequence[Tuple[str, int]], runs_dir: str,
     import time
 
     from npvae_tf.core.clock import clock
-    from npvae_tf.training.fit import format_metrics, train
+    from npvae_tf.training.fit import fit_run, format_metrics
 
     started = time.time() if started is None else started
     paths = []
@@ -45,7 +45,7 @@ def run_grid(base: Config, pairs: Sequence[Tuple[str, int]], runs_dir: str,
         path = os.path.join(runs_dir, run_name(scheme, z_dim))
         config = base.replace(z_dim=z_dim, **SCHEMES[scheme].changes)
         log(f"{clock(started)} training run {len(paths) + 1}/{len(pairs)}: {path}")
-        metrics = train(config, path, data_dir=data_dir, verbose=verbose)
+        metrics = fit_run(config, path, data_dir=data_dir, verbose=verbose)
         log(format_metrics(metrics))
         paths.append(path)
     return paths

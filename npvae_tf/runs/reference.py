@@ -9,8 +9,8 @@ M / B ~ 430 times denser, so the learned l averages thousands of reference point
 a broad average. After training, :func:`select_serving_lengthscale` tries scale factors of
 the learned l (or, for the neighbour scheme, of the median nearest-neighbour distance in X)
 on validation images (the X path ``log p(y | z~(f(y)))`` over the reference set) and keeps
-the best, extending the grid past its edge when the best lies there; the reference set records it, and evaluation and the SavedModel use
-it (``ReferenceSet.lengthscale``).
+the best, extending the grid past its edge when the best lies there; the reference set
+records it, and evaluation and the SavedModel use it (``ReferenceSet.lengthscale``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import numpy as np
 
 from npvae_tf.core.backend import tf
 from npvae_tf.core.files import atomic_write
-from npvae_tf.model.grid_index import GridIndex, indexed_predictive_mean
+from npvae_tf.model.grid_index import GridIndex
+from npvae_tf.model.grid_search import indexed_predictive_mean
 from npvae_tf.runs.layout import REFERENCE_FILE
 
 # Reference points per kernel chunk: 1,024 cost the least time at batch 1,024 with

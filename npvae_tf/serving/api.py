@@ -16,7 +16,7 @@ process): the serving lengthscale the run recorded, the density over X training 
 same seeded draws, so ``run.sample(n, seed)`` returns the images the exported ``sample``
 signature returns for ``(n, seed)``. Bad input raises ``ValueError`` with a one-line message
 (before any TensorFlow work); the run folder's problems raise
-:class:`npvae_tf.runs.RunError`.
+:class:`npvae_tf.RunError`.
 """
 
 from __future__ import annotations
@@ -27,28 +27,17 @@ from typing import Optional, Tuple
 import numpy as np
 
 from npvae_tf.core.config import Config
-from npvae_tf.runs.load import Run, load_run as _load_checked_run
+from npvae_tf.runs.load import Run
+from npvae_tf.runs.load import load_run as _load_checked_run
 
 
-class TrainedRun:
-    """A finished run folder: its config, model, reference set and density over X.
-
-    Attributes:
-      path: the run folder.
-      config: its :class:`~npvae_tf.config.Config`.
-      model: the final Keras model (``VAE`` or ``NonparametricVAE``).
-      reference: the :class:`~npvae_tf.runs.reference.ReferenceSet` (training E[z], x, labels).
-      is_npvae: whether the model has the X space.
+class TrainedRun(Run):
+    """A finished run (a :class:`~npvae_tf.runs.load.Run`: ``path``, ``config``, ``model``,
+    ``reference``, ``log``, ``has_x``) with NumPy-in, NumPy-out methods and its density over X.
     """
 
-    def __init__(self, run: Run):
-        self.path, self.config, self.model = run.path, run.config, run.model
-        self.reference = run.reference
-        self.log = run.log
-        self.is_npvae = run.has_x
-
     def __repr__(self) -> str:
-        kind = "npVAE" if self.is_npvae else "VAE"
+        kind = "npVAE" if self.has_x else "VAE"
         return f"TrainedRun({self.path!r}, {kind}, z_dim={self.config.z_dim})"
 
     @functools.cached_property
@@ -62,7 +51,7 @@ class TrainedRun:
     @property
     def lengthscale(self) -> Optional[float]:
         """The kernel lengthscale :meth:`generate_from_x` uses (npVAE; None for a VAE)."""
-        if not self.is_npvae:
+        if not self.has_x:
             return None
         from npvae_tf.runs.reference import serving_lengthscale
 
@@ -72,14 +61,14 @@ class TrainedRun:
     def _serving(self):
         from npvae_tf.serving.module import ServingModule
 
-        if not self.is_npvae:
+        if not self.has_x:
             return ServingModule(self.model)
         return ServingModule(self.model, self.reference, density=self.x_density,
                              lengthscale=self.lengthscale)
 
     # --- input checks: NumPy, before TensorFlow -----------------------------------------------
     def _require_x(self, what: str) -> None:
-        if not self.is_npvae:
+        if not self.has_x:
             raise ValueError(f"{what}: {self.path} is a VAE run; only the npVAE has an X space")
 
     def _matrix(self, values, width: int, name: str, what: str) -> np.ndarray:
@@ -147,20 +136,18 @@ class TrainedRun:
 def load_run(path: str) -> TrainedRun:
     """The finished run in folder ``path``, ready to use (see the module docstring).
 
-    Raises :class:`npvae_tf.runs.RunError` with a one-line message for a folder that is
+    Raises :class:`npvae_tf.RunError` with a one-line message for a folder that is
     missing, unfinished, unreadable or inconsistent.
     """
-    return TrainedRun(_load_checked_run(path))
+    run = _load_checked_run(path)
+    return TrainedRun(run.path, run.config, run.model, run.reference, run.log)
 
 
 def train(config: Config, run_dir: str, data_dir: Optional[str] = None,
           verbose: int = 1) -> TrainedRun:
     """Trains (or resumes, or finds finished) the run ``config`` describes in ``run_dir``,
     as ``train.py`` does, and returns it loaded. ``data_dir``: as ``train.py --data_dir``."""
-    from npvae_tf.training.fit import train as train_run
+    from npvae_tf.training.fit import fit_run
 
-    train_run(config, run_dir, data_dir=data_dir, verbose=verbose)
+    fit_run(config, run_dir, data_dir=data_dir, verbose=verbose)
     return load_run(run_dir)
-
-
-__all__ = ["TrainedRun", "load_run", "train"]

@@ -42,7 +42,7 @@ class ExplorerState:
     def __init__(self, run):
         self.run = run
         self.lock = threading.Lock()
-        if run.is_npvae:
+        if run.has_x:
             if run.config.x_dim != 2:
                 raise ExplorerError(f"{run.path}: X is {run.config.x_dim}-D; the map needs 2-D")
             self.points = np.asarray(run.reference.x, np.float32)
@@ -62,12 +62,12 @@ class ExplorerState:
 
     def generate(self, locations) -> np.ndarray:
         locations = np.asarray(locations, np.float32).reshape(-1, 2)
-        if self.run.is_npvae:
+        if self.run.has_x:
             return self.run.generate_from_x(locations)
         return self.run.decode(locations)
 
     def locate(self, images) -> np.ndarray:
-        if self.run.is_npvae:
+        if self.run.has_x:
             return self.run.embed(images)
         return self.run.encode(images)[0]
 
@@ -97,7 +97,7 @@ def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) 
 
     run, shape = state.run, tuple(state.run.config.image_shape)
     h, w = shape
-    space = "X" if run.is_npvae else "Z"
+    space = "X" if run.has_x else "Z"
     rng = np.random.default_rng(0)
     keep = (rng.choice(len(state.points), MAX_POINTS, replace=False)
             if len(state.points) > MAX_POINTS else np.arange(len(state.points)))

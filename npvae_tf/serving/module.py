@@ -53,29 +53,26 @@ padding at ``x = +inf`` (kernel logit -inf) with ``E[z] = 0``, so no call copies
 from __future__ import annotations
 
 import math
-import os
 from typing import Optional
 
 import numpy as np
 from npvae_tf.core.backend import tf
-from npvae_tf.model.grid_index import GridIndex, indexed_predictive_mean
+from npvae_tf.model.grid_index import GridIndex
+from npvae_tf.model.grid_search import indexed_predictive_mean
 # Named, so draws do not depend on the device's default generator.
 from npvae_tf.model.layers import RNG_ALG
 from npvae_tf.runs.reference import (DEFAULT_CHUNK_SIZE, ReferenceSet, serving_lengthscale)
 from npvae_tf.runs.x_density import XDensity, mixture_parameters
+from npvae_tf.serving.folders import ExportError
 
 # Padded batch sizes seen by the XLA-compiled kernel; the last is the block size.
 QUERY_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 640, 768, 896, 1024)
 QUERY_BLOCK = QUERY_BUCKETS[-1]
 MAX_SAMPLE_COUNT = 100_000
-INFO_FILE = os.path.join("assets.extra", "npvae_export.json")
 SIGNATURES_NPVAE = ("serving_default", "reconstruct", "encode", "decode", "generate_from_x",
                     "sample")
 SIGNATURES_VAE = ("serving_default", "reconstruct", "encode", "decode", "sample")
 
-
-class ExportError(ValueError):
-    """A run cannot be exported (missing or inconsistent files, unsafe target)."""
 
 
 # --- input validation inside the signatures ------------------------------------------------
@@ -170,7 +167,7 @@ class ServingModule(tf.Module):
         :func:`serving_lengthscale`).
       chunk_size: reference points per kernel chunk (memory ``O(QUERY_BLOCK * chunk)``).
       jit_compile: compile the kernel with XLA (see the module docstring).
-      indexed: serve ``generate_from_x`` through the grid index (:class:`~npvae_tf.model.kernel.GridIndex`)
+      indexed: serve ``generate_from_x`` through the grid index (:class:`~npvae_tf.model.grid_index.GridIndex`)
         where it helps (2-D X, plain graph); the exact full sum otherwise.
     """
 
@@ -185,7 +182,7 @@ class ServingModule(tf.Module):
         # the variables the functions capture are (loading needs neither Keras nor npvae_tf).
         object.__setattr__(self, "_model", model)
         self.image_dim, self.z_dim = int(model.image_dim), int(model.z_dim)
-        self.is_npvae = model.has_x
+        self.has_x = model.has_x
         self.jit_compile = bool(jit_compile)
         self.specs = {"images": [tf.TensorSpec(None, tf.float32, name="images")],
                       "z": [tf.TensorSpec(None, tf.float32, name="z")],
@@ -194,7 +191,7 @@ class ServingModule(tf.Module):
         self.reconstruct = _function(self._reconstruct, self.specs["images"])
         self.encode = _function(self._encode, self.specs["images"])
         self.decode = _function(self._decode, self.specs["z"])
-        if not self.is_npvae:
+        if not self.has_x:
             self.sample = _function(self._sample_prior, self.specs["sample"])
             return
         if reference is None or reference.x is None:
@@ -251,7 +248,7 @@ class ServingModule(tf.Module):
 
     @property
     def signature_names(self):
-        return SIGNATURES_NPVAE if self.is_npvae else SIGNATURES_VAE
+        return SIGNATURES_NPVAE if self.has_x else SIGNATURES_VAE
 
     def archive(self):
         """A ``keras.export.ExportArchive`` with one endpoint per signature.
@@ -267,14 +264,14 @@ class ServingModule(tf.Module):
         archive.track(self._model)
         endpoints = [("reconstruct", self._reconstruct, "images"),
                      ("encode", self._encode, "images"), ("decode", self._decode, "z")]
-        if self.is_npvae:
+        if self.has_x:
             endpoints += [("generate_from_x", self._generate_from_x, "x"),
                           ("sample", self._sample_mixture, "sample")]
         else:
             endpoints.append(("sample", self._sample_prior, "sample"))
         for name, fn, spec in endpoints:
             archive.add_endpoint(name, fn, self.specs[spec])
-        if self.is_npvae:
+        if self.has_x:
             archive.add_variable_collection("reference_x", [self.reference_x])
             archive.add_variable_collection("reference_z_mean", [self.reference_z_mean])
             if self.index is not None:
@@ -293,7 +290,7 @@ class ServingModule(tf.Module):
         images = _checked_images(images, self.image_dim)
         q = self._model.approx_posterior(images)
         out = {"z_mean": q.mean(), "z_stddev": q.stddev()}
-        if self.is_npvae:
+        if self.has_x:
             out["x"] = self._model.embed(images)
         return out
 
@@ -350,11 +347,11 @@ class ServingModule(tf.Module):
 
     def info(self) -> dict:
         """What the export holds, written to ``assets.extra/npvae_export.json``."""
-        info = {"model": "npvae" if self.is_npvae else "vae", "image_dim": self.image_dim,
+        info = {"model": "npvae" if self.has_x else "vae", "image_dim": self.image_dim,
                 "z_dim": self.z_dim, "signatures": list(self.signature_names),
                 "max_sample_count": MAX_SAMPLE_COUNT, "rng_alg": RNG_ALG,
                 "tensorflow": tf.__version__, "jit_compile": self.jit_compile}
-        if self.is_npvae:
+        if self.has_x:
             info.update(
                 x_dim=self.x_dim, reference_size=self.reference_size,
                 lengthscale=self.lengthscale,

@@ -240,11 +240,15 @@ class Progress(keras.callbacks.Callback):
         if "elbo" in logs:  # the ELBO (nats per image; higher is better), training/validation
             val = f"/{float(logs['val_elbo']):.2f}" if "val_elbo" in logs else ""
             parts.append(f"ELBO {float(logs['elbo']):.2f}{val}")
-        # (log key, label, decimals): the loss's terms by name, then the kernel's diagnostics.
+        # (log key, label, decimals): the loss's terms by name, then the kernel's diagnostics;
+        # a term the objective weighs 0 (logged as a diagnostic) is not shown.
+        objective = getattr(self.model, "objective", None)
+        inactive = {"match"} if objective is not None and objective.match_weight == 0 else set()
         for key, label, decimals in (("kl", "KL", 2), ("match", "match", 3),
+                                     ("neighbour", "neighbour", 3), ("landmark", "landmark", 3),
                                      ("val_x_path", "X path", 2), ("lengthscale", "l", 3),
                                      ("lengthscale_over_x_std", "l/sd(x)", 2)):
-            if key in logs:
+            if key in logs and key not in inactive:
                 parts.append(f"{label} {float(logs[key]):.{decimals}f}")
         elapsed = time.time() - getattr(self, "_train_start", self._epoch_start)
         timing = (f"{time.time() - self._epoch_start:.1f} s  {hms(elapsed)} "

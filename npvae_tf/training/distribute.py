@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
 
 from npvae_tf.core.backend import tf
 
@@ -89,7 +88,3 @@ def tf_config(workers, index: int) -> str:
     """``TF_CONFIG`` for worker ``index`` of a cluster of ``workers`` (``host:port`` strings)."""
     return json.dumps({"cluster": {"worker": list(workers)},
                        "task": {"type": "worker", "index": int(index)}})
-
-
-def replicas(strategy: Optional[tf.distribute.Strategy] = None) -> int:
-    return (strategy or tf.distribute.get_strategy()).num_replicas_in_sync

@@ -7,8 +7,9 @@ The run folder's layout is :mod:`npvae_tf.runs`. What training guarantees:
 * Exact resume: after each epoch, in this order, the epoch's row is appended to
   ``training_log.csv``, ``best.keras`` is updated, and then the resume state
   (:class:`ResumeState`: every model variable, including the random generators' states, and
-  every optimizer variable) is written and recorded (the callbacks: :mod:`npvae_tf.callbacks`). A rerun restarts at the first epoch the
-  state does not hold, drops log rows of later epochs, and (each epoch's data order being a
+  every optimizer variable) is written and recorded (the callbacks:
+  :mod:`npvae_tf.training.callbacks`). A rerun restarts at the first epoch the state does not
+  hold, drops log rows of later epochs, and (each epoch's data order being a
   function of the seed and the epoch) continues exactly as an uninterrupted run would.
 * Finishing in order: ``model.keras``, ``reference_set.npz``, ``test_metrics.json`` (seeded,
   so a rerun computes the same numbers), ``fit_summary.json``, and only then is ``backup/``
@@ -39,7 +40,9 @@ from npvae_tf.core.files import atomic_write, write_json
 from npvae_tf.runs.reference import build_reference_set
 from npvae_tf.runs.x_density import XDensity
 from npvae_tf.training.callbacks import Progress, ResumeState, callbacks_for
-from npvae_tf.runs.layout import (BACKUP_DIR, LOG_FILE, LOGS_DIR, MODEL_FILE, TEST_METRICS_FILE, NEIGHBOUR_GRAPH_FILE, RunError, check_data, check_for_training, is_run, record_data)
+from npvae_tf.runs.layout import (BACKUP_DIR, LOG_FILE, LOGS_DIR, MODEL_FILE, TEST_METRICS_FILE,
+                                  NEIGHBOUR_GRAPH_FILE, RunError, check_data, check_for_training,
+                                  is_run, record_data)
 from npvae_tf.runs.lock import RunLock
 from npvae_tf.core.seeds import stream_seed
 from npvae_tf.training.summaries import MODEL_LOGS, ModelSummaries
@@ -83,7 +86,7 @@ def make_optimizer(config: Config) -> keras.optimizers.Optimizer:
     return FusedAdam(config.learning_rate)
 
 
-def train(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose: int = 1,
+def fit_run(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose: int = 1,
           extra_callbacks: Sequence[keras.callbacks.Callback] = (),
           strategy: Optional[tf.distribute.Strategy] = None,
           log: Callable[[str], None] = print) -> Dict[str, float]:

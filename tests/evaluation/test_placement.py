@@ -34,17 +34,3 @@ def test_leaving_each_training_image_out_and_bad_k():
         neighbour_placement(train, x, train, k=10, exclude_self=True)
     with pytest.raises(ValueError, match="training images for"):
         neighbour_placement(train, x[:5], train)
-
-
-@pytest.mark.parametrize("k", [5, 4])
-def test_the_tensorflow_placement_is_the_numpy_one(k):
-    rng = np.random.default_rng(1)
-    train = rng.integers(0, 256, (80, 12)).astype(np.uint8)
-    x = rng.normal(size=(80, 2)).astype(np.float32)
-    queries = rng.random((9, 12)).astype(np.float32)
-    expected = neighbour_placement(train / 255.0, x, queries, k=k)
-    from npvae_tf.evaluation.placement import neighbour_placement_tf
-    import tensorflow as tf
-
-    got = neighbour_placement_tf(queries, tf.constant(train), x, k=k).numpy()
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

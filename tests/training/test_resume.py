@@ -19,7 +19,8 @@ import pytest
 import npvae_tf.model.vae  # noqa: F401  registers the classes model.keras names
 from npvae_tf.runs.reference import ReferenceSet
 from npvae_tf.core.config import Config
-from npvae_tf.runs.layout import (BACKUP_DIR, BEST_FILE, LOG_FILE, TEST_METRICS_FILE, MODEL_FILE, default_run_dir)
+from npvae_tf.runs.layout import (BACKUP_DIR, BEST_FILE, LOG_FILE, TEST_METRICS_FILE, MODEL_FILE,
+                                  default_run_dir)
 from tests.helpers import ROOT, synthetic_digits, write_idx
 
 # Runs train.py's main() with one kill planted. argv: KILL ARGS...; KILL is one of
@@ -35,8 +36,8 @@ DRIVER = textwrap.dedent("""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, root)
     import train as cli
-    from npvae_tf.cli import common as npvae_cli
-    npvae_cli.quiet_tensorflow()
+    from npvae_tf.core.quiet import quiet_tensorflow
+    quiet_tensorflow()
     import keras
     import npvae_tf.training.fit as training
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from npvae_tf.runs.reference import (ReferenceSet, build_reference_set, select_serving_lengthscale, x_path_scorer)
+from npvae_tf.runs.reference import (ReferenceSet, build_reference_set, select_serving_lengthscale,
+                                     x_path_scorer)
 from tests.helpers import images, numpy_mlp, numpy_weights, small_model, softplus
 
 

@@ -209,7 +209,7 @@ def test_invalid_flags_are_usage_errors(tmp_path, capsys):
 # --- helpers, in process -----------------------------------------------------------------------
 
 def test_output_dirs(tmp_path):
-    from npvae_tf.evaluation.evaluate import EvaluationError, output_dirs
+    from npvae_tf.evaluation.outputs import EvaluationError, output_dirs
 
     a, b = str(tmp_path / "r" / "a"), str(tmp_path / "r" / "b")
     assert output_dirs([a], None) == ([os.path.join(a, "eval")], None)

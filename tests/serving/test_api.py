@@ -51,7 +51,7 @@ def trained(tmp_path_factory, mnist_like_dir):
 
 def test_readme_snippet_runs_and_returns_numpy_of_the_documented_shapes(trained):
     run = trained["run"]
-    assert isinstance(run, TrainedRun) and run.is_npvae
+    assert isinstance(run, TrainedRun) and run.has_x
     assert isinstance(trained["images"], np.ndarray) and trained["images"].shape == (16, 784)
     assert trained["x"].shape == (16, 2) and trained["z_mean"].shape == (16, 4)
     assert trained["z_stddev"].shape == (16, 4) and trained["probs"].shape == (16, 784)
@@ -115,7 +115,7 @@ def test_a_vae_run_has_no_x_space(tmp_path):
     images, labels = digit_images(200, 0)
     make_run(str(tmp_path / "vae"), images, labels, model="vae", z_dim=3)
     run = npvae_tf.load_run(str(tmp_path / "vae"))
-    assert not run.is_npvae and run.lengthscale is None
+    assert not run.has_x and run.lengthscale is None
     assert run.sample(7, seed=1).shape == (7, 784)
     with pytest.raises(ValueError, match="is a VAE run; only the npVAE has an X space"):
         run.embed(images[:2])

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from npvae_tf.serving.export import atomic_write_dir, export_run, load_exportable
-from npvae_tf.serving.module import (INFO_FILE, MAX_SAMPLE_COUNT, QUERY_BLOCK, ExportError,
-                                     ServingModule, mixture_sample)
+from npvae_tf.serving.export import export_run, load_exportable
+from npvae_tf.serving.folders import INFO_FILE, ExportError, atomic_write_dir
+from npvae_tf.serving.module import MAX_SAMPLE_COUNT, QUERY_BLOCK, ServingModule, mixture_sample
 from npvae_tf.runs.x_density import mixture_parameters
 from npvae_tf.runs.reference import ReferenceSet
 from npvae_tf.runs.layout import TEST_METRICS_FILE, MODEL_FILE
@@ -728,8 +728,9 @@ def test_cli_unwritable_out_fails_before_any_work(runs, tmp_path, capsys):
         load_cli().main([runs["vae"].run, "--out", target])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"export.py: error: {target}: cannot write the export folder in "
-                   f"{os.path.dirname(target)} (Permission denied)"]
+    assert len(err) == 1 and err[0].startswith(
+        f"export.py: error: {target}: cannot write the export folder in "
+        f"{os.path.dirname(target)} (")
 
 
 def test_export_never_replaces_a_saved_model_it_did_not_write_or_one_with_user_files(runs,

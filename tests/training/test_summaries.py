@@ -23,7 +23,7 @@ from npvae_tf.model.vae import build_model
 from npvae_tf.runs.layout import LOGS_DIR
 from npvae_tf.evaluation.projector import PROJECTOR_CONFIG, write_projector
 from npvae_tf.training.summaries import MODEL_LOGS, ModelSummaries, tile
-from npvae_tf.training.fit import train
+from npvae_tf.training.fit import fit_run
 from tests.helpers import digit_images
 
 EPOCHS = 2
@@ -34,7 +34,7 @@ def run(tmp_path_factory, mnist_like_dir):
     """A tiny npVAE trained for two epochs, with a projector written as evaluate.py does."""
     folder = str(tmp_path_factory.mktemp("tb") / "run")
     config = Config(z_dim=4, hidden=(16,), epochs=EPOCHS, batch_size=64, validation_examples=100)
-    metrics = train(config, folder, data_dir=mnist_like_dir, verbose=0)
+    metrics = fit_run(config, folder, data_dir=mnist_like_dir, verbose=0)
     images, labels = digit_images(60, 2)
     x = np.random.default_rng(0).normal(size=(60, 2))
     z = np.random.default_rng(1).normal(size=(60, 4))
