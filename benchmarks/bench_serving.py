@@ -105,10 +105,11 @@ def make_model(args):
     from npvae_tf.runs.reference import ReferenceSet
 
     if args.run:
-        from npvae_tf.serving.export import load_exportable
+        from npvae_tf.runs.load import load_run
 
-        config, model, reference = load_exportable(args.run)
-        if reference is None:
+        run = load_run(args.run)
+        config, model, reference = run.config, run.model, run.reference
+        if not run.has_x:
             raise SystemExit(f"bench_serving.py: error: {args.run} is not an npVAE run")
         return model, reference, f"run {args.run} (z_dim {config.z_dim})"
     config = Config(z_dim=args.z_dim, hidden=tuple(args.hidden))

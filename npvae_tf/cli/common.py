@@ -157,6 +157,25 @@ def add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
                              "(default %(default)s)")
 
 
+def add_data_flags(parser: argparse.ArgumentParser, what: str = "data to train on") -> None:
+    """``--data`` (alias ``--data_dir``), ``--labels`` and ``--label_column``."""
+    parser.add_argument("--data", "--data_dir", dest="data", metavar="PATH", default=None,
+                        help=f"{what}: a folder of MNIST-layout IDX files or of images (one "
+                             "subfolder per class, or none), a .npz (x_train, y_train, x_test, "
+                             "y_test), a .npy or a .csv (default: MNIST from $NPVAE_DATA_DIR, "
+                             "the Keras cache, then a download); see docs/data.md")
+    parser.add_argument("--labels", metavar="FILE", default=None,
+                        help="labels of a .npy: a .npy or a text file with one per line")
+    parser.add_argument("--label_column", metavar="NAME", default=None,
+                        help="the column of a .csv that holds the labels")
+
+
+def data_spec_from_args(args: argparse.Namespace):
+    from npvae_tf.data.datasets import DataSpec
+
+    return DataSpec(args.data, args.labels, args.label_column)
+
+
 def settings_from_args(args: argparse.Namespace, plots: bool):
     from npvae_tf.evaluation.settings import Settings
 

@@ -22,9 +22,8 @@ def parse_args(argv=None):
              "runs>/comparison)")
     add("--runs_root", metavar="DIR", default="runs",
         help="where to look for the most recent run (default: %(default)s)")
-    add("--data_dir", metavar="DIR", default=None,
-        help="folder with the MNIST IDX files or mnist.npz the runs were trained on "
-             "(default: $NPVAE_DATA_DIR, the Keras cache, then a download)")
+    add("--data", "--data_dir", dest="data", metavar="PATH", default=None,
+        help="the data the runs were trained on, if it moved (default: where data.json says)")
     cli.add_evaluation_flags(parser)  # --iw_samples, --eval_seed, ... (shared with reproduce.py)
     return parser.parse_args(argv)
 
@@ -46,7 +45,7 @@ def main(argv=None):
     started = time.time()
     settings = cli.settings_from_args(args, plots=args.plots)
     try:
-        evaluate(runs, out=args.out, data_dir=args.data_dir, settings=settings)
+        evaluate(runs, out=args.out, data=args.data, settings=settings)
     except (EvaluationError, DataError, ConfigError, RunError) as e:
         cli.fail("evaluate.py", str(e))
     print(f"\nevaluated {len(runs)} run(s) in {time.time() - started:.0f} s")

@@ -14,8 +14,9 @@ def main(argv=None) -> int:
         "under the mouse, interpolate, sample, locate test images (serves 127.0.0.1).")
     parser.add_argument("run", help="a finished run folder (npVAE, or a VAE with z_dim 2)")
     parser.add_argument("--port", type=int, default=5006)
-    parser.add_argument("--data_dir", default=None,
-                        help="MNIST for the test images (default: as evaluate.py finds it)")
+    parser.add_argument("--data", "--data_dir", dest="data", metavar="PATH", default=None,
+                        help="the data the run was trained on, if it moved (default: where "
+                             "data.json says)")
     args = parser.parse_args(argv)
     prog = parser.prog
 
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
         try:
             from npvae_tf.evaluation.evaluate import load_data_for
 
-            test_images = load_data_for(run, args.data_dir, {}).test.images
+            test_images = load_data_for(run, args.data, {}).test.images
         except Exception as e:  # the map works without them
             print(f"{prog}: no test images ({str(e).splitlines()[0]})", file=sys.stderr)
         server, _ = make_server(run, args.port, test_images)

@@ -52,8 +52,7 @@ def parse_args(argv=None):
     parser.add_argument("--earlier_results", default=None, metavar="RESULTS_JSON",
                         help="keep the runs of this earlier results.json that are not in this "
                              "grid's run folders (marked † in the table; default: none)")
-    parser.add_argument("--data_dir", default=None,
-                        help="MNIST folder (default: $NPVAE_DATA_DIR, the Keras cache, a download)")
+    cli.add_data_flags(parser, "the data of every run")
     cli.add_evaluation_flags(parser)
     args = parser.parse_args(argv)
     return args, cli.config_from_args(parser, args, BASE_FIELDS)
@@ -62,12 +61,17 @@ def parse_args(argv=None):
 def main(argv=None):
     args, base = parse_args(argv)
     from npvae_tf.core.config import ConfigError
-    from npvae_tf.data.datasets import DataError
+    from npvae_tf.data.datasets import DataError, read_raw
     from npvae_tf.evaluation.evaluate import EvaluationError, evaluate
     from npvae_tf.reproduce.grid import grid, run_grid
     from npvae_tf.reproduce.results_page import write_results
     from npvae_tf.training.fit import TrainingError
 
+    spec = cli.data_spec_from_args(args)
+    try:  # the data decides the shape of an example
+        base = base.replace(image_shape=read_raw(spec).train_x.shape[1:])
+    except DataError as e:
+        cli.fail("reproduce.py", str(e))
     started = time.time()
     earlier = None
     if args.earlier_results:
@@ -83,8 +87,8 @@ def main(argv=None):
         pairs = args.runs or grid(args.schemes, args.z_dims)
         # Progress: a line per run and per epoch, then per evaluation stage, with the time
         # since the start (an hour of training is otherwise silent).
-        paths = run_grid(base, pairs, args.runs_dir, args.data_dir, verbose=1, started=started)
-        summary = evaluate(paths, out=None, data_dir=args.data_dir,
+        paths = run_grid(base, pairs, args.runs_dir, spec, verbose=1, started=started)
+        summary = evaluate(paths, out=None, data=args.data,
                            settings=cli.settings_from_args(args, plots=True), started=started)
         path = write_results(summary, paths, args.docs, command, time.time() - started,
                              earlier=earlier)

@@ -15,9 +15,7 @@ from npvae_tf.runs.layout import default_run_dir
 def parse_args(argv=None):
     parser = cli.parser("train.py", __doc__)
     cli.add_config_flags(parser)
-    parser.add_argument("--data_dir", default=None,
-                        help="folder with the MNIST IDX files or mnist.npz "
-                             "(default: $NPVAE_DATA_DIR, the Keras cache, then a download)")
+    cli.add_data_flags(parser)
     parser.add_argument("--out", default=None,
                         help="run folder (default: runs/MODEL-zZ-<8 hex digits of the config>, "
                              "the same for the same flags); rerun to resume")
@@ -45,18 +43,25 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args, config = parse_args(argv)
+    from npvae_tf.data.datasets import DataError, read_raw
+
+    spec = cli.data_spec_from_args(args)
+    try:  # the data decides the shape of an example (and the run's name): read it first
+        config = config.replace(image_shape=read_raw(spec).train_x.shape[1:])
+    except DataError as e:
+        cli.fail("train.py", str(e))
     # One line at a time even into a file or pipe (nohup, tee): a kill loses no finished line.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
     run_dir = args.out or default_run_dir(config)
     try:
-        _main(args, config, run_dir)
+        _main(args, config, run_dir, spec)
     except KeyboardInterrupt:  # Ctrl-C: the backup of the last finished epoch is intact
         print(f"\ninterrupted: rerun the same command to resume {run_dir}", file=sys.stderr)
         sys.exit(130)
 
 
-def _main(args, config, run_dir):
+def _main(args, config, run_dir, spec):
     from npvae_tf.runs.layout import RunError, check_for_training
     from npvae_tf.runs.lock import RunLock
     from npvae_tf.runs.outputs import check_writable
@@ -84,7 +89,7 @@ def _main(args, config, run_dir):
     if finished:
         print(f"{run_dir}: already trained; nothing to do.")
     try:
-        metrics = fit_run(config, run_dir, data_dir=args.data_dir, verbose=1 if args.quiet else 2,
+        metrics = fit_run(config, run_dir, data=spec, verbose=1 if args.quiet else 2,
                         strategy=strategy)
     except (DataError, ConfigError, RunError, TrainingError) as e:
         cli.fail("train.py", str(e))

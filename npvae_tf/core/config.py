@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Optional, Tuple
 
@@ -15,12 +16,14 @@ from npvae_tf.core.files import write_json
 from npvae_tf.core.objective import RETIRED, Objective, knob
 
 MODELS = ("npvae", "vae")
+# The decoder's likelihood families (npvae_tf/model/likelihoods.py).
+LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 CONFIG_FILE = "config.json"
 # Fields added after run folders were first named by a digest of the config (see
 # Config.digest_fields).
 LATER_FIELDS = ("x_path_decoder_epochs", "neighbour_weight", "n_neighbors", "min_dist",
-                "landmark_weight")
+                "landmark_weight", "likelihood", "test_fraction")
 
 
 class ConfigError(ValueError):
@@ -33,8 +36,8 @@ class Config(Objective):
 
     The objective's knobs are inherited from :class:`npvae_tf.core.objective.Objective`;
     every field's meaning is its ``help`` metadata (the command lines' flag text).
-    ``image_shape``: height and width of the images (the models see flattened pixels), set
-    by the data.
+    ``image_shape``: the shape of one example, ``[H, W]``, ``[H, W, C]`` or ``[D]`` (the models
+    see them flattened), set by the data.
     """
 
     model: str = knob("npvae", "npvae: nonparametric VAE (paper eq. 5); vae: standard VAE",
@@ -43,7 +46,11 @@ class Config(Objective):
     x_dim: int = knob(2, "dimension of the kernel's embedding X (npVAE)")
     hidden: Tuple[int, ...] = knob((500, 500), "hidden layer widths of every MLP")
     dropout: float = knob(0.1, "dropout rate (the paper's keep-probability 0.9 = rate 0.1)")
-    image_shape: Tuple[int, int] = knob((28, 28), "", flag=False)
+    image_shape: Tuple[int, ...] = knob((28, 28), "", flag=False)
+    likelihood: str = knob("bernoulli", "the decoder's likelihood p(y|z): bernoulli (the paper's, "
+                           "values in [0, 1]), continuous_bernoulli (its normalised density on "
+                           "[0, 1]) or gaussian (real-valued data, standardised)",
+                           choices=LIKELIHOODS)
     batch_size: int = knob(128, "global mini-batch size (>= 2)")
     learning_rate: float = knob(1e-3, "Adam learning rate", flag="lr")
     epochs: int = knob(50, "training epochs")
@@ -53,7 +60,10 @@ class Config(Objective):
     train_examples: Optional[int] = knob(
         None, "use only the first N training examples (quick runs)")
     validation_examples: int = knob(
-        5000, "validation images taken from the end of the training file")
+        5000, "validation examples taken from the end of the training split (at most a tenth "
+              "of it)")
+    test_fraction: float = knob(
+        0.15, "share of the examples held out (seeded) as the test split when the data has none")
     jit_compile: bool = knob(False, "compile steps with XLA")
 
     def __post_init__(self):
@@ -85,7 +95,8 @@ class Config(Objective):
 
     @property
     def image_dim(self) -> int:
-        return self.image_shape[0] * self.image_shape[1]
+        """``P``: values per example (the product of ``image_shape``)."""
+        return int(math.prod(self.image_shape))
 
     def validate(self) -> None:
         def require(ok: bool, message: str) -> None:
@@ -98,8 +109,14 @@ class Config(Objective):
         require(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
                 f"hidden must be one or more positive widths, got {list(self.hidden)}")
         require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
-        require(len(self.image_shape) == 2 and all(s >= 1 for s in self.image_shape),
-                f"image_shape must be two positive sizes, got {list(self.image_shape)}")
+        require(1 <= len(self.image_shape) <= 3 and all(s >= 1 for s in self.image_shape),
+                f"image_shape must be 1 to 3 positive sizes, got {list(self.image_shape)}")
+        require(self.likelihood in LIKELIHOODS,
+                f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        require(not (self.binarize and self.likelihood == "gaussian"),
+                "binarize draws binary pixels: it needs a likelihood on [0, 1], not gaussian")
+        require(0.0 < self.test_fraction < 1.0,
+                f"test_fraction must be in (0, 1), got {self.test_fraction}")
         require(self.batch_size >= 2,
                 f"batch_size must be >= 2 (the kernel needs neighbours), got {self.batch_size}")
         require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")

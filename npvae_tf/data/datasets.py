@@ -1,169 +1,174 @@
-"""MNIST (or any data set in MNIST's IDX layout): loading, validation, splits, pipelines.
+"""A data set ready to train on: read, split, scaled and fingerprinted (:func:`load_data`).
 
-Where the files are looked for, in order:
-  1. ``data_dir`` (the ``--data_dir`` flag),
+Where the data comes from (:class:`DataSpec`): ``--data PATH`` (any source
+:func:`npvae_tf.data.sources.read_source` reads: IDX folder, ``.npz``, ``.npy``, image folder,
+``.csv``), else MNIST looked for in order in
+  1. ``--data_dir`` (the older flag; the same as ``--data``),
   2. the ``NPVAE_DATA_DIR`` environment variable,
   3. Keras' cache (``~/.keras/datasets/mnist.npz``),
   4. a Keras download (needs internet).
-A folder may hold the four canonical IDX files (gzipped or not) or Keras' ``mnist.npz``.
 
-Splits follow the paper's protocol: the first 55,000 training images train, the last 5,000
-validate, and the 10,000 test images test. Pixels are float32 in [0, 1], flattened.
+Splits: a source without a test split gets a seeded one (``test_fraction`` of the examples,
+:func:`~npvae_tf.data.sources.split_test`); the last ``validation_examples`` training
+examples validate (capped at a tenth of them, so a small data set keeps most of its examples
+for training; MNIST: 5,000 of 60,000); ``train_examples`` keeps the first N of the rest.
+
+Scaling (the values the model sees, flattened to ``[N, P]`` float32):
+  * uint8 data is divided by 255 (pixels in [0, 1]);
+  * float data is used as it is, never divided by 255;
+  * the ``gaussian`` likelihood then standardises every dimension with the training split's
+    mean and standard deviation (1 where a dimension is constant); the Bernoulli likelihoods
+    need values in [0, 1] and refuse others with one line naming the option to use.
+The scaling is recorded in the run (``data.json``) and undone by the SavedModel and the API,
+so clients send and receive raw values.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
+import functools
+import hashlib
 import os
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
+from npvae_tf.data.formats import DataError  # noqa: F401  (the data layer's error, re-exported)
+from npvae_tf.data.sources import RawData, read_source, split_test
 
 DATA_DIR_ENV = "NPVAE_DATA_DIR"
-IDX_FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
-LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
+# fingerprint() of the canonical MNIST (gzipped IDX files and Keras' mnist.npz alike).
+MNIST_SHA256 = "25c98f992c005963b7428e1f38418b233c9b286cc403519287eb8063f0bcfe07"
+# Validation examples are at most this share of the training examples.
+MAX_VALIDATION_SHARE = 0.1
+# No label: evaluation rows that need labels say so instead of failing.
+NO_LABEL = -1
 
 
-class DataError(ValueError):
-    """The data cannot be used; the message names the file and the problem."""
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """Where the data comes from: ``path`` (None: MNIST, see the module docstring), and for a
+    ``.npy`` a ``labels`` file, for a ``.csv`` the ``label_column``."""
+
+    path: Optional[str] = None
+    labels: Optional[str] = None
+    label_column: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """``images``: ``[N, H*W]`` float32 in [0, 1]; ``labels``: ``[N]`` int64."""
+    """``images``: ``[N, P]`` float32 as the model sees them (scaled, flattened); ``labels``:
+    ``[N]`` int64, :data:`NO_LABEL` where the data has none."""
 
     images: np.ndarray
     labels: np.ndarray
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.images)
 
     def take(self, n: int) -> "Split":
         return Split(self.images[:n], self.labels[:n])
 
 
-# fingerprint() of the canonical MNIST (gzipped IDX files and Keras' mnist.npz alike).
-MNIST_SHA256 = "25c98f992c005963b7428e1f38418b233c9b286cc403519287eb8063f0bcfe07"
+@dataclasses.dataclass(frozen=True)
+class Scaling:
+    """What the SavedModel and the API apply: ``model value = (client value - offset) / scale``
+    on inputs and the inverse on decoded means (``[P]`` each, or scalars).
+
+    ``kind``: ``"bytes"`` (uint8 data divided by 255 for training; clients send values in
+    [0, 1], as the MNIST model always took them), ``"unit"`` (float data in [0, 1], as read) or
+    ``"standardised"`` (the Gaussian likelihood: the training split's mean and deviation per
+    dimension, in the units the data was read in).
+    """
+
+    kind: str
+    offset: Union[float, np.ndarray] = 0.0
+    scale: Union[float, np.ndarray] = 1.0
+    value_range: tuple = (0.0, 1.0)  # the training split's smallest and largest value
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "offset": np.asarray(self.offset, np.float64).tolist(),
+                "scale": np.asarray(self.scale, np.float64).tolist(),
+                "value_range": [float(v) for v in self.value_range]}
+
+    @classmethod
+    def from_dict(cls, values: Optional[dict]) -> "Scaling":
+        """The scaling a ``data.json`` records (runs from before it was recorded: bytes)."""
+        if not values:
+            return cls("bytes")
+        return cls(values["kind"], np.asarray(values["offset"], np.float32),
+                   np.asarray(values["scale"], np.float32),
+                   tuple(values.get("value_range", (0.0, 1.0))))
+
+    def for_display(self, values: np.ndarray, image_shape) -> np.ndarray:
+        """Model values ``[N, P]`` as figures draw them: standardised images back in [0, 1]
+        (their own units, over the training range); feature vectors stay standardised."""
+        if self.kind != "standardised" or len(image_shape) == 1:
+            return values
+        low, high = self.value_range
+        raw = np.asarray(values, np.float32) * self.scale + self.offset
+        return np.clip((raw - low) / max(high - low, 1e-12), 0.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """``source``: where the files were found; ``sha256``: :func:`fingerprint` of them."""
+    """``source``: what was read; ``sha256``: :func:`fingerprint` of the arrays as read."""
 
     train: Split
     validation: Split
     test: Split
-    image_shape: tuple
+    image_shape: tuple              # the shape of one example: [H, W], [H, W, C] or [D]
     source: str
     sha256: str = ""
+    spec: DataSpec = DataSpec()
+    kind: str = "idx"
+    scaling: Scaling = Scaling("bytes")
+    class_names: Optional[list] = None
+    test_split: Optional[dict] = None  # how a test split was carved, if the source had none
 
     @property
     def is_mnist(self) -> bool:
         return self.sha256 == MNIST_SHA256
 
     @property
+    def has_labels(self) -> bool:
+        """Whether the data has labels of at least two classes (what label metrics need)."""
+        labels = self.train.labels
+        return bool(len(labels)) and labels.min() >= 0 and len(np.unique(labels)) > 1
+
+    @property
     def provenance(self) -> dict:
         """What a run folder records of its data (``data.json``)."""
         return {"source": self.source, "sha256": self.sha256,
-                "name": "MNIST" if self.is_mnist else None}
+                "name": "MNIST" if self.is_mnist else None, "kind": self.kind,
+                "spec": self.spec.to_dict(), "shape": list(self.image_shape),
+                "scaling": self.scaling.to_dict(), "class_names": self.class_names,
+                "test_split": self.test_split,
+                "examples": {"train": len(self.train), "validation": len(self.validation),
+                             "test": len(self.test)}}
 
 
-def fingerprint(arrays) -> str:
-    """SHA-256 of the decoded uint8 arrays (training and test images and labels, with their
-    shapes): the same for the same data whatever the file format or compression."""
-    import hashlib
-
+def fingerprint(*arrays) -> str:
+    """SHA-256 of the arrays as read (None entries allowed): bytes, and integers that fit a
+    byte (labels), by their shape and bytes (so MNIST's fingerprint is the same from IDX files
+    or ``mnist.npz``); any other array also by its dtype, and floats are never cast, so float
+    data sets that agree once rounded to bytes differ."""
     digest = hashlib.sha256()
-    for split in ("train", "test"):
-        for array in arrays[split]:
-            array = np.ascontiguousarray(array, np.uint8)
-            digest.update(str(array.shape).encode())
-            digest.update(array.tobytes())
+    for array in arrays:
+        if array is None:
+            digest.update(b"None;")
+            continue
+        array = np.ascontiguousarray(array)
+        if array.dtype.kind in "iu" and array.size and 0 <= array.min() and array.max() <= 255:
+            array = array.astype(np.uint8)  # integers that fit a byte (labels): as bytes
+        if array.dtype != np.uint8:
+            digest.update(array.dtype.str.encode())
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
     return digest.hexdigest()
-
-
-def _read_bytes(path: str) -> bytes:
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            return f.read()
-    except (OSError, EOFError) as e:  # bad gzip stream, unreadable file
-        raise DataError(f"{path}: cannot read ({e})") from None
-
-
-def read_idx(path: str, expected_magic: int) -> np.ndarray:
-    """Reads one IDX file of unsigned bytes; checks magic number, header and length."""
-    data = _read_bytes(path)
-    ndim = expected_magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path}: truncated header ({len(data)} bytes)")
-    magic = int.from_bytes(data[:4], "big")
-    if magic != expected_magic:
-        raise DataError(f"{path}: wrong magic number {magic:#010x}, expected {expected_magic:#010x}")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape))
-    if len(data) - header != expected:
-        problem = "truncated" if len(data) - header < expected else "has trailing bytes"
-        raise DataError(f"{path}: {problem}: header says {shape} = {expected} bytes of data, "
-                        f"file has {len(data) - header}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
-
-
-def _find(folder: str, stem: str) -> Optional[str]:
-    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx")):
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def _load_idx_folder(folder: str):
-    paths = {}
-    for key, stem in IDX_FILES.items():
-        path = _find(folder, stem)
-        if path is None:
-            raise DataError(f"{os.path.join(folder, stem)}[.gz]: missing file")
-        paths[key] = path
-    arrays = {}
-    for split in ("train", "test"):
-        images = read_idx(paths[f"{split}_images"], IMAGES_MAGIC)
-        labels = read_idx(paths[f"{split}_labels"], LABELS_MAGIC)
-        if len(images) != len(labels):
-            raise DataError(f"{paths[f'{split}_images']}: {len(images)} images but "
-                            f"{paths[f'{split}_labels']} has {len(labels)} labels")
-        arrays[split] = (images, labels)
-    return arrays
-
-
-def _load_npz(path: str):
-    try:
-        with np.load(path) as f:
-            arrays = {s: (f[f"x_{s}"], f[f"y_{s}"]) for s in ("train", "test")}
-    except (OSError, ValueError, KeyError) as e:
-        raise DataError(f"{path}: not a Keras mnist.npz ({e})") from None
-    for split, (images, labels) in arrays.items():
-        if images.ndim != 3 or len(images) != len(labels):
-            raise DataError(f"{path}: x_{split} {images.shape} / y_{split} {labels.shape} "
-                            "are not [N, H, W] images with N labels")
-    return arrays
-
-
-def _load_folder(folder: str):
-    if not os.path.isdir(folder):
-        raise DataError(f"{folder}: no such data folder")
-    npz = os.path.join(folder, "mnist.npz")
-    if _find(folder, IDX_FILES["train_images"]) is None and os.path.isfile(npz):
-        return _load_npz(npz), npz
-    return _load_idx_folder(folder), folder
 
 
 def _keras_cache() -> Optional[str]:
@@ -172,66 +177,123 @@ def _keras_cache() -> Optional[str]:
     return path if os.path.isfile(path) else None
 
 
-def load_raw(data_dir: Optional[str] = None):
-    """Returns ``({"train": (images, labels), "test": ...}, source)`` as uint8 arrays."""
-    folder = data_dir or os.environ.get(DATA_DIR_ENV)
-    if folder:
-        if not data_dir and not os.path.isdir(folder):  # name where the folder came from
-            raise DataError(f"{folder}: no such data folder (from ${DATA_DIR_ENV})")
-        return _load_folder(folder)
-    cached = _keras_cache()
-    if cached:
-        return _load_npz(cached), cached
+@functools.lru_cache(maxsize=1)
+def _read_once(path: str, labels: Optional[str], label_column: Optional[str], stamp) -> RawData:
+    """The last source read, kept: a command that looks at the data's shape before training
+    does not read it twice (``stamp``: the path's modification time and size)."""
+    return read_source(path, labels, label_column)
+
+
+def read_raw(spec: DataSpec) -> RawData:
+    """The arrays ``spec`` names, as read (MNIST's search order when ``spec.path`` is None)."""
+    path = spec.path or os.environ.get(DATA_DIR_ENV) or _keras_cache()
+    if path:
+        if not spec.path and not os.path.exists(path):  # name where the folder came from
+            raise DataError(f"{path}: no such data folder (from ${DATA_DIR_ENV})")
+        path = os.path.abspath(os.path.expanduser(path))
+        stamp = (os.stat(path).st_mtime_ns, os.stat(path).st_size) if os.path.exists(path) else None
+        return _read_once(path, spec.labels, spec.label_column, stamp)
     from npvae_tf.core.backend import keras
 
     try:
         (xtr, ytr), (xte, yte) = keras.datasets.mnist.load_data()
     except Exception as e:  # noqa: BLE001 - any download failure gets the same advice
         raise DataError(f"MNIST not found locally and the download failed ({e}); "
-                        f"pass --data_dir or set {DATA_DIR_ENV}") from None
-    return {"train": (xtr, ytr), "test": (xte, yte)}, "keras.datasets.mnist"
+                        f"pass --data or set {DATA_DIR_ENV}") from None
+    return RawData(xtr, ytr.astype(np.int64), xte, yte.astype(np.int64),
+                   "keras.datasets.mnist", "npz")
 
 
-def load_mnist(data_dir: Optional[str] = None, validation_examples: int = 5000,
-               train_examples: Optional[int] = None,
-               image_shape: Optional[tuple] = (28, 28)) -> Dataset:
-    """Loads, checks and splits the data set.
+def scaling_for(train_x: np.ndarray, likelihood: str, source: str) -> Scaling:
+    """How values are scaled for the model (module docstring); refuses data outside the
+    likelihood's support with one line."""
+    if likelihood == "gaussian":
+        values = train_x.reshape(len(train_x), -1).astype(np.float64)
+        mean, std = values.mean(axis=0), values.std(axis=0)
+        std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)  # constant: 1
+        return Scaling("standardised", mean.astype(np.float32), std.astype(np.float32),
+                       (float(values.min()), float(values.max())))
+    if train_x.dtype == np.uint8:
+        return Scaling("bytes")
+    low, high = float(np.min(train_x)), float(np.max(train_x))
+    if low < 0.0 or high > 1.0:
+        raise DataError(f"{source}: values in [{low:.4g}, {high:.4g}], outside [0, 1] where "
+                        f"the {likelihood} likelihood lives; use --likelihood gaussian for "
+                        "real-valued data (or scale it to [0, 1])")
+    return Scaling("unit")
+
+
+def _scaled(x: np.ndarray, scaling: Scaling) -> np.ndarray:
+    """``[N, P]`` float32 as the model sees them."""
+    flat = x.reshape(len(x), -1)
+    if scaling.kind == "bytes":  # as always: float32 division of the bytes
+        return flat.astype(np.float32) / 255.0
+    if scaling.kind == "unit":
+        return flat.astype(np.float32)
+    return ((flat.astype(np.float64) - scaling.offset) / scaling.scale).astype(np.float32)
+
+
+def load_data(spec: Union[DataSpec, RawData, str, None] = None, *,
+              validation_examples: int = 5000, train_examples: Optional[int] = None,
+              image_shape: Optional[tuple] = None, likelihood: str = "bernoulli",
+              test_fraction: float = 0.15, seed: int = 0) -> Dataset:
+    """Reads, checks, splits and scales the data (module docstring).
 
     Args:
-      data_dir: folder with the IDX files or ``mnist.npz`` (else see the module docstring).
-      validation_examples: the last this many training images form the validation split.
-      train_examples: keep only the first N of the remaining training images.
-      image_shape: required ``(H, W)``; ``None`` accepts any size.
+      spec: where the data comes from (a path is ``DataSpec(path)``), or arrays as read.
+      validation_examples: the last this many training examples validate (at most a tenth).
+      train_examples: keep only the first N of the remaining training examples.
+      image_shape: the shape of one example the caller expects (None: any).
+      likelihood: the decoder's family, which decides the scaling.
+      test_fraction, seed: the test split carved off a source without one.
     """
-    arrays, source = load_raw(data_dir)
-    train_images, train_labels = arrays["train"]
-    test_images, test_labels = arrays["test"]
-    shape = tuple(train_images.shape[1:])
-    for name, images in (("training", train_images), ("test", test_images)):
-        got = tuple(images.shape[1:])
-        if image_shape is not None and got != tuple(image_shape):
-            raise DataError(f"{source}: {name} images are {got[0]}x{got[1]}, expected "
-                            f"{image_shape[0]}x{image_shape[1]}")
-        if got != shape:
-            raise DataError(f"{source}: training images are {shape}, test images are {got}")
-    if len(train_images) <= validation_examples + 1:
-        raise DataError(f"{source}: {len(train_images)} training images, too few for "
-                        f"{validation_examples} validation images plus a training split")
-
-    def to_split(images, labels):
-        flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
-        return Split(flat, labels.astype(np.int64))
-
-    n_train = len(train_images) - validation_examples
+    if spec is None or isinstance(spec, str):
+        spec = DataSpec(spec)
+    raw = spec if isinstance(spec, RawData) else read_raw(spec)
+    sha256 = fingerprint(raw.train_x, raw.train_y, raw.test_x, raw.test_y)
+    carved = raw.test_x is None
+    if carved:
+        raw = split_test(raw, test_fraction, seed)
+    source = raw.source
+    shape = tuple(raw.train_x.shape[1:])
+    if tuple(raw.test_x.shape[1:]) != shape:
+        raise DataError(f"{source}: training examples are {shape}, test examples are "
+                        f"{tuple(raw.test_x.shape[1:])}")
+    if image_shape is not None and shape != tuple(image_shape):
+        raise DataError(f"{source}: examples are {'x'.join(map(str, shape))}, the run expects "
+                        f"{'x'.join(map(str, image_shape))}")
+    n_validation = min(validation_examples, max(2, int(MAX_VALIDATION_SHARE * len(raw.train_x))))
+    n_train = len(raw.train_x) - n_validation
+    if n_train < 2:
+        raise DataError(f"{source}: {len(raw.train_x)} training examples, too few for "
+                        f"{n_validation} validation examples plus a training split")
     if train_examples is not None and train_examples > n_train:
         # Refused rather than silently capped: the config would record a number not used.
         raise DataError(f"{source}: train_examples {train_examples} is more than the "
-                        f"{n_train} training images ({len(train_images)} minus "
-                        f"{validation_examples} for validation)")
-    train = to_split(train_images[:n_train], train_labels[:n_train])
+                        f"{n_train} training examples ({len(raw.train_x)} minus "
+                        f"{n_validation} for validation)")
+    scaling = scaling_for(raw.train_x[:n_train], likelihood, source)
+
+    def labels_of(y, n):
+        return np.full(n, NO_LABEL, np.int64) if y is None else y.astype(np.int64)
+
+    train_y = labels_of(raw.train_y, len(raw.train_x))
+    train = Split(_scaled(raw.train_x[:n_train], scaling), train_y[:n_train])
     if train_examples is not None:
         train = train.take(train_examples)
-    validation = to_split(train_images[n_train:], train_labels[n_train:])
-    test = to_split(test_images, test_labels)
-    return Dataset(train, validation, test, shape, source, fingerprint(arrays))
+    validation = Split(_scaled(raw.train_x[n_train:], scaling), train_y[n_train:])
+    test = Split(_scaled(raw.test_x, scaling), labels_of(raw.test_y, len(raw.test_x)))
+    spec = spec if isinstance(spec, DataSpec) else DataSpec()
+    return Dataset(train, validation, test, shape, source, sha256, spec, raw.kind, scaling,
+                   raw.class_names,
+                   {"fraction": test_fraction, "seed": seed} if carved else None)
 
+
+def load_for_config(spec: Union[DataSpec, RawData, str, None], config,
+                    truncate: bool = True) -> Dataset:
+    """:func:`load_data` with a :class:`~npvae_tf.core.config.Config`'s settings
+    (``truncate=False``: the whole training split, whatever ``train_examples`` says)."""
+    return load_data(spec, validation_examples=config.validation_examples,
+                     train_examples=config.train_examples if truncate else None,
+                     image_shape=config.image_shape, likelihood=config.likelihood,
+                     test_fraction=config.test_fraction, seed=config.seed)

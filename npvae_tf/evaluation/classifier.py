@@ -22,11 +22,11 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
-from npvae_tf.core.backend import keras
 import numpy as np
-from npvae_tf.core.backend import tf
+
+from npvae_tf.core.backend import keras, tf
 
 from npvae_tf.core.files import atomic_write
 from npvae_tf.evaluation.settings import CLASSIFIER_EPOCHS
@@ -44,18 +44,24 @@ def default_cache_dir() -> str:
     return os.path.join(base, "npvae_tf")
 
 
-def build_classifier(image_shape: Tuple[int, int], n_classes: int = 10,
+def build_classifier(image_shape: Sequence[int], n_classes: int = 10,
                      seed: int = 0) -> keras.Model:
-    """The (untrained) CNN described in the module docstring."""
-    h, w = image_shape
+    """The (untrained) classifier of the module docstring: the small CNN for images
+    ``(H, W)`` or ``(H, W, C)``, an MLP of the same head for feature vectors ``(D,)``."""
     init = lambda i: keras.initializers.GlorotUniform(seed=seed + i)  # noqa: E731
-    inputs = keras.Input((h * w,), name="pixels")
-    t = keras.layers.Reshape((h, w, 1))(inputs)
-    t = keras.layers.Conv2D(16, 3, padding="same", activation="relu", kernel_initializer=init(0))(t)
-    t = keras.layers.MaxPooling2D(2, padding="same")(t)
-    t = keras.layers.Conv2D(32, 3, padding="same", activation="relu", kernel_initializer=init(1))(t)
-    t = keras.layers.MaxPooling2D(2, padding="same")(t)
-    t = keras.layers.Flatten()(t)
+    inputs = keras.Input((int(np.prod(image_shape)),), name="pixels")
+    if len(image_shape) == 1:
+        t = keras.layers.Dense(256, activation="relu", kernel_initializer=init(0))(inputs)
+    else:
+        h, w, c = (tuple(image_shape) + (1,))[:3]
+        t = keras.layers.Reshape((h, w, c))(inputs)
+        t = keras.layers.Conv2D(16, 3, padding="same", activation="relu",
+                                kernel_initializer=init(0))(t)
+        t = keras.layers.MaxPooling2D(2, padding="same")(t)
+        t = keras.layers.Conv2D(32, 3, padding="same", activation="relu",
+                                kernel_initializer=init(1))(t)
+        t = keras.layers.MaxPooling2D(2, padding="same")(t)
+        t = keras.layers.Flatten()(t)
     features = keras.layers.Dense(128, activation="relu", kernel_initializer=init(2),
                                   name=FEATURES_LAYER)(t)
     t = keras.layers.Dropout(0.3, seed=seed)(features)

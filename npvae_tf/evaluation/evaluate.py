@@ -40,7 +40,7 @@ import numpy as np
 from npvae_tf.core.clock import clock
 from npvae_tf.core.config import Config
 from npvae_tf.core.files import write_json, write_text
-from npvae_tf.data.datasets import DataError, Dataset, load_mnist
+from npvae_tf.data.datasets import DataError, Dataset, DataSpec, load_for_config
 from npvae_tf.data.pipeline import evaluation_images
 from npvae_tf.evaluation.outputs import EvaluationError, check_outputs
 from npvae_tf.evaluation.projector import PROJECTOR_DIR, write_projector
@@ -51,8 +51,7 @@ from npvae_tf.evaluation.steps import (ClassifierBaseline, RunEvaluation, decode
                                        run_description, samples_step)
 from npvae_tf.evaluation.tables import (comparison_figures, comparison_markdown, run_figures,
                                         run_table, save_figures)
-from npvae_tf.runs.layout import (EVAL_MARKER, EVAL_METRICS_FILE, RunError, check_data,
-                                  recorded_data)
+from npvae_tf.runs.layout import EVAL_MARKER, EVAL_METRICS_FILE, RunError, check_data
 from npvae_tf.runs import x_density as sampling
 from npvae_tf.runs.load import Run, load_run
 from npvae_tf.runs.outputs import mark_output_folder
@@ -61,25 +60,27 @@ from npvae_tf.runs.outputs import mark_output_folder
 # --- run folders: npvae_tf.runs owns their layout, check and loading ---------------------------
 
 
-def load_data_for(run: Run, data_dir: Optional[str], cache: Dict) -> Dataset:
+def load_data_for(run: Run, data: Optional[str], cache: Dict) -> Dataset:
     """The data split the run was trained on (training split without ``train_examples``
     truncation: the classifier uses all of it); checks it matches the reference set.
 
-    Without ``data_dir``, the data is found where the run's ``data.json`` says it was
-    trained (then as in training), and must have the recorded SHA-256.
+    Without ``data`` (a path), the data is found where the run's ``data.json`` says it was
+    trained (with the labels options it records), and must have the recorded SHA-256.
     """
     c = run.config
-    recorded = recorded_data(run.path)
-    if data_dir is None and recorded and os.path.exists(recorded.get("source", "")):
-        source = recorded["source"]
-        data_dir = source if os.path.isdir(source) else os.path.dirname(source)
-    key = (c.validation_examples, c.image_shape, data_dir)
+    recorded = run.data
+    spec = DataSpec(**recorded["spec"]) if "spec" in recorded else DataSpec(
+        recorded.get("source") if os.path.exists(recorded.get("source", "")) else None)
+    if data is not None:
+        spec = dataclasses.replace(spec, path=data)
+    key = (spec, c.validation_examples, c.image_shape, c.likelihood, c.test_fraction, c.seed)
     if key not in cache:
         try:
-            cache[key] = load_mnist(data_dir, c.validation_examples, None, c.image_shape)
+            cache[key] = load_for_config(spec, c, truncate=False)
         except DataError as e:
-            raise EvaluationError(f"{run.path}: trained on {c.image_shape[0]}x{c.image_shape[1]} "
-                                  f"images, but the data does not fit: {e}") from None
+            raise EvaluationError(f"{run.path}: trained on examples of shape "
+                                  f"{'x'.join(map(str, c.image_shape))}, but the data does not "
+                                  f"fit: {e}") from None
     data = cache[key]
     try:
         check_data(run.path, data.sha256, data.source)
@@ -97,7 +98,8 @@ def test_images_for(config: Config, data: Dataset) -> np.ndarray:
     return evaluation_images(data.test.images, config.binarize, config.seed)
 
 
-def evaluate_run(run: Run, data: Dataset, baseline: ClassifierBaseline, settings: Settings,
+def evaluate_run(run: Run, data: Dataset, baseline: Optional[ClassifierBaseline],
+                 settings: Settings,
                  progress: Callable[[str], None] = lambda text: None) -> RunEvaluation:
     """All metrics of one run, step by step, with the arrays for its figures."""
     started = time.time()
@@ -133,7 +135,7 @@ def evaluate_run(run: Run, data: Dataset, baseline: ClassifierBaseline, settings
 
 # --- the whole evaluation -------------------------------------------------------------------
 
-def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional[str] = None,
+def evaluate(paths: Sequence[str], out: Optional[str] = None, data: Optional[str] = None,
              settings: Settings = Settings(), log=print,
              started: Optional[float] = None) -> Dict:
     """Evaluates run folders and writes every output; returns ``{"runs": [...], ...}``.
@@ -146,11 +148,13 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
     log(f"{clock(started)} loading {len(paths)} run(s) and their data")
     runs = [load_run(p) for p in paths]
     data_cache: Dict = {}
-    datasets = [load_data_for(run, data_dir, data_cache) for run in runs]
+    datasets = [load_data_for(run, data, data_cache) for run in runs]
     # Figures and tables say "digit" on MNIST, "class" on any other data.
     class_word = "digit" if datasets[0].is_mnist else "class"
     log(f"{clock(started)} the judging classifier")
     baseline = make_classifier_baseline(datasets[0], settings, log)
+    reference = baseline.summary if baseline else {"test_images": len(datasets[0].test),
+                                                   "classifier_test_accuracy": None}
     results: List[Dict] = []
     evaluations: List[RunEvaluation] = []
     for i, (run, data, run_dir) in enumerate(zip(runs, datasets, run_dirs)):
@@ -159,7 +163,7 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
 
         evaluation = evaluate_run(run, data, baseline, settings, progress)
         metrics = evaluation.metrics
-        metrics["classifier_test_accuracy"] = baseline.summary["classifier_test_accuracy"]
+        metrics["classifier_test_accuracy"] = reference["classifier_test_accuracy"]
         mark_output_folder(run_dir, EVAL_MARKER, "evaluate.py")
         if settings.plots:
             progress("figures")
@@ -174,19 +178,20 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data_dir: Optional
                             run.config.image_shape)
         write_json(os.path.join(run_dir, EVAL_METRICS_FILE),
                    {**metrics, "settings": dataclasses.asdict(settings),
-                    "reference": baseline.summary})
+                    "reference": reference})
         seconds = metrics["seconds"]["total"] + metrics["seconds"].get("figures", 0.0)
         log(f"\n{run.path} ({run.label}): evaluated in {seconds:.0f} s -> {run_dir}")
         log(run_table(metrics, settings))
-        log(f"  (sample-quality rows judged by a classifier with test accuracy "
-            f"{baseline.summary['classifier_test_accuracy']:.4f} on this data)")
+        if baseline:
+            log(f"  (sample-quality rows judged by a classifier with test accuracy "
+                f"{reference['classifier_test_accuracy']:.4f} on this data)")
         results.append(metrics)
         evaluations.append(evaluation.for_comparison())
-    summary = {"runs": results, "reference": baseline.summary,
+    summary = {"runs": results, "reference": reference,
                "settings": dataclasses.asdict(settings)}
     if comparison_dir is not None:
         mark_output_folder(comparison_dir, EVAL_MARKER, "evaluate.py")
-        table = comparison_markdown(results, baseline.summary, settings)
+        table = comparison_markdown(results, reference, settings)
         write_text(os.path.join(comparison_dir, "comparison.md"), table)
         write_json(os.path.join(comparison_dir, "comparison.json"), summary)
         if settings.plots:

@@ -2,8 +2,10 @@
 
 Figures are ``matplotlib.figure.Figure`` objects on an Agg canvas (no ``pyplot``, no global
 backend switch, no display needed); the caller saves them with ``fig.savefig(path)``.
-Images are flattened pixels ``[..., H*W]`` in [0, 1] drawn dark on light (``gray_r``);
-``image_shape`` is ``(H, W)``. Classes are coloured with ``tab10``.
+Examples come flattened, ``[..., P]``, with ``image_shape`` the shape of one: ``(H, W)``
+grayscale images in [0, 1] are drawn dark on light (``gray_r``), ``(H, W, 3)`` in colour, at
+their own aspect; feature vectors ``(D,)`` (standardised values) as heat strips, one cell per
+feature, on a diverging map (:func:`pictures`). Classes are coloured with ``tab10``.
 """
 
 from __future__ import annotations
@@ -33,16 +35,51 @@ def class_color(c: int):
     return CLASS_CMAP(int(c) % 10)
 
 
-def mosaic(images: np.ndarray, rows: int, cols: int, image_shape: Tuple[int, int],
+# Feature vectors: standardised values drawn on this map, clipped to +-VECTOR_RANGE.
+VECTOR_CMAP, VECTOR_RANGE = "RdBu_r", 3.0
+
+
+def pictures(images: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
+    """``[N, P]`` examples as what ``imshow`` draws: ``[N, H, W]`` (grayscale), ``[N, H, W, 3]``
+    (colour, clipped to [0, 1]) or, for feature vectors ``[D]``, ``[N, h, D]`` heat strips
+    ``h = max(2, D // 6)`` cells tall (a strip a person can read, not a fake image)."""
+    images = np.asarray(images, np.float32)
+    n, shape = len(images), tuple(image_shape)
+    if len(shape) == 1:
+        return np.repeat(images.reshape(n, 1, shape[0]), max(2, shape[0] // 6), axis=1)
+    if len(shape) == 3 and shape[2] == 1:
+        shape = shape[:2]
+    out = images.reshape((n,) + shape)
+    return np.clip(out, 0.0, 1.0) if len(shape) == 3 else out
+
+
+def style(image_shape: Sequence[int]) -> dict:
+    """``imshow`` keywords for :func:`pictures` of this shape."""
+    if len(image_shape) == 1:
+        return dict(cmap=VECTOR_CMAP, vmin=-VECTOR_RANGE, vmax=VECTOR_RANGE)
+    if len(image_shape) == 3 and image_shape[2] == 3:
+        return {}
+    return dict(cmap=IMAGE_CMAP, vmin=0, vmax=1)
+
+
+def show(ax, images: np.ndarray, image_shape: Sequence[int], **kwargs) -> None:
+    """Draws one example ``[P]``, or a mosaic from :func:`mosaic`, with the shape's style."""
+    ax.imshow(images, interpolation="nearest", **style(image_shape), **kwargs)
+
+
+def mosaic(images: np.ndarray, rows: int, cols: int, image_shape: Sequence[int],
            pad: int = 1) -> np.ndarray:
-    """Tiles up to ``rows * cols`` images ``[N, H*W]`` row by row into one array
-    ``[rows * (H + pad) - pad, cols * (W + pad) - pad]``; missing tiles and padding are 0."""
-    h, w = image_shape
-    out = np.zeros((rows * (h + pad) - pad, cols * (w + pad) - pad), np.float32)
-    for i, image in enumerate(np.asarray(images)[:rows * cols]):
+    """Tiles up to ``rows * cols`` examples ``[N, P]`` (as :func:`pictures`) row by row into
+    one array ``[rows * (h + pad) - pad, cols * (w + pad) - pad (, 3)]``; missing tiles and
+    padding are 0."""
+    tiles = pictures(np.asarray(images)[:rows * cols], image_shape)
+    h, w = tiles.shape[1:3]
+    out = np.zeros((rows * (h + pad) - pad, cols * (w + pad) - pad) + tiles.shape[3:],
+                   np.float32)
+    for i, tile in enumerate(tiles):
         r, c = divmod(i, cols)
         top, left = r * (h + pad), c * (w + pad)
-        out[top:top + h, left:left + w] = image.reshape(h, w)
+        out[top:top + h, left:left + w] = tile
     return out
 
 
@@ -71,7 +108,7 @@ def scatter_by_class(ax, points: np.ndarray, labels: np.ndarray, title: str, spa
                c=[class_color(c) for c in labels[order]], rasterized=True)
     ax.set_title(title)
     axis_labels(ax, space)
-    if legend:
+    if legend and labels.size and labels.min() >= 0:  # unlabelled data (-1): no legend
         class_legend(ax, labels, class_word, loc="best", fontsize="small", title_fontsize="small",
                      framealpha=0.8, ncols=2)
 
@@ -87,13 +124,13 @@ def image_scatter(ax, points: np.ndarray, images: np.ndarray, image_shape: Tuple
     inside = np.all((cell >= 0) & (cell < cells), axis=1)
     _, first = np.unique(cell[inside, 0] * cells + cell[inside, 1], return_index=True)
     chosen = np.flatnonzero(inside)[first]
-    h, w = image_shape
-    for i in chosen:
+    tiles = pictures(images[chosen], image_shape)
+    h, w = tiles.shape[1:3]
+    for i, tile in zip(chosen, tiles):
         cx, cy = points[i]
-        half = 0.48 * size
+        half = 0.48 * size * np.array([min(1.0, w / h), min(1.0, h / w)])  # the tile's aspect
         extent = (cx - half[0], cx + half[0], cy - half[1], cy + half[1])
-        ax.imshow(images[i].reshape(h, w), cmap=IMAGE_CMAP, vmin=0, vmax=1, extent=extent,
-                  interpolation="nearest", zorder=2)
+        show(ax, tile, image_shape, extent=extent, zorder=2)
         if labels is not None:
             ax.add_patch(Rectangle(
                 (extent[0], extent[2]), extent[1] - extent[0], extent[3] - extent[2],
@@ -159,7 +196,6 @@ def interpolation_figure(rows: Sequence[Dict], start_image: np.ndarray, end_imag
     label) and ``confidence`` ``[S]`` (its probability). The real test images frame each row.
     """
     steps = len(rows[0]["images"])
-    h, w = image_shape
     fig = new_figure(figsize=(1.05 * (steps + 2) + 1.8, 1.35 * len(rows) + 0.6))
     axes = np.atleast_2d(fig.subplots(len(rows), steps + 2))
     for r, row in enumerate(rows):
@@ -169,8 +205,7 @@ def interpolation_figure(rows: Sequence[Dict], start_image: np.ndarray, end_imag
         cells += [(end_image, f"test: {end_label}", "black")]
         for c, (image, caption, color) in enumerate(cells):
             ax = axes[r, c]
-            ax.imshow(np.asarray(image).reshape(h, w), cmap=IMAGE_CMAP, vmin=0, vmax=1,
-                      interpolation="nearest")
+            show(ax, pictures(np.asarray(image)[None], image_shape)[0], image_shape)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_xlabel(caption, fontsize="small", color=color, labelpad=2)
@@ -192,12 +227,10 @@ def grid_figure(images: np.ndarray, n: int, image_shape: Tuple[int, int],
     grid's ``extent = (u_min, u_max, v_min, v_max)`` so the axes read in the space's units."""
     fig = new_figure(figsize=(9, 9))
     ax = fig.subplots()
-    h, w = image_shape
     du = (extent[1] - extent[0]) / max(n - 1, 1) / 2
     dv = (extent[3] - extent[2]) / max(n - 1, 1) / 2
-    ax.imshow(mosaic(images, n, n, image_shape, pad=0), cmap=IMAGE_CMAP, vmin=0, vmax=1,
-              extent=(extent[0] - du, extent[1] + du, extent[2] - dv, extent[3] + dv),
-              aspect="auto", interpolation="nearest")
+    show(ax, mosaic(images, n, n, image_shape, pad=0), image_shape,
+         extent=(extent[0] - du, extent[1] + du, extent[2] - dv, extent[3] + dv), aspect="auto")
     axis_labels(ax, space)
     ax.set_title(title or f"images decoded on a {n}x{n} grid over the occupied part of {space}")
     return fig
@@ -240,8 +273,7 @@ def samples_figure(sets: Sequence[Tuple[str, np.ndarray]], image_shape: Tuple[in
     fig = new_figure(figsize=(4.2 * len(sets), 4.6))
     axes = np.atleast_1d(fig.subplots(1, len(sets)))
     for ax, (name, images) in zip(axes, sets):
-        ax.imshow(mosaic(images, n, n, image_shape), cmap=IMAGE_CMAP, vmin=0, vmax=1,
-                  interpolation="nearest")
+        show(ax, mosaic(images, n, n, image_shape), image_shape)
         ax.set_title(name, fontsize="medium")
         ax.set_xticks([])
         ax.set_yticks([])

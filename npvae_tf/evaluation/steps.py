@@ -99,8 +99,15 @@ class ClassifierBaseline:
     summary: Dict[str, float]
 
 
-def make_classifier_baseline(data: Dataset, settings: Settings, log=print) -> ClassifierBaseline:
-    """Loads (or trains once) the classifier; real-image baselines of the sample metrics."""
+def make_classifier_baseline(data: Dataset, settings: Settings,
+                             log=print) -> Optional[ClassifierBaseline]:
+    """Loads (or trains once) the classifier; real-image baselines of the sample metrics.
+
+    None without labels (or with one class): the rows that need a classifier stay blank."""
+    if not data.has_labels:
+        log("no labels of two classes or more: the k-NN, silhouette and classifier rows are "
+            "left blank")
+        return None
     classifier = load_or_train_classifier(
         data.train.images, data.train.labels, data.test.images, data.test.labels,
         data.image_shape, settings.classifier_cache, settings.classifier_epochs,
@@ -118,8 +125,11 @@ def make_classifier_baseline(data: Dataset, settings: Settings, log=print) -> Cl
     return ClassifierBaseline(classifier, test_features, data.test.labels, summary)
 
 
-def sample_metrics(name: str, images: np.ndarray, baseline: ClassifierBaseline,
+def sample_metrics(name: str, images: np.ndarray, baseline: Optional[ClassifierBaseline],
                    true_labels: Optional[np.ndarray] = None) -> Dict[str, float]:
+    if baseline is None:  # unlabelled data: no classifier to judge the images
+        return {f"frechet_{name}": None, f"confidence_{name}": None,
+                **({f"accuracy_{name}": None} if true_labels is not None else {})}
     features, probs = baseline.classifier.predict(images)
     out = {f"frechet_{name}": frechet_distance(features, baseline.test_features),
            f"confidence_{name}": mean_confidence(probs)}
@@ -173,6 +183,12 @@ class RunEvaluation:
     @property
     def train_labels(self) -> np.ndarray:
         return self.run.reference.labels
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the test set has labels of two classes or more (for the label rows)."""
+        return bool(len(self.labels)) and self.labels.min() >= 0 and \
+            len(np.unique(self.labels)) > 1
 
     @property
     def projector(self) -> Dict[str, np.ndarray]:
@@ -247,16 +263,18 @@ def embedding_step(e: RunEvaluation, settings: Settings, seeds: Dict[str, int]) 
         return
     e.train_emb = run.reference.x if run.has_x else run.reference.z_mean
     e.test_emb = e.terms["x"] if run.has_x else e.terms["z_mean"]
-    for k, acc in knn_accuracy(e.train_emb, e.train_labels, e.test_emb, e.labels,
-                               KNN_KS).items():
-        e.metrics[f"knn_accuracy_{k}"] = acc
+    labelled = e.labelled
+    knn = knn_accuracy(e.train_emb, e.train_labels, e.test_emb, e.labels, KNN_KS) if labelled \
+        else {}
+    for k in KNN_KS:
+        e.metrics[f"knn_accuracy_{k}"] = knn.get(k)
     e.metrics["trustworthiness"] = embedding_trustworthiness(
         e.images, e.test_emb, TRUST_NEIGHBOURS, settings.trust_subset,
         seeds["trustworthiness_subset"])
-    e.metrics["silhouette"] = class_silhouette(e.test_emb, e.labels)
+    e.metrics["silhouette"] = class_silhouette(e.test_emb, e.labels) if labelled else None
 
 
-def samples_step(e: RunEvaluation, baseline: ClassifierBaseline, settings: Settings,
+def samples_step(e: RunEvaluation, baseline: Optional[ClassifierBaseline], settings: Settings,
                  seeds: Dict[str, int], decode_at: Callable[[np.ndarray], np.ndarray]) -> None:
     """Generated images (prior, X density, test locations) and their sample metrics."""
     run = e.run
@@ -280,7 +298,7 @@ def samples_step(e: RunEvaluation, baseline: ClassifierBaseline, settings: Setti
     e.generated = generated
 
 
-def placement_step(e: RunEvaluation, data: Dataset, baseline: ClassifierBaseline,
+def placement_step(e: RunEvaluation, data: Dataset, baseline: Optional[ClassifierBaseline],
                    settings: Settings, seeds: Dict[str, int],
                    decode_at: Callable[[np.ndarray], np.ndarray]) -> None:
     """Neighbour schemes: the test images placed in X from their nearest training images
@@ -295,8 +313,9 @@ def placement_step(e: RunEvaluation, data: Dataset, baseline: ClassifierBaseline
                                      run.config.binarize, run.config.seed, "train")
     placed = neighbour_placement(train_images, run.reference.x, e.images, PLACEMENT_NEIGHBOURS)
     e.metrics["placement_neighbours"] = PLACEMENT_NEIGHBOURS
-    e.metrics["knn_accuracy_5_placed"] = knn_accuracy(e.train_emb, e.train_labels, placed,
-                                                      e.labels, (5,))[5]
+    e.metrics["knn_accuracy_5_placed"] = (knn_accuracy(e.train_emb, e.train_labels, placed,
+                                                       e.labels, (5,))[5]
+                                          if e.labelled else None)
     e.metrics["trustworthiness_placed"] = embedding_trustworthiness(
         e.images, placed, TRUST_NEIGHBOURS, settings.trust_subset,
         seeds["trustworthiness_subset"])
@@ -307,18 +326,22 @@ def placement_step(e: RunEvaluation, data: Dataset, baseline: ClassifierBaseline
     e.metrics.update({f"{k}_placed": v for k, v in placed_metrics.items()})
 
 
-def interpolation_step(e: RunEvaluation, baseline: ClassifierBaseline, settings: Settings,
+def interpolation_step(e: RunEvaluation, baseline: Optional[ClassifierBaseline], settings: Settings,
                        seeds: Dict[str, int],
                        decode_at: Callable[[np.ndarray], np.ndarray]) -> None:
-    """Interpolations between fixed test pairs, in X (npVAE) or Z (VAE)."""
+    """Interpolations between fixed test pairs of different classes, in X (npVAE) or Z (VAE),
+    judged by the classifier (unlabelled data: none)."""
     run, labels = e.run, e.labels
+    e.metrics["interpolation_space"] = "X" if run.has_x else "Z"
+    if baseline is None:
+        e.metrics["interpolation_confidence"] = None
+        return
     pairs = sampling.interpolation_pairs(labels, settings.pairs, seeds["interpolation_pairs"])
     ends = e.terms["x"] if run.has_x else e.terms["z_mean"]
     paths = sampling.interpolation_paths(ends[pairs[:, 0]], ends[pairs[:, 1]], settings.steps)
     path_images = decode_at(paths.reshape(-1, paths.shape[-1]))
     _, path_probs = baseline.classifier.predict(path_images)
     path_probs = path_probs.reshape(len(pairs), settings.steps, -1)
-    e.metrics["interpolation_space"] = "X" if run.has_x else "Z"
     e.metrics["interpolation_confidence"] = mean_confidence(path_probs[:, 1:-1])
     e.interpolation = Interpolation(
         pair_images=e.images[pairs[0]], pair_labels=[int(c) for c in labels[pairs[0]]],

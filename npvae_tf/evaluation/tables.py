@@ -9,6 +9,7 @@ TensorFlow.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import TYPE_CHECKING, Dict, List, Sequence
@@ -105,6 +106,9 @@ def anchors_sentence() -> str:
 
 def baseline_sentence(baseline: Dict) -> str:
     """The test set and the judging classifier's numbers on real images."""
+    if baseline.get("classifier_test_accuracy") is None:
+        return (f"Test set: {baseline['test_images']:,} examples; no labels of two classes or "
+                "more, so no classifier judges the images (those rows are blank).")
     return (f"Test set: {baseline['test_images']:,} images. Classifier test accuracy "
             f"{baseline['classifier_test_accuracy']:.4f}; its confidence on real test images "
             f"{baseline['confidence_test_images']:.3f}; Fréchet distance between real "
@@ -140,24 +144,28 @@ def run_figures(evaluation: "RunEvaluation", settings: Settings,
     """File name -> Figure for one evaluated run."""
     run, e = evaluation.run, evaluation
     shape = run.config.image_shape
+    view = functools.partial(run.scaling.for_display, image_shape=shape)
     figures = {}
     if run.space is not None:
         figures["fig2_embedding.png"] = plots.embedding_figure(
             e.train_emb, e.train_labels, e.test_emb, e.labels,
-            e.generated["test_locations"], shape, run.space, title=f"{run.label} ({run.name})",
+            view(e.generated["test_locations"]), shape, run.space,
+            title=f"{run.label} ({run.name})",
             class_word=class_word)
         grid_images, extent = e.grid
         figures["manifold_grid.png"] = plots.grid_figure(
-            grid_images, settings.grid_size, shape, extent, run.space,
+            view(grid_images), settings.grid_size, shape, extent, run.space,
             title=f"{run.label}: images decoded on a {settings.grid_size}x{settings.grid_size} "
                   f"grid over the occupied part of {run.space}")
-    figures["interpolation.png"] = plots.interpolation_figure(
-        [e.interpolation.row], *e.interpolation.pair_images, shape,
-        *e.interpolation.pair_labels)
+    if e.interpolation is not None:  # None: no labels, no classifier to judge a path
+        figures["interpolation.png"] = plots.interpolation_figure(
+            [{**e.interpolation.row, "images": view(e.interpolation.row["images"])}],
+            *view(e.interpolation.pair_images), shape, *e.interpolation.pair_labels)
     names = {"prior": "from the prior N(0, I) in Z", "x_density": "ancestral samples in X",
              "test_locations": ("decoded at test X (X path)" if run.has_x else
                                 "decoded at test E[z|y] (reconstructions)")}
-    sets = [("real test images", e.images)] + [(names[k], v) for k, v in e.generated.items()]
+    sets = [("real test images", view(e.images))] + [(names[k], view(v))
+                                                      for k, v in e.generated.items()]
     figures["samples.png"] = plots.samples_figure(sets, shape,
                                                   title=f"{run.label}: generated images")
     if run.log is not None:
@@ -172,14 +180,19 @@ def comparison_figures(evaluations: Sequence["RunEvaluation"],
     order = sorted(evaluations, key=lambda e: (e.run.config.z_dim, e.run.has_x))
     figures = {}
     panels = [(f"{e.run.label}: {e.run.space}\n5-NN accuracy "
-               f"{e.metrics['knn_accuracy_5']:.3f}", e.test_emb, e.labels, e.run.space)
-              for e in order if e.run.space]
+               f"{format_value(e.metrics['knn_accuracy_5'], '.3f')}", e.test_emb, e.labels,
+               e.run.space) for e in order if e.run.space]
     if panels:
         figures["fig3_spaces.png"] = plots.spaces_figure(panels, class_word)
     first = order[0]
-    figures["fig4_interpolations.png"] = plots.interpolation_figure(
-        [e.interpolation.row for e in order], *first.interpolation.pair_images,
-        first.run.config.image_shape, *first.interpolation.pair_labels)
+    if first.interpolation is not None:
+        shape = first.run.config.image_shape
+        rows = [{**e.interpolation.row,
+                 "images": e.run.scaling.for_display(e.interpolation.row["images"], shape)}
+                for e in order]
+        figures["fig4_interpolations.png"] = plots.interpolation_figure(
+            rows, *first.run.scaling.for_display(first.interpolation.pair_images, shape), shape,
+            *first.interpolation.pair_labels)
     return figures
 
 

@@ -20,10 +20,10 @@ Shapes: ``B`` batch, ``P`` values per example (pixels, or features). Each family
 from __future__ import annotations
 
 from npvae_tf.core.backend import tf, tfp
+from npvae_tf.core.config import LIKELIHOODS  # noqa: F401  (re-exported: the families)
 
 tfd = tfp.distributions
 
-LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
 # Variance floor of the Gaussian decoder, in standardised units (a standard deviation of 0.01).
 MIN_VARIANCE = 1e-4
 

@@ -4,7 +4,8 @@ Shapes: ``B`` batch, ``P = H*W`` pixels, ``Z`` latent size, ``D`` size of X.
 
 VAE, per example (the loss is the batch mean):
     q(z|y) = N(mu(y), diag(sigma(y)^2))                 ``approx_posterior``
-    p(y|z) = prod_p Bernoulli(y_p; logits_p(z))        ``decoder_likelihood``
+    p(y|z) = prod_p p(y_p; decoder_p(z))               ``decoder_likelihood``
+             (Bernoulli by default; :mod:`npvae_tf.model.likelihoods` lists the families)
     loss_i = -log p(y_i|z_i) + KL(q(z|y_i) || N(0, I)),  z_i ~ q(z|y_i)  (= -ELBO_i)
 
 Nonparametric VAE adds a deterministic encoder ``x_i = f(y_i)`` (``[B, D]``) and the kernel
@@ -41,6 +42,7 @@ from npvae_tf.core.seeds import stream_seed
 from npvae_tf.model import optimizers  # noqa: F401  registers FusedAdam: model.keras files name it
 from npvae_tf.model.kernel import SquaredExponentialKernel
 from npvae_tf.model.layers import RNG_ALG, mlp, replica_all_gather, replica_position
+from npvae_tf.model.likelihoods import decoder_distribution, output_width
 from npvae_tf.data.neighbour_graph import umap_ab
 from npvae_tf.model.neighbour_loss import neighbour_cross_entropy
 
@@ -52,10 +54,10 @@ MIN_SCALE = 1e-5
 
 @keras.saving.register_keras_serializable(package="npvae_tf")
 class VAE(keras.Model):
-    """Gaussian-encoder, Bernoulli-decoder VAE with two ReLU MLPs.
+    """Gaussian-encoder VAE with two ReLU MLPs and the decoder likelihood ``likelihood``.
 
-    Calling the model maps images ``[B, P]`` to reconstruction probabilities ``[B, P]``
-    decoded at the posterior mean (deterministic).
+    Calling the model maps examples ``[B, P]`` to the decoder's mean ``[B, P]`` (pixel
+    probabilities for the Bernoulli) decoded at the posterior mean (deterministic).
     """
 
     # Whether the model has the embedding X (``embed``, the kernel): what is asked instead of
@@ -63,15 +65,18 @@ class VAE(keras.Model):
     has_x = False
 
     def __init__(self, z_dim: int = 500, image_dim: int = 784, hidden: Sequence[int] = (500, 500),
-                 dropout: float = 0.1, seed: Optional[int] = None, **kwargs):
+                 dropout: float = 0.1, seed: Optional[int] = None,
+                 likelihood: str = "bernoulli", **kwargs):
         super().__init__(**kwargs)
         self.z_dim = int(z_dim)
         self.image_dim = int(image_dim)
         self.hidden = tuple(int(h) for h in hidden)
         self.dropout = float(dropout)
         self.seed = seed
+        self.likelihood = str(likelihood)
         self.encoder = mlp(self.hidden, 2 * self.z_dim, self.dropout, seed, "encoder")
-        self.decoder = mlp(self.hidden, self.image_dim, self.dropout, seed, "decoder")
+        self.decoder = mlp(self.hidden, output_width(self.likelihood, self.image_dim),
+                           self.dropout, seed, "decoder")
         self.sample_seeds = keras.random.SeedGenerator(stream_seed(seed, "posterior_noise"),
                                                        name="sample_seeds")
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -93,14 +98,8 @@ class VAE(keras.Model):
         return tfd.MultivariateNormalDiag(loc=loc, scale_diag=tf.nn.softplus(raw_scale) + MIN_SCALE)
 
     def decoder_likelihood(self, z, training=False) -> tfd.Distribution:
-        """p(y|z): independent Bernoullis on logits; batch ``[B]``, event ``[P]``.
-
-        ``dtype=float32`` matters: with the default integer dtype ``log_prob`` casts
-        grayscale targets given as NumPy arrays to integers (0.7 -> 0).
-        """
-        logits = self.decoder(z, training=training)
-        return tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32),
-                               reinterpreted_batch_ndims=1)
+        """p(y|z): the likelihood family on the decoder's outputs; batch ``[B]``, event ``[P]``."""
+        return decoder_distribution(self.likelihood, self.decoder(z, training=training))
 
     def sample_seed(self) -> tf.Tensor:
         """A fresh stateless seed ``[2]`` from the model's seeded generator."""
@@ -212,13 +211,13 @@ class VAE(keras.Model):
         return self.decoder_likelihood(q.mean(), training=training).mean()
 
     def decode(self, z):
-        """Image probabilities ``[B, P]`` for latents ``[B, Z]``."""
+        """The decoder's mean ``[B, P]`` (image probabilities) for latents ``[B, Z]``."""
         return self.decoder_likelihood(tf.convert_to_tensor(z, tf.float32)).mean()
 
     def get_config(self):
         config = super().get_config()
         config.update(z_dim=self.z_dim, image_dim=self.image_dim, hidden=list(self.hidden),
-                      dropout=self.dropout, seed=self.seed)
+                      dropout=self.dropout, seed=self.seed, likelihood=self.likelihood)
         return config
 
 
@@ -242,8 +241,8 @@ class NonparametricVAE(VAE):
                         else None)
         self.x_encoder = mlp(self.hidden, self.x_dim, self.dropout, self.seed, "x_encoder")
         # The X path's own decoder, or None: decode z~ with the VAE's decoder.
-        self.x_path_decoder_net = (mlp(self.hidden, self.image_dim, self.dropout, self.seed,
-                                       "x_path_decoder")
+        self.x_path_decoder_net = (mlp(self.hidden, output_width(self.likelihood, self.image_dim),
+                                       self.dropout, self.seed, "x_path_decoder")
                                    if self.objective.x_path_decoder == "separate" else None)
         self.kernel = SquaredExponentialKernel(self.initial_lengthscale, name="kernel")
         self.match_tracker = keras.metrics.Mean(name="match")
@@ -264,9 +263,8 @@ class NonparametricVAE(VAE):
         """
         if self.x_path_decoder_net is None:
             return self.decoder_likelihood(z_tilde, training=training)
-        logits = self.x_path_decoder_net(z_tilde, training=training)
-        return tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32),
-                               reinterpreted_batch_ndims=1)
+        return decoder_distribution(self.likelihood,
+                                    self.x_path_decoder_net(z_tilde, training=training))
 
     def extra_terms(self, y, q, training, neighbours=None):
         """Per-example ``match_i = ||E[z_i] - z~_i||^2`` and ``x_path_i = -log p_X(y_i | z~_i)``;
@@ -387,7 +385,7 @@ class NonparametricVAE(VAE):
 def build_model(config: Config) -> VAE:
     """The (built, untrained) model a :class:`Config` describes."""
     common = dict(z_dim=config.z_dim, image_dim=config.image_dim, hidden=config.hidden,
-                  dropout=config.dropout, seed=config.seed)
+                  dropout=config.dropout, seed=config.seed, likelihood=config.likelihood)
     if config.has_x:
         model = NonparametricVAE(x_dim=config.x_dim,
                                  initial_lengthscale=config.initial_lengthscale,

@@ -27,7 +27,7 @@ def grid(schemes: Sequence[str], z_dims: Optional[Sequence[int]] = None) -> List
 
 
 def run_grid(base: Config, pairs: Sequence[Tuple[str, int]], runs_dir: str,
-             data_dir: Optional[str] = None, verbose: int = 0, log=print,
+             data=None, verbose: int = 0, log=print,
              started: Optional[float] = None) -> List[str]:
     """Trains (or resumes, or keeps) one run per (scheme, z_dim); returns the run folders.
 
@@ -45,7 +45,7 @@ def run_grid(base: Config, pairs: Sequence[Tuple[str, int]], runs_dir: str,
         path = os.path.join(runs_dir, run_name(scheme, z_dim))
         config = base.replace(z_dim=z_dim, **SCHEMES[scheme].changes)
         log(f"{clock(started)} training run {len(paths) + 1}/{len(pairs)}: {path}")
-        metrics = fit_run(config, path, data_dir=data_dir, verbose=verbose)
+        metrics = fit_run(config, path, data=data, verbose=verbose)
         log(format_metrics(metrics))
         paths.append(path)
     return paths

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional
 
 from npvae_tf.core.config import Config
 from npvae_tf.runs.layout import (LOG_FILE, MODEL_FILE, REFERENCE_FILE, RunError, check_run_dir,
-                                  read_training_log)
+                                  read_training_log, recorded_data)
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -31,6 +31,19 @@ class Run:
     @property
     def has_x(self) -> bool:
         return self.config.has_x
+
+    @property
+    def data(self) -> Dict:
+        """The run's ``data.json``: what it was trained on and how it was scaled (``{}`` for
+        runs from before it was recorded)."""
+        return recorded_data(self.path) or {}
+
+    @property
+    def scaling(self):
+        """The data's :class:`~npvae_tf.data.datasets.Scaling` (clients' units <-> the model's)."""
+        from npvae_tf.data.datasets import Scaling
+
+        return Scaling.from_dict(self.data.get("scaling"))
 
     @property
     def space(self) -> Optional[str]:

@@ -3,7 +3,7 @@
     import npvae_tf
 
     run = npvae_tf.load_run("runs/npvae-z500-...")   # or npvae_tf.train(config, run_dir)
-    x = run.embed(images)                            # images [N, 784] in [0, 1] -> X [N, 2]
+    x = run.embed(images)                            # images [N, P] (or [N, H, W]) -> X [N, 2]
     z_mean, z_stddev = run.encode(images)
     probs = run.reconstruct(images)                  # decoded at E[z|y]
     probs = run.decode(z)                            # decoded at latents z [N, Z]
@@ -62,9 +62,9 @@ class TrainedRun(Run):
         from npvae_tf.serving.module import ServingModule
 
         if not self.has_x:
-            return ServingModule(self.model)
+            return ServingModule(self.model, scaling=self.scaling)
         return ServingModule(self.model, self.reference, density=self.x_density,
-                             lengthscale=self.lengthscale)
+                             lengthscale=self.lengthscale, scaling=self.scaling)
 
     # --- input checks: NumPy, before TensorFlow -----------------------------------------------
     def _require_x(self, what: str) -> None:
@@ -82,13 +82,16 @@ class TrainedRun(Run):
         return array
 
     def _images(self, images) -> np.ndarray:
-        """``[N, P]`` float32; ``[N, H, W]`` images are flattened."""
+        """``[N, P]`` float32; examples of the data's shape (``[N, H, W]``, ...) are flattened."""
         array = np.asarray(images)
-        if array.ndim == 3 and array.shape[1:] == tuple(self.config.image_shape):
+        shape = tuple(self.config.image_shape)
+        if array.ndim == len(shape) + 1 and array.shape[1:] == shape and len(shape) > 1:
             array = array.reshape(len(array), -1)
         array = self._matrix(array, self.config.image_dim, "images",
-                             f"{self.config.image_dim} pixels per image, or [N, H, W]")
-        if array.size and (array.min() < 0.0 or array.max() > 1.0):
+                             f"{self.config.image_dim} values per example, or "
+                             f"[N, {', '.join(map(str, shape))}]")
+        if self.config.likelihood != "gaussian" and array.size and (
+                array.min() < 0.0 or array.max() > 1.0):
             raise ValueError("images must be pixel values in [0, 1] (divide uint8 images "
                              "by 255)")
         return array
@@ -143,11 +146,12 @@ def load_run(path: str) -> TrainedRun:
     return TrainedRun(run.path, run.config, run.model, run.reference, run.log)
 
 
-def train(config: Config, run_dir: str, data_dir: Optional[str] = None,
+def train(config: Config, run_dir: str, data=None,
           verbose: int = 1) -> TrainedRun:
     """Trains (or resumes, or finds finished) the run ``config`` describes in ``run_dir``,
-    as ``train.py`` does, and returns it loaded. ``data_dir``: as ``train.py --data_dir``."""
+    as ``train.py`` does, and returns it loaded. ``data``: a path as ``train.py --data``,
+    or arrays (:func:`npvae_tf.training.fit.fit_run`)."""
     from npvae_tf.training.fit import fit_run
 
-    fit_run(config, run_dir, data_dir=data_dir, verbose=verbose)
+    fit_run(config, run_dir, data=data, verbose=verbose)
     return load_run(run_dir)

@@ -21,14 +21,16 @@ from npvae_tf.serving.module import ServingModule
 def export_model(model, export_dir: str, reference: Optional[ReferenceSet] = None, *,
                  density: Optional[XDensity] = None, lengthscale: Optional[float] = None,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, jit_compile: bool = False,
-                 extra_info: Optional[dict] = None, indexed: bool = True) -> str:
+                 extra_info: Optional[dict] = None, indexed: bool = True, scaling=None) -> str:
     """Writes the SavedModel of ``model`` to ``export_dir`` atomically; returns its path.
 
-    ``density``, ``lengthscale``, ``chunk_size``, ``jit_compile``: see :class:`ServingModule`.
+    ``density``, ``lengthscale``, ``chunk_size``, ``jit_compile``, ``scaling``: see
+    :class:`ServingModule`.
     """
     check_target(export_dir)
     module = ServingModule(model, reference, density=density, lengthscale=lengthscale,
-                           chunk_size=chunk_size, jit_compile=jit_compile, indexed=indexed)
+                           chunk_size=chunk_size, jit_compile=jit_compile, indexed=indexed,
+                           scaling=scaling)
     info = {**module.info(), **(extra_info or {})}
     archive = module.archive()
 
@@ -43,22 +45,6 @@ def export_model(model, export_dir: str, reference: Optional[ReferenceSet] = Non
     return os.path.abspath(export_dir)
 
 
-def load_exportable(run_dir: str):
-    """``(config, model, reference)`` of a finished run folder (reference ``None`` for a VAE).
-
-    :func:`npvae_tf.runs.load.load_run` checks and loads the folder; its errors come back as
-    :class:`ExportError`.
-    """
-    from npvae_tf.runs.layout import RunError
-    from npvae_tf.runs.load import load_run
-
-    try:
-        run = load_run(run_dir)
-    except RunError as e:
-        raise ExportError(str(e)) from None
-    return run.config, run.model, (run.reference if run.has_x else None)
-
-
 def export_run(run_dir: str, export_dir: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
                jit_compile: bool = False) -> str:
     """Exports the final model (``model.keras``) of ``run_dir`` with its reference set, the
@@ -67,15 +53,22 @@ def export_run(run_dir: str, export_dir: str, *, chunk_size: int = DEFAULT_CHUNK
     Raises :class:`ExportError` or :class:`~npvae_tf.config.ConfigError` with a one-line
     message for a folder that is not a finished run, or an unsafe ``export_dir``.
     """
+    from npvae_tf.runs.layout import RunError
+    from npvae_tf.runs.load import load_run
+
     check_target(export_dir)
-    config, model, reference = load_exportable(run_dir)
-    density = None
-    if reference is not None:
+    try:
+        run = load_run(run_dir)
+    except RunError as e:
+        raise ExportError(str(e)) from None
+    config, model, reference, density = run.config, run.model, None, None
+    if run.has_x:
+        reference = run.reference
         try:
             density = x_density_for(run_dir, reference.x, config.seed)
         except ValueError as e:
             raise ExportError(str(e)) from None
-    return export_model(model, export_dir, reference, density=density,
+    return export_model(model, export_dir, reference, density=density, scaling=run.scaling,
                         chunk_size=chunk_size, jit_compile=jit_compile,
                         extra_info={"run_dir": os.path.abspath(run_dir),
                                     "config": config.to_dict()})

@@ -1,12 +1,15 @@
 """SavedModel export for serving: named signatures over a trained run, TensorFlow alone.
 
-Shapes: ``N`` batch (dynamic, may be 0), ``P`` pixels (784), ``Z`` latent size, ``D`` size of
-X, ``M`` reference points. Signatures of the exported SavedModel (inputs -> outputs):
+Shapes: ``N`` batch (dynamic, may be 0), ``P`` values per example, flattened (784 pixels for
+MNIST), ``Z`` latent size, ``D`` size of X, ``M`` reference points. Data the run standardised
+(the Gaussian likelihood) is standardised inside every signature and decoded means are mapped
+back, so clients send and receive the data's own units. Signatures of the exported SavedModel
+(inputs -> outputs):
 
     serving_default, reconstruct   images [N, P] -> images [N, P]
         decode(E[z|y]): reconstruction probabilities, as ``model(images)``
     encode      images [N, P] -> z_mean [N, Z], z_stddev [N, Z] (+ x [N, D] for the npVAE)
-    decode      z [N, Z] -> images [N, P]                 sigmoid(decoder logits)
+    decode      z [N, Z] -> images [N, P]                 the decoder's mean
     generate_from_x (npVAE)
                 x [N, D] -> images [N, P], z [N, Z]
         z = z~(x) = sum_j W(x, x_j) E[z_j] over the reference set stored in the SavedModel
@@ -97,8 +100,11 @@ def _checked_matrix(t: tf.Tensor, width: int, name: str, what: str) -> tf.Tensor
     return tf.debugging.assert_all_finite(t, f"{name} must be finite (no NaN or Inf)")
 
 
-def _checked_images(images: tf.Tensor, image_dim: int) -> tf.Tensor:
-    images = _checked_matrix(images, image_dim, "images", f"{image_dim} pixels per image")
+def _checked_images(images: tf.Tensor, image_dim: int, unit: bool = True) -> tf.Tensor:
+    """``images`` ``[N, P]``; ``unit``: values in [0, 1] too (the Bernoulli likelihoods)."""
+    images = _checked_matrix(images, image_dim, "images", f"{image_dim} values per example")
+    if not unit:
+        return images
     in_range = [
         tf.debugging.assert_greater_equal(images, 0.0,
                                           message="images must be pixel values in [0, 1]"),
@@ -167,14 +173,18 @@ class ServingModule(tf.Module):
         :func:`serving_lengthscale`).
       chunk_size: reference points per kernel chunk (memory ``O(QUERY_BLOCK * chunk)``).
       jit_compile: compile the kernel with XLA (see the module docstring).
-      indexed: serve ``generate_from_x`` through the grid index (:class:`~npvae_tf.model.grid_index.GridIndex`)
-        where it helps (2-D X, plain graph); the exact full sum otherwise.
+      indexed: serve ``generate_from_x`` through the grid index
+        (:class:`~npvae_tf.model.grid_index.GridIndex`) where it helps (2-D X, plain graph);
+        the exact full sum otherwise.
+      scaling: the data's :class:`~npvae_tf.data.datasets.Scaling`; a standardised one is
+        applied to every input and undone on every output, so clients send and receive the
+        data's own units (default: none).
     """
 
     def __init__(self, model, reference: Optional[ReferenceSet] = None,
                  density: Optional[XDensity] = None, lengthscale: Optional[float] = None,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, jit_compile: bool = False,
-                 indexed: bool = True):
+                 indexed: bool = True, scaling=None):
         super().__init__(name="npvae_serving")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -184,6 +194,8 @@ class ServingModule(tf.Module):
         self.image_dim, self.z_dim = int(model.image_dim), int(model.z_dim)
         self.has_x = model.has_x
         self.jit_compile = bool(jit_compile)
+        self.likelihood = model.likelihood
+        self.scaling = scaling if scaling is not None and scaling.kind == "standardised" else None
         self.specs = {"images": [tf.TensorSpec(None, tf.float32, name="images")],
                       "z": [tf.TensorSpec(None, tf.float32, name="z")],
                       "sample": [tf.TensorSpec([], tf.int32, name="count"),
@@ -280,14 +292,25 @@ class ServingModule(tf.Module):
                 "x_density", [self.x_density[k] for k in ("weights", "means", "scale_tril")])
         return archive
 
+    # Clients' units <-> the model's (the data's scaling, see the constructor).
+    def _model_values(self, images):
+        images = _checked_images(images, self.image_dim, self.likelihood != "gaussian")
+        if self.scaling is None:
+            return images
+        return (images - self.scaling.offset) / self.scaling.scale
+
+    def _client_values(self, means):
+        if self.scaling is None:
+            return means
+        return means * self.scaling.scale + self.scaling.offset
+
     # The model's own maths: approx_posterior, decode, embed, kernel.predictive_mean.
     def _reconstruct(self, images):
-        images = _checked_images(images, self.image_dim)
-        z_mean = self._model.approx_posterior(images).mean()
-        return {"images": self._model.decode(z_mean)}
+        z_mean = self._model.approx_posterior(self._model_values(images)).mean()
+        return {"images": self._client_values(self._model.decode(z_mean))}
 
     def _encode(self, images):
-        images = _checked_images(images, self.image_dim)
+        images = self._model_values(images)
         q = self._model.approx_posterior(images)
         out = {"z_mean": q.mean(), "z_stddev": q.stddev()}
         if self.has_x:
@@ -296,13 +319,13 @@ class ServingModule(tf.Module):
 
     def _decode(self, z):
         z = _checked_matrix(z, self.z_dim, "z", f"{self.z_dim} latent dimensions")
-        return {"images": self._model.decode(z)}
+        return {"images": self._client_values(self._model.decode(z))}
 
     def _sample_prior(self, count, seed):
         count, seed = _checked_count(count), _checked_seed(seed)
         z = tf.random.stateless_normal([count, self.z_dim], seed=tf.stack([seed, 0]),
                                        alg=RNG_ALG)
-        return {"images": self._model.decode(z), "z": z}
+        return {"images": self._client_values(self._model.decode(z)), "z": z}
 
     def _kernel_mean(self, x):
         if self.index is not None:
@@ -337,17 +360,20 @@ class ServingModule(tf.Module):
     def _generate_from_x(self, x):
         x = _checked_matrix(x, self.x_dim, "x", f"{self.x_dim} coordinates of X")
         z = self._predictive_mean(x)
-        return {"images": self._model.x_path_likelihood(z).mean(), "z": z}
+        return {"images": self._client_values(self._model.x_path_likelihood(z).mean()), "z": z}
 
     def _sample_mixture(self, count, seed):
         x = mixture_sample(**self.x_density, count=_checked_count(count),
                            seed=_checked_seed(seed))
         z = self._predictive_mean(x)
-        return {"images": self._model.x_path_likelihood(z).mean(), "z": z, "x": x}
+        return {"images": self._client_values(self._model.x_path_likelihood(z).mean()), "z": z,
+                "x": x}
 
     def info(self) -> dict:
         """What the export holds, written to ``assets.extra/npvae_export.json``."""
         info = {"model": "npvae" if self.has_x else "vae", "image_dim": self.image_dim,
+                "likelihood": self.likelihood,
+                "scaling": None if self.scaling is None else self.scaling.to_dict(),
                 "z_dim": self.z_dim, "signatures": list(self.signature_names),
                 "max_sample_count": MAX_SAMPLE_COUNT, "rng_alg": RNG_ALG,
                 "tensorflow": tf.__version__, "jit_compile": self.jit_compile}

@@ -31,7 +31,7 @@ from npvae_tf.core.backend import tf
 
 from npvae_tf.core.config import Config, ConfigError
 from npvae_tf.data.pipeline import evaluation_images, make_dataset, steps_per_epoch
-from npvae_tf.data.datasets import load_mnist
+from npvae_tf.data.datasets import load_for_config
 from npvae_tf.training.distribute import worker_dir, worker_identity
 from npvae_tf.model.estimates import elbo_summary
 from npvae_tf.model.vae import build_model
@@ -86,11 +86,15 @@ def make_optimizer(config: Config) -> keras.optimizers.Optimizer:
     return FusedAdam(config.learning_rate)
 
 
-def fit_run(config: Config, run_dir: str, data_dir: Optional[str] = None, verbose: int = 1,
-          extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-          strategy: Optional[tf.distribute.Strategy] = None,
-          log: Callable[[str], None] = print) -> Dict[str, float]:
+def fit_run(config: Config, run_dir: str, data=None, verbose: int = 1,
+            extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+            strategy: Optional[tf.distribute.Strategy] = None,
+            log: Callable[[str], None] = print) -> Dict[str, float]:
     """Trains, resumes or finishes the run ``config`` describes in ``run_dir``; test metrics.
+
+    ``data``: where the data comes from (a path, a :class:`~npvae_tf.data.datasets.DataSpec`,
+    arrays as :class:`~npvae_tf.data.sources.RawData`; None: MNIST), see
+    :func:`npvae_tf.data.datasets.load_data`.
 
     Holds the run folder's lock throughout (a second process gets
     :class:`npvae_tf.runs.RunLockedError` at once). ``verbose``: 0 prints nothing, 1 one
@@ -111,14 +115,13 @@ def fit_run(config: Config, run_dir: str, data_dir: Optional[str] = None, verbos
     RunLock(own_dir).check_free()  # a busy folder: refuse before loading the data
     # The data is found and read before the run folder (and its lock) is created, so a
     # data error leaves nothing behind.
-    data = None if finished else load_mnist(data_dir, config.validation_examples,
-                                            config.train_examples, config.image_shape)
+    spec, data = data, None if finished else load_for_config(data, config)
     try:
         lock = RunLock(own_dir).acquire()
     except OSError as e:
         raise RunError(f"{own_dir}: cannot create the run folder ({e.strerror or e})") from None
     try:
-        return _train_locked(config, run_dir, own_dir, chief, data_dir, verbose,
+        return _train_locked(config, run_dir, own_dir, chief, spec, verbose,
                              extra_callbacks, strategy, log if verbose else (lambda _: None),
                              data)
     finally:
@@ -138,7 +141,7 @@ def _remove_stale_temporaries(*folders: str) -> None:
                     os.remove(path)
 
 
-def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_callbacks,
+def _train_locked(config, run_dir, own_dir, chief, spec, verbose, extra_callbacks,
                   strategy, log, data=None):
     backup_dir = os.path.join(own_dir, BACKUP_DIR)
     _remove_stale_temporaries(own_dir, backup_dir)
@@ -147,8 +150,7 @@ def _train_locked(config, run_dir, own_dir, chief, data_dir, verbose, extra_call
         with open(os.path.join(run_dir, TEST_METRICS_FILE)) as f:
             return json.load(f)
     if data is None:  # finished when checked, unfinished now (a folder copied in?)
-        data = load_mnist(data_dir, config.validation_examples, config.train_examples,
-                          config.image_shape)
+        data = load_for_config(spec, config)
     if chief and not is_run(run_dir):
         config.save(run_dir)
     if chief:  # evaluate.py finds (and checks) the data by this record

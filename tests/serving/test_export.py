@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from npvae_tf.serving.export import export_run, load_exportable
+from npvae_tf.runs.load import load_run
+from npvae_tf.serving.export import export_run
 from npvae_tf.serving.folders import INFO_FILE, ExportError, atomic_write_dir
 from npvae_tf.serving.module import MAX_SAMPLE_COUNT, QUERY_BLOCK, ServingModule, mixture_sample
 from npvae_tf.runs.x_density import mixture_parameters
@@ -41,9 +42,9 @@ def runs(tmp_path_factory):
         make_run(run, images, labels, **settings)
         # Chunks of 128 over 500 reference points: several chunks, and padding in the last.
         export = export_run(run, str(root / f"export-{kind}"), chunk_size=128)
-        _, model, reference = load_exportable(run)
-        out[kind] = types.SimpleNamespace(run=run, export=export, model=model,
-                                          reference=reference)
+        loaded = load_run(run)
+        out[kind] = types.SimpleNamespace(run=run, export=export, model=loaded.model,
+                                          reference=loaded.reference if loaded.has_x else None)
     return out
 
 

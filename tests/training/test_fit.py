@@ -130,13 +130,13 @@ def test_same_seed_same_run(tmp_path, mnist_like_dir):
 
     config = Config(z_dim=4, hidden=(32,), epochs=2, batch_size=32, validation_examples=100,
                     seed=7)
-    metrics = [fit_run(config, str(tmp_path / name), data_dir=mnist_like_dir, verbose=0)
+    metrics = [fit_run(config, str(tmp_path / name), data=mnist_like_dir, verbose=0)
                for name in ("a", "b")]
     assert metrics[0]["elbo"] == metrics[1]["elbo"]
     models = [keras.saving.load_model(str(tmp_path / name / MODEL_FILE)) for name in ("a", "b")]
     for wa, wb in zip(models[0].get_weights(), models[1].get_weights()):
         np.testing.assert_array_equal(wa, wb)
-    other = fit_run(config.replace(seed=8), str(tmp_path / "c"), data_dir=mnist_like_dir, verbose=0)
+    other = fit_run(config.replace(seed=8), str(tmp_path / "c"), data=mnist_like_dir, verbose=0)
     assert other["elbo"] != metrics[0]["elbo"]
 
 

@@ -34,7 +34,7 @@ def run(tmp_path_factory, mnist_like_dir):
     """A tiny npVAE trained for two epochs, with a projector written as evaluate.py does."""
     folder = str(tmp_path_factory.mktemp("tb") / "run")
     config = Config(z_dim=4, hidden=(16,), epochs=EPOCHS, batch_size=64, validation_examples=100)
-    metrics = fit_run(config, folder, data_dir=mnist_like_dir, verbose=0)
+    metrics = fit_run(config, folder, data=mnist_like_dir, verbose=0)
     images, labels = digit_images(60, 2)
     x = np.random.default_rng(0).normal(size=(60, 2))
     z = np.random.default_rng(1).normal(size=(60, 4))
