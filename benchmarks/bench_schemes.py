@@ -43,7 +43,7 @@ def main(argv=None):
     import numpy as np
 
     from npvae_tf.core.config import Config
-    from npvae_tf.data.datasets import load_mnist
+    from npvae_tf.data.datasets import load_data
     from npvae_tf.data.pipeline import make_dataset
     from npvae_tf.reproduce.grid import SCHEMES as GRID
     from npvae_tf.model.vae import build_model
@@ -56,7 +56,7 @@ def main(argv=None):
         sha, base = "quick", Config(z_dim=8, hidden=(32, 32))
         args.rounds, args.steps = 2, 3
     else:
-        data = load_mnist(args.data_dir)
+        data = load_data(args.data_dir)
         images, sha, base = data.train.images, data.sha256, Config(z_dim=args.z_dim)
     import tempfile
 

@@ -290,7 +290,7 @@ def run_benchmark(args):
     import tensorflow as tf
 
     from npvae_tf.core.config import Config
-    from npvae_tf.data.datasets import load_mnist
+    from npvae_tf.data.datasets import load_data
     from npvae_tf.training.fit import make_optimizer
 
     tf.get_logger().setLevel("ERROR")  # one tf.function per matmul shape: retracing notes
@@ -300,9 +300,9 @@ def run_benchmark(args):
     def elapsed():
         return time.time() - started
 
-    # At most --train_examples images (load_mnist refuses more than the data holds; the
+    # At most --train_examples images (load_data refuses more than the data holds; the
     # quick default, 2048, is an upper bound).
-    data = load_mnist(args.data_dir, validation_examples=args.validation_examples)
+    data = load_data(args.data_dir, validation_examples=args.validation_examples)
     images = data.train.images[:args.train_examples]
     stream = BatchStream(images, args.batch_size, args.seed)
     cached_batch = tf.constant(images[:args.batch_size])

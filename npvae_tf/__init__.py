@@ -27,6 +27,7 @@ _LAZY = {
     "load_run": "npvae_tf.serving.api",
     "train": "npvae_tf.serving.api",
     "TrainedRun": "npvae_tf.serving.api",
+    "NPVAE": "npvae_tf.serving.estimator",
 }
 
 __all__ = sorted(_LAZY)

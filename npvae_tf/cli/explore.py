@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         try:
             from npvae_tf.evaluation.evaluate import load_data_for
 
-            test_images = load_data_for(run, args.data, {}).test.images
+            test_images = run.scaling.to_client(load_data_for(run, args.data, {}).test.images)
         except Exception as e:  # the map works without them
             print(f"{prog}: no test images ({str(e).splitlines()[0]})", file=sys.stderr)
         server, _ = make_server(run, args.port, test_images)

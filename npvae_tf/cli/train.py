@@ -46,10 +46,18 @@ def main(argv=None):
     from npvae_tf.data.datasets import DataError, read_raw
 
     spec = cli.data_spec_from_args(args)
+    if args.out:  # a busy or unwritable folder is refused before the data is read
+        _check_outputs(args, args.out)
     try:  # the data decides the shape of an example (and the run's name): read it first
         config = config.replace(image_shape=read_raw(spec).train_x.shape[1:])
     except DataError as e:
-        cli.fail("train.py", str(e))
+        from npvae_tf.runs.layout import is_finished, read_config
+
+        finished = args.out or default_run_dir(config)
+        if not is_finished(finished):
+            cli.fail("train.py", str(e))
+        # A finished run needs no data: rerunning its command says so, wherever the data is.
+        config = config.replace(image_shape=read_config(finished).image_shape)
     # One line at a time even into a file or pipe (nohup, tee): a kill loses no finished line.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
@@ -61,16 +69,17 @@ def main(argv=None):
         sys.exit(130)
 
 
-def _main(args, config, run_dir, spec):
-    from npvae_tf.runs.layout import RunError, check_for_training
+def _check_outputs(args, run_dir, config=None) -> bool:
+    """Every output location, before TensorFlow starts (and, with ``--out``, before the data
+    is read): a folder that is not this run's (given ``config``), a busy one, one that cannot
+    be written, an export folder that is not an earlier export. Whether the run is finished."""
+    from npvae_tf.runs.layout import RunError, check_for_training, is_finished
     from npvae_tf.runs.lock import RunLock
     from npvae_tf.runs.outputs import check_writable
     from npvae_tf.serving.folders import ExportError, check_target
 
-    # Every output location is checked before TensorFlow starts or data loads: a folder
-    # that is not this run's, a busy one, one that cannot be written.
     try:
-        finished = check_for_training(config, run_dir)
+        finished = check_for_training(config, run_dir) if config else is_finished(run_dir)
         RunLock(run_dir).check_free()
         if not finished:
             check_writable(run_dir, "run folder")
@@ -79,6 +88,14 @@ def _main(args, config, run_dir, spec):
             check_target(args.export)
     except (RunError, ExportError) as e:
         cli.fail("train.py", str(e))
+    return finished
+
+
+def _main(args, config, run_dir, spec):
+    from npvae_tf.runs.layout import RunError
+    from npvae_tf.serving.folders import ExportError
+
+    finished = _check_outputs(args, run_dir, config)
     from npvae_tf.core.config import ConfigError
     from npvae_tf.data.datasets import DataError
     from npvae_tf.training.distribute import make_strategy
@@ -90,7 +107,7 @@ def _main(args, config, run_dir, spec):
         print(f"{run_dir}: already trained; nothing to do.")
     try:
         metrics = fit_run(config, run_dir, data=spec, verbose=1 if args.quiet else 2,
-                        strategy=strategy)
+                          strategy=strategy)
     except (DataError, ConfigError, RunError, TrainingError) as e:
         cli.fail("train.py", str(e))
     if not metrics:  # a worker other than the chief: the chief reports

@@ -60,8 +60,8 @@ class Config(Objective):
     train_examples: Optional[int] = knob(
         None, "use only the first N training examples (quick runs)")
     validation_examples: int = knob(
-        5000, "validation examples taken from the end of the training split (at most a tenth "
-              "of it)")
+        5000, "validation examples taken from the end of the training split (a tenth of it "
+              "where that many would take half or more)")
     test_fraction: float = knob(
         0.15, "share of the examples held out (seeded) as the test split when the data has none")
     jit_compile: bool = knob(False, "compile steps with XLA")

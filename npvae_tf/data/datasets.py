@@ -10,8 +10,8 @@ Where the data comes from (:class:`DataSpec`): ``--data PATH`` (any source
 
 Splits: a source without a test split gets a seeded one (``test_fraction`` of the examples,
 :func:`~npvae_tf.data.sources.split_test`); the last ``validation_examples`` training
-examples validate (capped at a tenth of them, so a small data set keeps most of its examples
-for training; MNIST: 5,000 of 60,000); ``train_examples`` keeps the first N of the rest.
+examples validate (MNIST: 5,000 of 60,000), or a tenth of them where that many would take half
+or more (a small data set keeps most of its examples for training); ``train_examples`` keeps the first N of the rest.
 
 Scaling (the values the model sees, flattened to ``[N, P]`` float32):
   * uint8 data is divided by 255 (pixels in [0, 1]);
@@ -39,8 +39,8 @@ from npvae_tf.data.sources import RawData, read_source, split_test
 DATA_DIR_ENV = "NPVAE_DATA_DIR"
 # fingerprint() of the canonical MNIST (gzipped IDX files and Keras' mnist.npz alike).
 MNIST_SHA256 = "25c98f992c005963b7428e1f38418b233c9b286cc403519287eb8063f0bcfe07"
-# Validation examples are at most this share of the training examples.
-MAX_VALIDATION_SHARE = 0.1
+# The share of the training examples that validates when validation_examples would take half.
+SMALL_DATA_VALIDATION = 0.1
 # No label: evaluation rows that need labels say so instead of failing.
 NO_LABEL = -1
 
@@ -103,14 +103,19 @@ class Scaling:
                    np.asarray(values["scale"], np.float32),
                    tuple(values.get("value_range", (0.0, 1.0))))
 
+    def to_client(self, values: np.ndarray) -> np.ndarray:
+        """Model values ``[N, P]`` in the units clients send and receive."""
+        if self.kind != "standardised":
+            return values
+        return np.asarray(values, np.float32) * self.scale + self.offset
+
     def for_display(self, values: np.ndarray, image_shape) -> np.ndarray:
         """Model values ``[N, P]`` as figures draw them: standardised images back in [0, 1]
         (their own units, over the training range); feature vectors stay standardised."""
         if self.kind != "standardised" or len(image_shape) == 1:
             return values
         low, high = self.value_range
-        raw = np.asarray(values, np.float32) * self.scale + self.offset
-        return np.clip((raw - low) / max(high - low, 1e-12), 0.0, 1.0)
+        return np.clip((self.to_client(values) - low) / max(high - low, 1e-12), 0.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,7 +246,8 @@ def load_data(spec: Union[DataSpec, RawData, str, None] = None, *,
 
     Args:
       spec: where the data comes from (a path is ``DataSpec(path)``), or arrays as read.
-      validation_examples: the last this many training examples validate (at most a tenth).
+      validation_examples: the last this many training examples validate (a tenth where
+        that would be half of them or more).
       train_examples: keep only the first N of the remaining training examples.
       image_shape: the shape of one example the caller expects (None: any).
       likelihood: the decoder's family, which decides the scaling.
@@ -262,7 +268,9 @@ def load_data(spec: Union[DataSpec, RawData, str, None] = None, *,
     if image_shape is not None and shape != tuple(image_shape):
         raise DataError(f"{source}: examples are {'x'.join(map(str, shape))}, the run expects "
                         f"{'x'.join(map(str, image_shape))}")
-    n_validation = min(validation_examples, max(2, int(MAX_VALIDATION_SHARE * len(raw.train_x))))
+    n_validation = validation_examples
+    if 2 * validation_examples >= len(raw.train_x):  # small data: a tenth validates instead
+        n_validation = max(2, int(SMALL_DATA_VALIDATION * len(raw.train_x)))
     n_train = len(raw.train_x) - n_validation
     if n_train < 2:
         raise DataError(f"{source}: {len(raw.train_x)} training examples, too few for "

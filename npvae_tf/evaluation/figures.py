@@ -20,6 +20,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from npvae_tf.data.pictures import VECTOR_CMAP, VECTOR_RANGE, mosaic, pictures  # noqa: F401
+
 IMAGE_CMAP = "gray_r"
 CLASS_CMAP = colormaps["tab10"]
 
@@ -35,24 +37,6 @@ def class_color(c: int):
     return CLASS_CMAP(int(c) % 10)
 
 
-# Feature vectors: standardised values drawn on this map, clipped to +-VECTOR_RANGE.
-VECTOR_CMAP, VECTOR_RANGE = "RdBu_r", 3.0
-
-
-def pictures(images: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
-    """``[N, P]`` examples as what ``imshow`` draws: ``[N, H, W]`` (grayscale), ``[N, H, W, 3]``
-    (colour, clipped to [0, 1]) or, for feature vectors ``[D]``, ``[N, h, D]`` heat strips
-    ``h = max(2, D // 6)`` cells tall (a strip a person can read, not a fake image)."""
-    images = np.asarray(images, np.float32)
-    n, shape = len(images), tuple(image_shape)
-    if len(shape) == 1:
-        return np.repeat(images.reshape(n, 1, shape[0]), max(2, shape[0] // 6), axis=1)
-    if len(shape) == 3 and shape[2] == 1:
-        shape = shape[:2]
-    out = images.reshape((n,) + shape)
-    return np.clip(out, 0.0, 1.0) if len(shape) == 3 else out
-
-
 def style(image_shape: Sequence[int]) -> dict:
     """``imshow`` keywords for :func:`pictures` of this shape."""
     if len(image_shape) == 1:
@@ -65,22 +49,6 @@ def style(image_shape: Sequence[int]) -> dict:
 def show(ax, images: np.ndarray, image_shape: Sequence[int], **kwargs) -> None:
     """Draws one example ``[P]``, or a mosaic from :func:`mosaic`, with the shape's style."""
     ax.imshow(images, interpolation="nearest", **style(image_shape), **kwargs)
-
-
-def mosaic(images: np.ndarray, rows: int, cols: int, image_shape: Sequence[int],
-           pad: int = 1) -> np.ndarray:
-    """Tiles up to ``rows * cols`` examples ``[N, P]`` (as :func:`pictures`) row by row into
-    one array ``[rows * (h + pad) - pad, cols * (w + pad) - pad (, 3)]``; missing tiles and
-    padding are 0."""
-    tiles = pictures(np.asarray(images)[:rows * cols], image_shape)
-    h, w = tiles.shape[1:3]
-    out = np.zeros((rows * (h + pad) - pad, cols * (w + pad) - pad) + tiles.shape[3:],
-                   np.float32)
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, cols)
-        top, left = r * (h + pad), c * (w + pad)
-        out[top:top + h, left:left + w] = tile
-    return out
 
 
 def axis_labels(ax, space: str) -> None:

@@ -14,7 +14,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from npvae_tf.training.summaries import tile
+from npvae_tf.data.pictures import pictures, rgb, tile
 
 PROJECTOR_DIR = "projector"    # <evaluation output>/projector
 PROJECTOR_CONFIG = "projector_config.pbtxt"
@@ -39,7 +39,7 @@ def write_projector(out_dir: str, images: np.ndarray, labels: np.ndarray,
 
     images = np.asarray(images, np.float32)
     n = len(images)
-    h, w = image_shape
+    h, w = pictures(images[:1], image_shape).shape[1:3]
     per_side = int(math.ceil(math.sqrt(n)))
     if per_side * max(h, w) > 8192:
         raise ValueError(f"{n} images of {h}x{w} exceed the projector's 8192-pixel sprite")
@@ -67,7 +67,9 @@ def write_projector(out_dir: str, images: np.ndarray, labels: np.ndarray,
     names = [class_names[int(c)] if class_names else str(int(c)) for c in labels]
     write_text(os.path.join(out_dir, "metadata.tsv"),
                "index\tlabel\n" + "".join(f"{i}\t{c}\n" for i, c in enumerate(names)))
-    sprite = (tile(images, image_shape, per_side) * 255).round().astype(np.uint8)
+    # White on black as TensorBoard shows MNIST; colour and heat strips as RGB.
+    sprite = rgb(tile(images, image_shape, per_side), image_shape, light=False)
+    sprite = (sprite * 255).round().astype(np.uint8)
     atomic_write(os.path.join(out_dir, "sprite.png"),
                  lambda tmp: Image.fromarray(sprite).save(tmp, format="PNG"))
     path = os.path.join(out_dir, PROJECTOR_CONFIG)

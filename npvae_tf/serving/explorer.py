@@ -19,6 +19,8 @@ from typing import Optional
 
 import numpy as np
 
+from npvae_tf.data.pictures import pictures, rgb
+
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
 STRIP_STEPS = 8
@@ -29,10 +31,14 @@ class ExplorerError(ValueError):
     """The run cannot be explored (not a finished run, no 2-D space)."""
 
 
-def image_rgba(probs: np.ndarray, shape) -> np.ndarray:
-    """``[H, W]`` uint32 RGBA (grey, flipped for Bokeh's bottom-up image rows)."""
-    grey = (255 - np.clip(probs, 0, 1).reshape(shape) * 255).astype(np.uint32)
-    rgba = grey | (grey << 8) | (grey << 16) | (np.uint32(255) << 24)
+def image_rgba(values: np.ndarray, shape) -> np.ndarray:
+    """One example ``[P]`` (as :func:`npvae_tf.data.pictures.pictures` draws it) as ``[h, w]``
+    uint32 RGBA, flipped for Bokeh's bottom-up image rows."""
+    picture = rgb(pictures(np.asarray(values)[None], shape)[0], shape)
+    if picture.ndim == 2:
+        picture = np.repeat(picture[..., None], 3, axis=-1)
+    c = (np.clip(picture, 0, 1) * 255).round().astype(np.uint32)
+    rgba = c[..., 0] | (c[..., 1] << 8) | (c[..., 2] << 16) | (np.uint32(255) << 24)
     return rgba[::-1].copy()
 
 
@@ -96,7 +102,22 @@ def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) 
     from bokeh.plotting import figure
 
     run, shape = state.run, tuple(state.run.config.image_shape)
-    h, w = shape
+    h, w = pictures(np.zeros((1, run.config.image_dim)), shape).shape[1:3]
+
+    def shown(values):
+        """Client values as pictures draw them: standardised data back to its display range
+        (images) or its standardised values (feature vectors' heat strips)."""
+        sc = run.scaling
+        if sc.kind != "standardised":
+            return values
+        if len(shape) == 1:
+            return (values - sc.offset) / sc.scale
+        low, high = sc.value_range
+        return (values - low) / max(high - low, 1e-12)
+
+    def framed(width, count=1):
+        """A frame's height for ``count`` examples side by side at their own aspect."""
+        return int(min(400, max(60, width * h / (w * count)))) + 30
     space = "X" if run.has_x else "Z"
     rng = np.random.default_rng(0)
     keep = (rng.choice(len(state.points), MAX_POINTS, replace=False)
@@ -115,20 +136,21 @@ def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) 
     plot.scatter("x", "y", source=test_src, size=14, color="red", marker="star")
 
     def image_figure(title, width=200, name=None):
-        f = figure(title=title, width=width, height=200 if width == 200 else 120,
+        f = figure(title=title, width=width, height=framed(width, max(1, width // 200)),
                    x_range=(0, w * (width // 200 if width > 200 else 1)), y_range=(0, h),
                    tools="", toolbar_location=None, name=name)
         f.axis.visible = False
         f.grid.visible = False
         return f
 
-    blank = image_rgba(np.zeros(h * w), shape)
+    blank = image_rgba(np.zeros(run.config.image_dim), shape)
     hover_src = ColumnDataSource(dict(image=[blank]))
     hover_fig = image_figure("decoded at the mouse", name="hover_image")
     hover_fig.image_rgba("image", x=0, y=0, dw=w, dh=h, source=hover_src)
     where = Div(text="move the mouse over the map", name="where")
 
-    strip_fig = figure(title="interpolation (click two points)", width=8 * 90, height=110,
+    strip_fig = figure(title="interpolation (click two points)", width=8 * 90,
+                       height=framed(8 * 90, STRIP_STEPS),
                        x_range=(0, w * STRIP_STEPS), y_range=(0, h), tools="",
                        toolbar_location=None, name="strip")
     strip_fig.axis.visible = False
@@ -136,7 +158,7 @@ def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) 
     strip_src = ColumnDataSource(dict(image=[], x=[]))
     strip_fig.image_rgba("image", x="x", y=0, dw=w, dh=h, source=strip_src)
 
-    samples_fig = figure(title="ancestral samples", width=8 * 90, height=110,
+    samples_fig = figure(title="ancestral samples", width=8 * 90, height=framed(8 * 90, 8),
                          x_range=(0, w * 8), y_range=(0, h), tools="", toolbar_location=None)
     samples_fig.axis.visible = False
     samples_fig.grid.visible = False
@@ -144,7 +166,8 @@ def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) 
     samples_fig.image_rgba("image", x="x", y=0, dw=w, dh=h, source=samples_img)
     sample_button = Button(label="draw 8 samples", name="sample_button")
 
-    test_fig = figure(title="test image | through X | at E[z]", width=3 * 120, height=140,
+    test_fig = figure(title="test image | through X | at E[z]", width=3 * 120,
+                      height=framed(3 * 120, 3),
                       x_range=(0, 3 * w), y_range=(0, h), tools="", toolbar_location=None)
     test_fig.axis.visible = False
     test_fig.grid.visible = False
@@ -160,14 +183,14 @@ def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) 
         if event.x is None or event.y is None:
             return
         image = state.hover(float(event.x), float(event.y))
-        hover_src.data = dict(image=[image_rgba(image, shape)])
+        hover_src.data = dict(image=[image_rgba(shown(image), shape)])
         where.text = f"{space} = ({event.x:.3f}, {event.y:.3f})"
 
     def on_tap(event):
         marks.stream(dict(x=[event.x], y=[event.y]), rollover=2)
         strip = state.click(float(event.x), float(event.y))
         if strip is not None:
-            strip_src.data = dict(image=[image_rgba(s, shape) for s in strip],
+            strip_src.data = dict(image=[image_rgba(shown(s), shape) for s in strip],
                                   x=[i * w for i in range(len(strip))])
 
     def on_sample():
@@ -175,7 +198,7 @@ def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) 
         draws["n"] += 1
         loc = state.locate(images)
         state.samples = images
-        samples_img.data = dict(image=[image_rgba(s, shape) for s in images],
+        samples_img.data = dict(image=[image_rgba(shown(s), shape) for s in images],
                                 x=[i * w for i in range(len(images))])
         samples_src.data = dict(x=loc[:, 0], y=loc[:, 1])
 
@@ -189,7 +212,8 @@ def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) 
         at_mean = run.reconstruct(image)[0]
         state.test = dict(index=i, location=loc, image=image[0], through_x=through,
                           at_mean=at_mean)
-        test_img.data = dict(image=[image_rgba(a, shape) for a in (image[0], through, at_mean)],
+        test_img.data = dict(image=[image_rgba(shown(a), shape)
+                                    for a in (image[0], through, at_mean)],
                              x=[0, w, 2 * w])
         test_src.data = dict(x=[loc[0]], y=[loc[1]])
         index.value = i

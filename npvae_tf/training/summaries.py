@@ -20,20 +20,9 @@ from typing import Sequence
 import numpy as np
 
 from npvae_tf.core.backend import keras
+from npvae_tf.data.pictures import rgb, tile
 
 MODEL_LOGS = "model"           # RUN/logs/model
-
-
-def tile(images: np.ndarray, image_shape: Sequence[int], columns: int) -> np.ndarray:
-    """``[N, H*W]`` images in [0, 1] -> one ``[rows*H, columns*W]`` mosaic (empty cells 0)."""
-    h, w = image_shape
-    n = len(images)
-    rows = max(1, math.ceil(n / columns))
-    canvas = np.zeros((rows * h, columns * w), np.float32)
-    for i, image in enumerate(np.asarray(images, np.float32).reshape(n, h, w)):
-        r, c = divmod(i, columns)
-        canvas[r * h:(r + 1) * h, c * w:(c + 1) * w] = image
-    return canvas
 
 
 class ModelSummaries(keras.callbacks.Callback):
@@ -61,7 +50,11 @@ class ModelSummaries(keras.callbacks.Callback):
     def _write(self, name: str, mosaic: np.ndarray, step: int, description: str) -> None:
         from npvae_tf.core.backend import tf
 
-        tf.summary.image(name, mosaic[None, :, :, None], step=step, description=description)
+        # TensorBoard draws values as they are: grayscale light on dark (as MNIST's own
+        # images), colour as colour, feature vectors' heat strips through their colour map.
+        image = rgb(mosaic, self.image_shape, light=False)
+        tf.summary.image(name, (image[..., None] if image.ndim == 2 else image)[None], step=step,
+                         description=description)
 
     def on_epoch_end(self, epoch, logs=None):
         from npvae_tf.core.backend import tf

@@ -4,13 +4,13 @@ import os
 import numpy as np
 import pytest
 
-from npvae_tf.data.datasets import DataError, load_mnist
+from npvae_tf.data.datasets import DataError, load_data
 from npvae_tf.data.pipeline import evaluation_batch_size, make_dataset, steps_per_epoch
 from tests.helpers import synthetic_digits, write_idx, write_mnist_like
 
 
 def load(folder, **kw):
-    return load_mnist(folder, validation_examples=kw.pop("validation_examples", 100), **kw)
+    return load_data(folder, validation_examples=kw.pop("validation_examples", 100), **kw)
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -43,9 +43,10 @@ def test_loads_keras_npz(tmp_path):
 
 def test_any_size_dataset_needs_matching_shape(tmp_path):
     folder = write_mnist_like(str(tmp_path), n_train=300, n_test=50, size=20)
-    with pytest.raises(DataError, match="20x20, expected 28x28"):
-        load(folder)
+    with pytest.raises(DataError, match="examples are 20x20, the run expects 28x28"):
+        load(folder, image_shape=(28, 28))
     assert load(folder, image_shape=(20, 20)).train.images.shape[1] == 400
+    assert load(folder).image_shape == (20, 20)  # no shape asked: the data's own
 
 
 def corrupt(folder, name, transform):
@@ -72,15 +73,22 @@ def test_corrupted_files_name_the_file_and_problem(tmp_path, name, transform, me
     assert path in str(info.value) and "\n" not in str(info.value)
 
 
-def test_missing_file(tmp_path):
+def test_labels_and_the_test_file_are_optional_the_images_are_not(tmp_path):
     folder = write_mnist_like(str(tmp_path), n_train=300, n_test=50)
     os.remove(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"))
-    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.*missing file"):
+    assert np.all(load(folder).test.labels == -1)  # unlabelled test split
+    for name in ("t10k-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        os.remove(os.path.join(folder, name))
+    data = load(folder, test_fraction=0.2, seed=3)  # a seeded test split is carved off
+    assert (len(data.train) + len(data.validation), len(data.test)) == (240, 60)
+    assert data.test_split == {"fraction": 0.2, "seed": 3} and not data.has_labels
+    os.remove(os.path.join(folder, "train-images-idx3-ubyte.gz"))
+    with pytest.raises(DataError, match="no IDX files, .npz or images"):
         load(folder)
 
 
 def test_missing_folder(tmp_path):
-    with pytest.raises(DataError, match="no such data folder"):
+    with pytest.raises(DataError, match="no such file or folder"):
         load(str(tmp_path / "nowhere"))
 
 
@@ -88,7 +96,7 @@ def test_image_label_count_mismatch(tmp_path):
     folder = write_mnist_like(str(tmp_path), n_train=300, n_test=50)
     _, labels = synthetic_digits(299)
     write_idx(os.path.join(folder, "train-labels-idx1-ubyte"), labels)
-    with pytest.raises(DataError, match="300 images but .* 299 labels"):
+    with pytest.raises(DataError, match="299 labels for the 300 images"):
         load(folder)
 
 
@@ -100,10 +108,13 @@ def test_not_gzip_but_named_gz(tmp_path):
         load(folder)
 
 
-def test_too_few_examples_for_validation(tmp_path):
+def test_small_data_validates_on_a_tenth_and_too_little_is_refused(tmp_path):
     folder = write_mnist_like(str(tmp_path), n_train=300, n_test=50)
+    assert len(load(folder, validation_examples=150).validation) == 30  # would take half
+    assert len(load(folder, validation_examples=149).validation) == 149
+    tiny = write_mnist_like(str(tmp_path / "tiny"), n_train=3, n_test=5)
     with pytest.raises(DataError, match="too few"):
-        load(folder, validation_examples=299)
+        load(tiny, validation_examples=2)
 
 
 @pytest.mark.parametrize("n,batch", [(129, 128), (257, 128), (7, 2), (3, 2), (10, 4)])
@@ -175,7 +186,19 @@ def test_fingerprint_is_of_the_arrays_not_the_files(tmp_path):
     assert len(gz.sha256) == 64 and gz.sha256 == plain.sha256 == npz.sha256
     other = load(write_mnist_like(str(tmp_path / "other"), 251, 20))
     assert other.sha256 != gz.sha256
-    assert not gz.is_mnist and gz.provenance == {"source": gz.source, "sha256": gz.sha256,
-                                                 "name": None}
+    assert not gz.is_mnist and {k: gz.provenance[k] for k in ("source", "sha256", "name")} == {
+        "source": gz.source, "sha256": gz.sha256, "name": None}
     assert MNIST_SHA256 != gz.sha256
+    # Float data is hashed as it is: two sets equal once cast to bytes still differ.
+    a = np.random.default_rng(0).random((40, 4, 4)).astype(np.float32)
+    np.savez(tmp_path / "a.npz", x_train=a)
+    np.savez(tmp_path / "b.npz", x_train=a * 0.5)
+    assert load(str(tmp_path / "a.npz")).sha256 != load(str(tmp_path / "b.npz")).sha256
+
+
+def test_float_data_is_never_divided_by_255(tmp_path):
+    a = np.random.default_rng(0).random((40, 4, 4)).astype(np.float32)
+    np.savez(tmp_path / "a.npz", x_train=a)
+    data = load(str(tmp_path / "a.npz"), validation_examples=4, test_fraction=0.25)
+    assert data.scaling.kind == "unit" and data.train.images.max() > 0.9
 

@@ -203,10 +203,13 @@ def test_new_fields_at_their_defaults_keep_old_run_folder_names():
     config = Config(z_dim=500)
     # The digest of a config.json written before these fields existed.
     old = {k: v for k, v in config.to_dict().items()
-           if k not in ("x_path_hold_decoder", "x_path_decoder_epochs", "neighbour_weight",
-                        "n_neighbors", "min_dist", "landmark_weight")}
+           if k not in ("x_path_decoder_epochs", "neighbour_weight", "n_neighbors", "min_dist",
+                        "landmark_weight", "likelihood", "test_fraction")}
     assert config.digest_fields() == old
+    # The folder name the code of before these fields (and the package's layers) gave it.
+    assert config_digest(config) == "a648a6cb"
     assert config_digest(config) != config_digest(config.replace(neighbour_weight=1.0))
+    assert config_digest(config) != config_digest(config.replace(likelihood="gaussian"))
 
 
 def test_landmarks_are_the_graphs_umap_layout_and_leave_the_graph_intact(digits):

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from npvae_tf.data import sources
+from npvae_tf.data import image_folder, sources
 from npvae_tf.data.datasets import DataError
-from npvae_tf.data.sources import RawData, fingerprint, read_source, split_test
+from npvae_tf.data.datasets import fingerprint
+from npvae_tf.data.sources import RawData, read_source, split_test
 from tests.helpers import write_idx
 
 
@@ -183,8 +184,8 @@ def test_image_cache_hit_and_rebuild(tmp_path, cache, monkeypatch):
     images = pixels((5, 6, 6))
     save_images(tmp_path / "d", images)
     calls = []
-    decode = sources._decode_folder
-    monkeypatch.setattr(sources, "_decode_folder", lambda *a: calls.append(1) or decode(*a))
+    decode = image_folder._decode_folder
+    monkeypatch.setattr(image_folder, "_decode_folder", lambda *a: calls.append(1) or decode(*a))
     first = read_source(str(tmp_path / "d"))
     second = read_source(str(tmp_path / "d"))
     assert len(calls) == 1  # the second read loaded the cache

@@ -198,7 +198,7 @@ def test_bad_run_folders_give_one_line_errors(runs, tmp_path, mnist_like_dir, ca
     small = write_mnist_like(str(tmp_path / "mnist20"), n_train=300, n_test=50, size=20)
     assert_one_line_error(*run_in_process(capsys, paths["vae-z2"], "--data_dir", small,
                                           "--out", str(tmp_path / "o"))[::2],
-                          "trained on 28x28 images", "20x20")
+                          "trained on examples of shape 28x28", "20x20")
 
 
 def test_invalid_flags_are_usage_errors(tmp_path, capsys):
@@ -280,7 +280,7 @@ def test_classifier_is_cached_and_an_unreadable_cache_is_rebuilt(tmp_path):
 
 def test_the_data_a_run_recorded_is_found_and_checked(tmp_path, monkeypatch, mnist_like_dir):
     from npvae_tf.core.config import Config
-    from npvae_tf.data.datasets import load_mnist
+    from npvae_tf.data.datasets import load_data
     from npvae_tf.evaluation.evaluate import EvaluationError, load_data_for
     from npvae_tf.core.files import write_json
     from npvae_tf.runs.reference import ReferenceSet
@@ -288,7 +288,7 @@ def test_the_data_a_run_recorded_is_found_and_checked(tmp_path, monkeypatch, mni
     from npvae_tf.runs.load import Run
 
     config = Config(validation_examples=100)
-    trained_on = load_mnist(mnist_like_dir, 100)
+    trained_on = load_data(mnist_like_dir, validation_examples=100)
     reference = ReferenceSet(z_mean=np.zeros((len(trained_on.train), 2)),
                              labels=trained_on.train.labels)
     run_dir = tmp_path / "run"

@@ -135,10 +135,12 @@ def test_train_with_a_config_returns_the_loaded_run(trained):
 def test_the_run_records_the_data_it_was_trained_on(trained, mnist_like_dir):
     import json
 
-    from npvae_tf.data.datasets import load_mnist
+    from npvae_tf.data.datasets import load_data
     from npvae_tf.runs.layout import DATA_FILE
 
     recorded = json.load(open(os.path.join(trained["run"].path, DATA_FILE)))
-    data = load_mnist(mnist_like_dir, 100)
-    assert recorded == {"source": os.path.abspath(mnist_like_dir), "sha256": data.sha256,
-                        "name": None}
+    data = load_data(mnist_like_dir, validation_examples=100)
+    assert {k: recorded[k] for k in ("source", "sha256", "name", "shape")} == {
+        "source": os.path.abspath(mnist_like_dir), "sha256": data.sha256, "name": None,
+        "shape": [28, 28]}
+    assert recorded["scaling"]["kind"] == "bytes" and recorded["test_split"] is None

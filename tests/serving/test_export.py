@@ -454,9 +454,9 @@ WIDTH = "wrong width"
 NOT_FLOAT = "expected to be a float tensor"
 BAD_INPUTS = [
     ("reconstruct", {"images": np.zeros((2, P - 1), np.float32)},
-     f"images must be [N, {P}] ({P} pixels per image); wrong width"),
-    ("reconstruct", {"images": np.zeros((P,), np.float32)}, f"images must be [N, {P}] ({P} pixels per image); wrong rank"),
-    ("encode", {"images": np.zeros((2, 1, P), np.float32)}, f"images must be [N, {P}] ({P} pixels per image); wrong rank"),
+     f"images must be [N, {P}] ({P} values per example); wrong width"),
+    ("reconstruct", {"images": np.zeros((P,), np.float32)}, f"images must be [N, {P}] ({P} values per example); wrong rank"),
+    ("encode", {"images": np.zeros((2, 1, P), np.float32)}, f"images must be [N, {P}] ({P} values per example); wrong rank"),
     ("encode", {"images": np.zeros((2, P), np.int32)}, NOT_FLOAT),
     ("serving_default", {"images": np.zeros((2, P), np.float64)}, NOT_FLOAT),
     ("encode", {"images": _with((2, P), np.nan)}, "images must be finite"),
@@ -514,7 +514,7 @@ def test_numpy_input_of_the_wrong_width_is_an_invalid_argument_naming_it(loaded,
     # raised a TypeError printing the whole array instead.
     signatures = loaded[kind].signatures
     with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=re.escape(f"images must be [N, {P}] ({P} pixels per image)")):
+                       match=re.escape(f"images must be [N, {P}] ({P} values per example)")):
         signatures["encode"](images=np.zeros((2, P - 1), np.float32))
     z_dim = 8 if kind == "npvae" else 6
     with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(f"z must be [N, {z_dim}]")):
@@ -529,7 +529,7 @@ def test_numpy_input_of_the_wrong_rank_is_one_invalid_argument_naming_it(loaded,
     with pytest.raises(tf.errors.InvalidArgumentError) as e:
         reconstruct(images=np.zeros(shape, np.float32))
     text = str(e.value)
-    assert f"[images must be [N, {P}] ({P} pixels per image); wrong rank]" in text, text[:500]
+    assert f"[images must be [N, {P}] ({P} values per example); wrong rank]" in text, text[:500]
     assert len(text.splitlines()) <= 6, text  # TensorFlow's few lines, no Python traceback
 
 

@@ -121,7 +121,7 @@ def test_bad_data_gives_one_line_error(tmp_path):
     result = run_train("--data_dir", str(tmp_path), "--out", str(tmp_path / "run"))
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("train.py: error: ") and "missing file" in last
+    assert last.startswith("train.py: error: ") and "no IDX files, .npz or images" in last
     assert "Traceback" not in result.stderr
 
 
@@ -271,7 +271,7 @@ def test_more_training_examples_than_the_data_holds_is_refused(tmp_path, mnist_l
     result = run_train("--train_examples", "100000", "--validation_examples", "100",
                        "--data_dir", mnist_like_dir, "--out", str(tmp_path / "x"))
     assert result.returncode == 1
-    assert "train_examples 100000 is more than the 500 training images" in result.stderr
+    assert "train_examples 100000 is more than the 500 training examples" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -336,7 +336,7 @@ def test_a_data_error_leaves_no_run_folder(tmp_path):
     out = tmp_path / "runs" / "nodata"
     result = run_train("--z_dim", "4", "--out", str(out), "--data_dir", str(tmp_path / "none"))
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].endswith("no such data folder")
+    assert result.stderr.strip().splitlines()[-1].endswith("no such file or folder (check --data)")
     assert not os.path.exists(out)
 
 

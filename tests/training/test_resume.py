@@ -191,10 +191,10 @@ def test_binarize_holds_end_to_end(uninterrupted, gray_digits_dir):
     """--binarize: the reference set (hence the X density) comes from the binarised training
     images the model was trained on, not from grayscale ones."""
     from npvae_tf.data.pipeline import evaluation_images
-    from npvae_tf.data.datasets import load_mnist
+    from npvae_tf.data.datasets import load_data
     from npvae_tf.runs.reference import encode_means
 
-    data = load_mnist(gray_digits_dir, CONFIG.validation_examples)
+    data = load_data(gray_digits_dir, validation_examples=CONFIG.validation_examples)
     model = keras.saving.load_model(os.path.join(uninterrupted, MODEL_FILE), compile=False)
     reference = ReferenceSet.load(uninterrupted)
     binary = evaluation_images(data.train.images, True, CONFIG.seed, "train")

@@ -22,7 +22,8 @@ from npvae_tf.core.config import Config
 from npvae_tf.model.vae import build_model
 from npvae_tf.runs.layout import LOGS_DIR
 from npvae_tf.evaluation.projector import PROJECTOR_CONFIG, write_projector
-from npvae_tf.training.summaries import MODEL_LOGS, ModelSummaries, tile
+from npvae_tf.data.pictures import tile
+from npvae_tf.training.summaries import MODEL_LOGS, ModelSummaries
 from npvae_tf.training.fit import fit_run
 from tests.helpers import digit_images
 
