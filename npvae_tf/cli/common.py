@@ -10,7 +10,7 @@ import typing
 from typing import Callable, Dict, List, NoReturn, Optional, Sequence
 
 from npvae_tf.core.config import Config, ConfigError
-from npvae_tf.core.objective import OBJECTIVE_FIELDS
+from npvae_tf.core.objective import OBJECTIVE_FIELDS, SCHEMES
 
 
 # The commands, by their script name in a checkout and their console-script name (pip).
@@ -103,6 +103,24 @@ def add_config_flags(parser: argparse.ArgumentParser, names: Optional[Sequence[s
             options.update(choices=field.metadata["choices"])
             del options["type"], options["metavar"]
         parser.add_argument(flag, **options)
+
+
+def add_scheme_flag(parser: argparse.ArgumentParser) -> None:
+    """``--scheme NAME``: a named objective (:data:`~npvae_tf.core.objective.SCHEMES`) whose
+    settings become the flags' defaults; a flag given explicitly still wins. Call before
+    parsing with :func:`parse_with_scheme`."""
+    parser.add_argument("--scheme", choices=list(SCHEMES), default=None,
+                        help="a named objective (docs/schemes.md): its settings become the "
+                             "defaults of the flags below, and a flag given explicitly still "
+                             "wins (default: the paper's objective)")
+
+
+def parse_with_scheme(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parses ``argv`` twice: once for ``--scheme``, then with its settings as defaults."""
+    known, _ = parser.parse_known_args(argv)
+    if known.scheme:
+        parser.set_defaults(**SCHEMES[known.scheme].changes)
+    return parser.parse_args(argv)
 
 
 def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace,

@@ -14,6 +14,7 @@ from npvae_tf.runs.layout import default_run_dir
 
 def parse_args(argv=None):
     parser = cli.parser("train.py", __doc__)
+    cli.add_scheme_flag(parser)
     cli.add_config_flags(parser)
     cli.add_data_flags(parser)
     parser.add_argument("--out", default=None,
@@ -33,7 +34,7 @@ def parse_args(argv=None):
     parser.add_argument("--quiet", action="store_true",
                         help="no live progress line: one plain line per epoch only (what is "
                              "printed anyway when the output is not a terminal)")
-    args = parser.parse_args(argv)
+    args = cli.parse_with_scheme(parser, argv)
     config = cli.config_from_args(parser, args)
     if args.cpu_replicas > 1 and config.batch_size % args.cpu_replicas:
         parser.error(f"batch_size {config.batch_size} does not split evenly over "

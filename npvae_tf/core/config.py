@@ -13,7 +13,7 @@ import os
 from typing import Optional, Tuple
 
 from npvae_tf.core.files import write_json
-from npvae_tf.core.objective import RETIRED, Objective, knob
+from npvae_tf.core.objective import RETIRED, SCHEMES, Objective, knob
 
 MODELS = ("npvae", "vae")
 # The decoder's likelihood families (npvae_tf/model/likelihoods.py).
@@ -81,6 +81,17 @@ class Config(Objective):
             return "VAE"
         label = self.objective_label()
         return f"npVAE: {label}" if label else "npVAE"
+
+    @property
+    def scheme_name(self) -> Optional[str]:
+        """The name in :data:`~npvae_tf.core.objective.SCHEMES` of this objective (``"paper"``,
+        ``"umap-landmark"``, ...), or None for a combination no scheme names."""
+        mine = (self.model, self.objective())
+        for name, scheme in SCHEMES.items():
+            named = Config(**scheme.changes)
+            if (named.model, named.objective()) == mine:
+                return name
+        return None
 
     @property
     def fits_x_path_decoder(self) -> bool:

@@ -243,8 +243,9 @@ def likelihoods_step(e: RunEvaluation, settings: Settings, seeds: Dict[str, int]
     )
     if run.has_x:
         # What the X path could reach if X kept Z's own neighbourhoods (see the function).
+        ks = [k for k in NEIGHBOUR_KS if k <= len(run.reference.z_mean)]  # small data: fewer
         ceiling = neighbour_average_log_likelihood(run.model, e.images, terms["z_mean"],
-                                                   run.reference.z_mean, NEIGHBOUR_KS)
+                                                   run.reference.z_mean, ks)
         best_k = max(ceiling, key=ceiling.get)
         e.metrics.update(neighbour_average_ll=ceiling[best_k], neighbour_average_k=best_k,
                          neighbour_average_ll_by_k={str(k): v for k, v in ceiling.items()})

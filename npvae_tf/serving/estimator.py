@@ -25,7 +25,6 @@ folder the copy owns (removed when it is garbage-collected). See docs/estimator.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import tempfile
@@ -200,7 +199,7 @@ class NPVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
         run = load_run(os.fspath(run_dir))
         config = run.config
-        estimator = cls(scheme=_scheme_of(config), z_dim=config.z_dim, x_dim=config.x_dim,
+        estimator = cls(scheme=config.scheme_name, z_dim=config.z_dim, x_dim=config.x_dim,
                         epochs=config.epochs, batch_size=config.batch_size,
                         likelihood=config.likelihood, hidden=tuple(config.hidden),
                         random_state=config.seed, run_dir=run.path)
@@ -348,19 +347,6 @@ def _check_same_data(folder: str, raw) -> None:
     if recorded and recorded != fingerprint(raw.train_x, raw.train_y, raw.test_x, raw.test_y):
         raise ValueError(f"run_dir {folder} holds a run fitted on other data; choose another "
                          "run_dir (or remove that folder) to fit this data")
-
-
-def _scheme_of(config) -> Optional[str]:
-    """The name of the scheme whose objective ``config`` has (None if none matches)."""
-    from npvae_tf.core.objective import OBJECTIVE_FIELDS, SCHEMES, Objective
-
-    base = {f.name: f.default for f in dataclasses.fields(Objective)}
-    own = {name: getattr(config, name) for name in OBJECTIVE_FIELDS}
-    for name, scheme in SCHEMES.items():
-        changes = dict(scheme.changes)
-        if changes.pop("model", None) == config.model and {**base, **changes} == own:
-            return name
-    return None
 
 
 def _elbo(model, images: np.ndarray, z_dim: int) -> np.ndarray:

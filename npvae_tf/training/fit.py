@@ -73,12 +73,19 @@ def startup_block(config: Config, run_dir: str, initial_epoch: int, data, model,
     return "\n".join([
         f"run folder  {os.path.abspath(run_dir)} ({state})",
         f"data        {data.source}: {len(data.train.images):,} train / "
-        f"{len(data.validation.images):,} validation / {len(data.test.images):,} test images",
-        f"model       {kind}, scheme {config.scheme}, Z {config.z_dim}{x}, "
+        f"{len(data.validation.images):,} validation / {len(data.test.images):,} test examples "
+        f"of shape {'x'.join(map(str, data.image_shape))}",
+        f"model       {kind}, scheme {_scheme(config)}, Z {config.z_dim}{x}, "
         f"batch {config.batch_size}; {params}",
         f"device      {devices}, {_strategy_name(strategy)} "
         f"({strategy.num_replicas_in_sync} replica(s))",
     ])
+
+
+def _scheme(config: Config) -> str:
+    """``umap-landmark (npVAE: neighbour 1, landmarks 1, match 0)``: the name and what it is."""
+    name = config.scheme_name
+    return f"{name} ({config.scheme})" if name else config.scheme
 
 
 def make_optimizer(config: Config) -> keras.optimizers.Optimizer:

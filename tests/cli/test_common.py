@@ -31,6 +31,18 @@ def test_a_flag_is_never_guessed_from_its_prefix():
     assert parser.parse_args(["--plots"]).plots
 
 
+def test_a_named_scheme_sets_the_defaults_and_explicit_flags_win():
+    from npvae_tf.cli.train import parse_args
+
+    _, config = parse_args(["--scheme", "umap-landmark", "--z_dim", "7"])
+    assert (config.match_weight, config.neighbour_weight, config.landmark_weight) == (0, 1, 1)
+    assert config.z_dim == 7 and config.scheme_name == "umap-landmark"
+    _, config = parse_args(["--scheme", "umap-landmark", "--landmark_weight", "0"])
+    assert config.landmark_weight == 0 and config.scheme_name == "umap"
+    _, config = parse_args(["--match_weight", "0.5"])
+    assert config.scheme_name is None and parse_args([])[1].scheme_name == "paper"
+
+
 def test_config_errors_name_the_flag_the_user_typed():
     assert cli.flag_message("learning_rate must be > 0") == "--lr must be > 0"
     assert cli.flag_message("z_dim must be >= 1") == "--z_dim must be >= 1"

@@ -129,3 +129,51 @@ def test_bad_data_is_one_line_and_leaves_no_run_folder(tmp_path, make, message, 
 
     assert re.search(message, err[0]), err[0]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["faces", "colour"])
+def test_the_explorer_shows_non_square_and_colour_examples_as_they_are(trained, name):
+    """A real headless Chromium: the hover frame has the example's aspect, and a colour run's
+    decoded image reaches the page in colour."""
+    import threading
+    import time
+
+    from npvae_tf.serving.explorer import make_server
+    from tests.browser import free_port, headless_chromium, wait_for
+
+    run_dir, shape, _ = trained[name]
+    run = npvae_tf.load_run(run_dir)
+    port = free_port()
+    server, state = make_server(run, port, run.sample(4, seed=2))
+    threading.Thread(target=server.io_loop.start, daemon=True).start()
+    driver = headless_chromium()
+    try:
+        driver.set_page_load_timeout(30)
+        driver.get(f"http://127.0.0.1:{port}/")
+        frame = wait_for(lambda: driver.execute_script("""
+            const doc = Bokeh.documents[0]; if (!doc) return null;
+            const f = doc.get_model_by_name('hover_image'); const m = doc.get_model_by_name('map');
+            const v = Bokeh.index.get_one(f), mv = Bokeh.index.get_one(m);
+            if (!v || !v.frame || !mv || !mv.frame) return null;
+            const r = mv.el.getBoundingClientRect();
+            return {w: v.frame.bbox.width, h: v.frame.bbox.height, left: r.left + mv.frame.bbox.left,
+                    top: r.top + mv.frame.bbox.top, fw: mv.frame.bbox.width,
+                    fh: mv.frame.bbox.height};"""), 30)
+        assert frame["w"] / frame["h"] == pytest.approx(shape[1] / shape[0], rel=0.1)
+        before = state.decoded
+        driver.execute_cdp_cmd("Input.dispatchMouseEvent", {
+            "type": "mouseMoved", "x": frame["left"] + 0.5 * frame["fw"],
+            "y": frame["top"] + 0.5 * frame["fh"]})
+        wait_for(lambda: state.decoded > before, 30)
+        pixels = np.array(wait_for(lambda: driver.execute_script(
+            "const f = Bokeh.documents[0].get_model_by_name('hover_image');"
+            "const d = f.renderers[0].data_source.data.image[0];"
+            "return d && d.length > 1 ? Array.from(d) : null;"), 30), np.int64) & 0xFFFFFF
+        red, blue = pixels & 0xFF, (pixels >> 16) & 0xFF
+        assert pixels.size == shape[0] * shape[1]
+        assert (np.abs(red - blue).max() > 20) == (name == "colour")  # grey stays grey
+        time.sleep(0.3)
+        driver.save_screenshot(f"/tmp/npvae_explorer_{name}.png")
+    finally:
+        driver.quit()
+        server.io_loop.add_callback(server.io_loop.stop)
