@@ -17,6 +17,7 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
+# The paper's npVAE (README "Which scheme to use": --scheme umap-landmark for the best map).
 train: $(STAMP)
 	$(PY) train.py --z_dim 500
 

@@ -4,7 +4,7 @@
     python reproduce.py --schemes vae paper --z_dims 2 500 --epochs 20
     python reproduce.py --runs vae:2 vae:500 xpath:500      # exactly these runs
 
-Schemes (npvae_tf/experiments.py): vae and paper at Z = 2, 20, 500; xpath at Z = 20, 500.
+Schemes (npvae_tf/core/objective.py): vae and paper at Z = 2, 20, 500; xpath at Z = 20, 500.
 
 Finished runs are kept and interrupted ones resume, so rerunning the command continues.
 """
@@ -18,7 +18,8 @@ import time
 from npvae_tf.cli import common as cli
 from npvae_tf.reproduce.grid import SCHEMES
 
-BASE_FIELDS = ("epochs", "hidden", "seed", "train_examples", "validation_examples")
+BASE_FIELDS = ("epochs", "hidden", "seed", "train_examples", "validation_examples", "likelihood",
+               "test_fraction")
 
 
 def run_spec(text: str):

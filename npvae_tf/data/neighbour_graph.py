@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import time
+import zipfile
 from typing import Callable, Optional
 
 
@@ -35,13 +36,14 @@ import numpy as np
 from npvae_tf.core.backend import tf
 
 from npvae_tf.core.files import atomic_write
+from npvae_tf.data.formats import DataError
 
 # UMAP's default: negative samples per positive edge.
 NEGATIVE_SAMPLES = 5
 GRAPH_FORMAT = 1
 
 
-class GraphError(ValueError):
+class GraphError(DataError):
     """A neighbour graph is missing, damaged or was built for other data or settings."""
 
 
@@ -135,8 +137,9 @@ class NeighbourGraph:
                             key=json.loads(str(f["key"])),
                             embedding=(f["embedding"].astype(np.float32)
                                        if "embedding" in f.files else None))
-        except (OSError, KeyError, ValueError) as e:
-            raise GraphError(f"{path}: not a readable neighbour graph ({e})") from None
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise GraphError(f"{path}: not a readable neighbour graph ({e}); delete it to "
+                             "build it again") from None
         graph.validate()
         return graph
 
@@ -218,7 +221,9 @@ def graph_for_run(path: str, images: np.ndarray, key: dict,
             graph = NeighbourGraph.load(cached)
             if graph.key != key or graph.size != len(images):
                 graph = None
-        except GraphError:
+        except GraphError as e:  # a damaged cache (a killed write, a full disk): rebuilt
+            log(f"neighbour graph: the cached one is unreadable ({str(e).split(' (')[-1]}; "
+                "building it again")
             graph = None
         if graph is not None:
             log(f"neighbour graph: {graph.size:,} images, {len(graph.indices):,} edges, "

@@ -1,4 +1,4 @@
-"""Evaluating run folders: every metric of issue 3, the paper's figures, comparison tables.
+"""Evaluating run folders: the likelihoods, the 2-D space, samples, the paper's figures, tables.
 
 For each run folder (``config.json``, ``model.keras``, ``reference_set.npz``; made by
 ``train.py``) :func:`evaluate` loads the model and reference set, loads the data split the
@@ -191,7 +191,7 @@ def evaluate(paths: Sequence[str], out: Optional[str] = None, data: Optional[str
                "settings": dataclasses.asdict(settings)}
     if comparison_dir is not None:
         mark_output_folder(comparison_dir, EVAL_MARKER, "evaluate.py")
-        table = comparison_markdown(results, reference, settings)
+        table = comparison_markdown(results, reference, settings, datasets[0].is_mnist)
         write_text(os.path.join(comparison_dir, "comparison.md"), table)
         write_json(os.path.join(comparison_dir, "comparison.json"), summary)
         if settings.plots:

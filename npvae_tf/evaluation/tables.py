@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from typing import TYPE_CHECKING, Dict, List, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 from npvae_tf.core.files import atomic_write
 from npvae_tf.evaluation import figures as plots
@@ -82,15 +82,18 @@ def format_value(value, fmt: str) -> str:
     return f"{value:{fmt}}" if fmt else str(int(value))
 
 
-def table_rows(settings: Settings):
-    """``(key, description, format)`` of :data:`TABLE_ROWS` with the settings filled in."""
+def table_rows(settings: Settings, test_images: Optional[int] = None):
+    """``(key, description, format)`` of :data:`TABLE_ROWS` with the settings filled in; the
+    counts are those used (trustworthiness takes at most ``test_images``)."""
+    trusted = min(settings.trust_subset, test_images or settings.trust_subset)
     for key, text, fmt in TABLE_ROWS:
-        yield key, text.format(k=settings.iw_samples, t=f"{settings.trust_subset:,}"), fmt
+        yield key, text.format(k=settings.iw_samples, t=f"{trusted:,}"), fmt
 
 
 def run_table(metrics: Dict, settings: Settings) -> str:
     """A short two-column text table of one run's metrics."""
-    rows = [(text, format_value(metrics.get(key), fmt)) for key, text, fmt in table_rows(settings)
+    rows = [(text, format_value(metrics.get(key), fmt))
+            for key, text, fmt in table_rows(settings, metrics.get("test_images"))
             if metrics.get(key) is not None]
     width = max(len(t) for t, _ in rows)
     return "\n".join(f"  {t:<{width}}  {v:>9}" for t, v in rows)
@@ -116,8 +119,10 @@ def baseline_sentence(baseline: Dict) -> str:
             "(the floor).")
 
 
-def comparison_markdown(results: Sequence[Dict], baseline: Dict, settings: Settings) -> str:
-    """One Markdown table: a row per metric, a column per run (sorted by z_dim)."""
+def comparison_markdown(results: Sequence[Dict], baseline: Dict, settings: Settings,
+                        mnist: bool = True) -> str:
+    """One Markdown table: a row per metric, a column per run (sorted by z_dim); ``mnist``:
+    also the published MNIST maps to compare with."""
     results = sorted(results, key=lambda m: (m["z_dim"], m["model"] == "npvae",
                                              m.get("scheme", "") != "npVAE"))
     heads = [f"{m.get('scheme') or m['model']} z{m['z_dim']}".replace(": ", ":<br>")
@@ -129,11 +134,12 @@ def comparison_markdown(results: Sequence[Dict], baseline: Dict, settings: Setti
                                          for m in results) + " |")
     epochs = [str(m.get("epochs_run") or m["epochs"]) for m in results]
     lines.append("| epochs | " + " | ".join(epochs) + " |")
-    for key, text, fmt in table_rows(settings):
+    for key, text, fmt in table_rows(settings, baseline.get("test_images")):
         text = text.replace("|", "\\|")  # a literal bar inside a Markdown table cell
         lines.append(f"| {text} | " + " | ".join(format_value(m.get(key), fmt)
                                                  for m in results) + " |")
-    lines += ["", f"{baseline_sentence(baseline)} {anchors_sentence()}"]
+    lines += ["", f"{baseline_sentence(baseline)} {anchors_sentence()}" if mnist
+              else baseline_sentence(baseline)]
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ from npvae_tf.core.objective import SCHEMES
 from npvae_tf.evaluation.settings import Settings
 from npvae_tf.evaluation.tables import (LITTLE_NATS, PARAMETRIC_UMAP_KNN5, UMAP_KNN5, UMAP_TRUST,
                                         comparison_markdown)
+from npvae_tf.runs.layout import recorded_data
 
 # Figures of the comparison folder the page shows, with their captions.
 FIGURES = ("fig3_spaces.png", "fig4_interpolations.png")
@@ -146,7 +147,14 @@ def small_png(source: str, target: str, max_width: int = 1400) -> None:
 
 
 def pixel_likelihood(config: Config) -> str:
-    """What the nats in results.md are likelihoods of: grayscale or binarised pixels."""
+    """What the nats in results.md are likelihoods of: grayscale or binarised pixels, or
+    standardised values."""
+    if config.likelihood == "gaussian":
+        return ("Gaussian decoder (a mean and a variance per value) on values standardised "
+                "with the training split's mean and deviation per dimension (the nats are of "
+                "the standardised values)")
+    if config.likelihood == "continuous_bernoulli":
+        return "continuous Bernoulli decoder (a normalised density) on values in [0, 1]"
     if config.binarize:
         return ("Bernoulli decoder on binarised pixels (training images binarised anew each "
                 "epoch, evaluation images once with a fixed seed; the nats are of the kind "
@@ -193,9 +201,9 @@ def scheme_lines(config: Config, configs: Sequence[Config]) -> List[str]:
     return lines
 
 
-def intro_lines(command: str, seconds: float) -> List[str]:
+def intro_lines(command: str, seconds: float, data_name: str = "MNIST") -> List[str]:
     return [
-        "# Results: VAE and nonparametric VAE on MNIST",
+        f"# Results: VAE and nonparametric VAE on {data_name}",
         "",
         f"Made by `{command}` on {time.strftime('%Y-%m-%d')}. Every number below comes from "
         "that command; rerunning it reproduces them. It keeps run folders that are already "
@@ -206,14 +214,31 @@ def intro_lines(command: str, seconds: float) -> List[str]:
     ]
 
 
-def settings_lines(config: Config, configs: Sequence[Config]) -> List[str]:
+def data_line(data: Dict) -> str:
+    """The data of a run that is not MNIST, from its ``data.json``."""
+    n = data.get("examples", {})
+    split = (f"a seeded test split of {data['test_split']['fraction']:g} of the examples"
+             if data.get("test_split") else "its own test split")
+    labels = (f"labels {', '.join(map(str, data['class_names']))}" if data.get("class_names")
+              else "integer labels")
+    return (f"- Data: `{os.path.basename(str(data.get('source', '?')).rstrip('/'))}` "
+            f"({data.get('kind')}), examples of shape "
+            f"{'x'.join(map(str, data.get('shape', [])))}: {n.get('train', 0):,} training, "
+            f"{n.get('validation', 0):,} validation and {n.get('test', 0):,} test examples "
+            f"({split}); {labels}; scaling: {data.get('scaling', {}).get('kind')}.")
+
+
+def settings_lines(config: Config, configs: Sequence[Config],
+                   data: Optional[Dict] = None) -> List[str]:
     training_images = (f"the first {config.train_examples:,}" if config.train_examples
                        else "all remaining")
+    mnist = not data or data.get("name") == "MNIST"
     return [
         "## Settings",
         "",
         f"- Data: MNIST, {config.validation_examples:,} validation images held out of the "
-        f"60,000; {training_images} training images; the 10,000 test images for every number.",
+        f"60,000; {training_images} training images; the 10,000 test images for every number."
+        if mnist else data_line(data),
         f"- Models: MLPs {list(config.hidden)} (ReLU), dropout rate {config.dropout}, X of "
         f"dimension {config.x_dim}, {pixel_likelihood(config)}.",
         f"- Training: Adam {config.learning_rate}, batch {config.batch_size}, "
@@ -265,12 +290,15 @@ def write_results(summary: Dict, run_paths: Sequence[str], docs_dir: str,
     config = Config.load(run_paths[0])
     configs = [Config.load(p) for p in run_paths] + [Config.from_dict(r["config"])
                                                       for r in kept]
+    data = recorded_data(run_paths[0]) or {}
+    mnist = not data or data.get("name") == "MNIST"
+    name = "MNIST" if mnist else os.path.basename(str(data.get("source", "?")).rstrip("/"))
     lines = [
-        *intro_lines(command, seconds),
-        *settings_lines(config, configs),
+        *intro_lines(command, seconds, name),
+        *settings_lines(config, configs, data),
         "## Comparison",
         "",
-        comparison_markdown(results, summary["reference"], settings_of(summary)),
+        comparison_markdown(results, summary["reference"], settings_of(summary), mnist),
         *earlier_lines(kept),
         "How to read the X rows:",
         "",

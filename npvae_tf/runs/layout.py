@@ -251,7 +251,7 @@ def check_data(path: str, sha256: str, source: str) -> Optional[Dict]:
 
 
 def record_data(path: str, provenance: Dict) -> str:
-    """Writes ``data.json``: ``provenance`` (:attr:`npvae_tf.data.Dataset.provenance`) with a
+    """Writes ``data.json``: ``provenance`` (:attr:`npvae_tf.data.datasets.Dataset.provenance`) with a
     file source made absolute, so evaluation finds the data again from any folder."""
     from npvae_tf.core.files import write_json
 

@@ -159,7 +159,7 @@ def _function(method, input_signature):
 
 
 class ServingModule(tf.Module):
-    """The signatures above over a built Keras :class:`~npvae_tf.model.VAE` or npVAE.
+    """The signatures above over a built Keras :class:`~npvae_tf.model.vae.VAE` or npVAE.
 
     The methods ``reconstruct``, ``encode``, ``decode``, ``sample`` (and ``generate_from_x``)
     are ``tf.function``\\ s for use in this process; :meth:`archive` packs the same maths

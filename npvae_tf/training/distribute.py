@@ -4,7 +4,7 @@
 more than one GPU (or with ``cpu_replicas > 1``), OneDeviceStrategy on one GPU, and the default
 strategy on a CPU. Whatever the strategy, ``--batch_size`` is the *global* batch: the model
 gathers x and E[z] over replicas so the kernel sees the whole global batch (see
-``npvae_tf.model.replica_all_gather``), and losses are divided by the global batch size.
+``npvae_tf.model.layers.replica_all_gather``), and losses are divided by the global batch size.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The run folder's layout is :mod:`npvae_tf.runs`. What training guarantees:
 
-* One process per run folder: :class:`npvae_tf.runs.RunLock` is held for the whole run.
+* One process per run folder: :class:`npvae_tf.runs.lock.RunLock` is held for the whole run.
 * Nothing is half-written: every file goes to a temporary name and is renamed.
 * Exact resume: after each epoch, in this order, the epoch's row is appended to
   ``training_log.csv``, ``best.keras`` is updated, and then the resume state
@@ -104,7 +104,7 @@ def fit_run(config: Config, run_dir: str, data=None, verbose: int = 1,
     :func:`npvae_tf.data.datasets.load_data`.
 
     Holds the run folder's lock throughout (a second process gets
-    :class:`npvae_tf.runs.RunLockedError` at once). ``verbose``: 0 prints nothing, 1 one
+    :class:`npvae_tf.runs.layout.RunLockedError` at once). ``verbose``: 0 prints nothing, 1 one
     line per epoch and the resume message, 2 also a live line on a terminal.
     ``strategy``: a ``tf.distribute`` strategy (default: the current one). The model,
     optimizer and metrics are created in its scope; ``config.batch_size`` is the global

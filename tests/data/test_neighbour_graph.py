@@ -185,6 +185,25 @@ def test_graph_cache_hit_miss_and_the_run_folder_copy(digits, tmp_path, monkeypa
         graph_for_run(str(tmp_path / "run1" / "g.npz"), digits, graph_key("sha-b", 5, 0.1, 0))
 
 
+def test_a_truncated_cache_is_rebuilt_and_a_truncated_run_graph_is_one_line(digits, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setenv("NPVAE_CACHE_DIR", str(tmp_path / "cache"))
+    key, lines = graph_key("sha-t", 5, 0.1, 0), []
+    os.makedirs(tmp_path / "run1")
+    graph_for_run(str(tmp_path / "run1" / "g.npz"), digits, key, lines.append)
+    cached = next((tmp_path / "cache" / "graphs").glob("*.npz"))
+    cached.write_bytes(cached.read_bytes()[:100])  # a killed write, a full disk
+    os.makedirs(tmp_path / "run2")
+    rebuilt = graph_for_run(str(tmp_path / "run2" / "g.npz"), digits, key, lines.append)
+    assert any("unreadable" in line and "building it again" in line for line in lines)
+    assert rebuilt.size == len(digits)
+    own = tmp_path / "run2" / "g.npz"
+    own.write_bytes(own.read_bytes()[:100])
+    with pytest.raises(GraphError, match="g.npz: not a readable neighbour graph") as info:
+        graph_for_run(str(own), digits, key)
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("changes, message", [
     (dict(neighbour_weight=1.0, n_neighbors=1), "n_neighbors must be >= 2"),
     (dict(neighbour_weight=1.0, min_dist=-0.1), "min_dist must be >= 0"),

@@ -136,7 +136,7 @@ def test_effective_neighbours_extremes():
     np.testing.assert_allclose(kernel.effective_neighbours(far, far).numpy(), 1.0)
 
 
-# --- no NaN where no neighbour is in reach (issue 11) ---------------------------------------
+# --- no NaN where no neighbour is in reach ---------------------------------------------------
 
 def test_a_single_point_has_no_neighbour_and_predicts_zero_not_nan():
     import numpy as np

@@ -10,8 +10,19 @@ from npvae_tf import Config, NonparametricVAE, VAE, build_model
 from tests.helpers import SMALL, images, numpy_mlp, numpy_weights, small_model, softplus
 
 tfd = tfp.distributions
-def numpy_bernoulli_nll(logits, y):
-    return (softplus(logits) - y * logits).sum(-1)  # -log Bernoulli(y; sigmoid(logits))
+
+
+def numpy_nll(likelihood, outputs, y):
+    """-log p(y | decoder outputs) per example, written from each family's formula."""
+    if likelihood == "gaussian":
+        mean, log_variance = np.split(outputs, 2, axis=-1)
+        variance = np.exp(log_variance) + 1e-4
+        return (0.5 * (np.log(2 * np.pi * variance) + (y - mean) ** 2 / variance)).sum(-1)
+    nll = softplus(outputs) - y * outputs  # -log Bernoulli(y; sigmoid(logits))
+    if likelihood == "continuous_bernoulli":  # minus log C(lambda), C = 2 artanh(1-2l)/(1-2l)
+        lam = 1.0 / (1.0 + np.exp(-outputs))
+        nll = nll - np.log(2 * np.arctanh(1 - 2 * lam) / (1 - 2 * lam))
+    return nll.sum(-1)
 
 
 def numpy_loss_terms(model, y, eps, match_weight, x_path_weight=0.0):
@@ -19,8 +30,7 @@ def numpy_loss_terms(model, y, eps, match_weight, x_path_weight=0.0):
     loc, raw = np.split(numpy_mlp(model.encoder, y), 2, axis=-1)
     scale = softplus(raw) + 1e-5
     z = loc + scale * eps
-    logits = numpy_mlp(model.decoder, z)
-    reconstruction = (softplus(logits) - y * logits).sum(-1)  # -log Bernoulli(y; sigmoid(logits))
+    reconstruction = numpy_nll(model.likelihood, numpy_mlp(model.decoder, z), y)
     kl = 0.5 * (scale ** 2 + loc ** 2 - 1.0 - 2.0 * np.log(scale)).sum(-1)
     terms = {"reconstruction": reconstruction, "kl": kl}
     loss = reconstruction + kl
@@ -33,7 +43,7 @@ def numpy_loss_terms(model, y, eps, match_weight, x_path_weight=0.0):
         loss = loss + match_weight * terms["match"]
         if x_path_weight > 0:
             decoder = model.x_path_decoder_net or model.decoder
-            terms["x_path"] = numpy_bernoulli_nll(numpy_mlp(decoder, z_tilde), y)
+            terms["x_path"] = numpy_nll(model.likelihood, numpy_mlp(decoder, z_tilde), y)
             loss = loss + x_path_weight * terms["x_path"]
         terms["lengthscale"] = np.full(len(y), lengthscale)
         terms["lengthscale_over_x_std"] = np.full(len(y), lengthscale / x.std(axis=0).mean())
@@ -41,18 +51,25 @@ def numpy_loss_terms(model, y, eps, match_weight, x_path_weight=0.0):
     return terms
 
 
-@pytest.mark.parametrize("model_name,match_weight,x_path_weight,x_path_decoder", [
-    ("npvae", 1.0, 0.0, "shared"), ("npvae", 0.25, 0.0, "shared"), ("vae", 1.0, 0.0, "shared"),
-    ("npvae", 1.0, 0.5, "shared"), ("npvae", 0.0, 2.0, "separate")])
-def test_loss_matches_numpy_reference(model_name, match_weight, x_path_weight, x_path_decoder):
+@pytest.mark.parametrize("model_name,match_weight,x_path_weight,x_path_decoder,likelihood", [
+    ("npvae", 1.0, 0.0, "shared", "bernoulli"), ("npvae", 0.25, 0.0, "shared", "bernoulli"),
+    ("vae", 1.0, 0.0, "shared", "bernoulli"), ("npvae", 1.0, 0.5, "shared", "bernoulli"),
+    ("npvae", 0.0, 2.0, "separate", "bernoulli"), ("vae", 1.0, 0.0, "shared", "gaussian"),
+    ("npvae", 1.0, 0.5, "shared", "gaussian"), ("npvae", 0.0, 2.0, "separate", "gaussian"),
+    ("npvae", 1.0, 0.5, "shared", "continuous_bernoulli")])
+def test_loss_matches_numpy_reference(model_name, match_weight, x_path_weight, x_path_decoder,
+                                      likelihood):
     model = small_model(model_name, match_weight=match_weight, x_path_weight=x_path_weight,
-                        x_path_decoder=x_path_decoder)
+                        x_path_decoder=x_path_decoder, likelihood=likelihood)
     y = images(9)
+    if likelihood == "gaussian":  # standardised real values, half of them negative
+        y = np.random.default_rng(4).normal(size=y.shape).astype(np.float32)
     seed = tf.constant([11, 29], tf.int32)
     # z = loc + scale * eps, with eps the prior's draw for the same seed.
     eps = model.prior.sample(9, seed=seed).numpy()
     got = {k: v.numpy() for k, v in model.loss_terms(y, training=False, seed=seed).items()}
-    expected = numpy_loss_terms(model, y, eps.astype(np.float64), match_weight, x_path_weight)
+    expected = numpy_loss_terms(model, y.astype(np.float64), eps.astype(np.float64),
+                                match_weight, x_path_weight)
     assert set(got) == set(expected)
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4, err_msg=name)

@@ -140,7 +140,7 @@ def test_same_seed_same_run(tmp_path, mnist_like_dir):
     assert other["elbo"] != metrics[0]["elbo"]
 
 
-# --- issue 11: fast quiet CLI, output checks, the lock, progress ------------------------------
+# --- a fast quiet CLI, output checks, the lock, progress -------------------------------------
 
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py", "export.py"])
 def test_help_does_not_import_tensorflow(script):

@@ -117,14 +117,23 @@ def test_a_run_records_its_data_and_serves_the_datas_own_shape_and_units(trained
      "outside \\[0, 1\\] .* use --likelihood gaussian"),
     (lambda r: np.savez(r / "bad.npz", x_train=np.full((30, 4, 4), np.nan)), "NaN"),
     (lambda r: (r / "bad.csv").write_text("a,b\n1,2\n3,x\n"), "bad.csv"),
+    (lambda r: [os.makedirs(r / "bad"), *(Image.fromarray(np.zeros(s, np.uint8)).save(
+        r / "bad" / f"{i}.png") for i, s in enumerate([(8, 8)] * 5 + [(9, 8)]))],
+     "mixed sizes"),
+    (lambda r: (np.save(r / "bad.npy", np.zeros((30, 5))), np.save(r / "labels.npy",
+                                                                   np.zeros(29, int))),
+     "29 labels for the 30"),
 ])
 def test_bad_data_is_one_line_and_leaves_no_run_folder(tmp_path, make, message, capsys):
     make(tmp_path)
     path = next(p for p in tmp_path.iterdir() if p.name.startswith("bad"))
-    code = run_main("train", ["--data", str(path), *TINY, "--out", str(tmp_path / "run")])
+    labels = ["--labels", str(tmp_path / "labels.npy")] if (tmp_path / "labels.npy").exists() \
+        else []
+    code = run_main("train", ["--data", str(path), *labels, *TINY, "--out",
+                              str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1, err
-    assert err[0].startswith("train.py: error: ") and str(path) in err[0]
+    assert err[0].startswith("train.py: error: ") and str(tmp_path) in err[0]
     import re
 
     assert re.search(message, err[0]), err[0]
@@ -177,3 +186,15 @@ def test_the_explorer_shows_non_square_and_colour_examples_as_they_are(trained, 
     finally:
         driver.quit()
         server.io_loop.add_callback(server.io_loop.stop)
+
+
+def test_one_class_data_trains_and_evaluates_with_the_label_rows_blank(tmp_path):
+    digits, _ = synthetic_digits(120, 0, size=8)
+    np.savez(tmp_path / "one.npz", x_train=digits.astype(np.uint8), y_train=np.zeros(120, int))
+    run = str(tmp_path / "run")
+    assert run_main("train", ["--data", str(tmp_path / "one.npz"), *TINY, "--out", run,
+                              "--quiet"]) == 0
+    assert run_main("evaluate", [run, *EVAL]) == 0
+    metrics = json.load(open(os.path.join(run, "eval", "metrics.json")))
+    assert metrics["knn_accuracy_5"] is None and metrics["frechet_prior"] is None
+    assert np.isfinite(metrics["trustworthiness"]) and np.isfinite(metrics["elbo"])
