@@ -147,7 +147,7 @@ def test_the_explorer_shows_non_square_and_colour_examples_as_they_are(trained, 
     import threading
     import time
 
-    from npvae_tf.serving.explorer import make_server
+    from npvae_tf.serving.explorer import image_rgba, make_server
     from tests.browser import free_port, headless_chromium, wait_for
 
     run_dir, shape, _ = trained[name]
@@ -169,18 +169,27 @@ def test_the_explorer_shows_non_square_and_colour_examples_as_they_are(trained, 
                     top: r.top + mv.frame.bbox.top, fw: mv.frame.bbox.width,
                     fh: mv.frame.bbox.height};"""), 30)
         assert frame["w"] / frame["h"] == pytest.approx(shape[1] / shape[0], rel=0.1)
+        read = ("const f = Bokeh.documents[0].get_model_by_name('hover_image');"
+                "const d = f.renderers[0].data_source.data.image[0];"
+                "return d && d.length > 1 ? Array.from(d) : null;")
+        blank = wait_for(lambda: driver.execute_script(read), 30)
         before = state.decoded
         driver.execute_cdp_cmd("Input.dispatchMouseEvent", {
             "type": "mouseMoved", "x": frame["left"] + 0.5 * frame["fw"],
             "y": frame["top"] + 0.5 * frame["fh"]})
         wait_for(lambda: state.decoded > before, 30)
-        pixels = np.array(wait_for(lambda: driver.execute_script(
-            "const f = Bokeh.documents[0].get_model_by_name('hover_image');"
-            "const d = f.renderers[0].data_source.data.image[0];"
-            "return d && d.length > 1 ? Array.from(d) : null;"), 30), np.int64) & 0xFFFFFF
-        red, blue = pixels & 0xFF, (pixels >> 16) & 0xFF
+        shown = wait_for(lambda: (lambda d: d if d and d != blank else None)(
+            driver.execute_script(read)), 30)  # the decoded image, not the blank one
+        pixels = np.array(shown, np.int64) & 0xFFFFFF
         assert pixels.size == shape[0] * shape[1]
-        assert (np.abs(red - blue).max() > 20) == (name == "colour")  # grey stays grey
+        # The page shows the very image decoded at the mouse, drawn as image_rgba draws it.
+        expected = image_rgba(state.last_image, shape).astype(np.int64).ravel() & 0xFFFFFF
+        np.testing.assert_array_equal(pixels, expected)
+        if name == "colour":  # ... in colour: a red example is drawn red, not grey
+            red = np.zeros(shape, np.float32)
+            red[..., 0] = 1.0
+            drawn = image_rgba(red.ravel(), shape).astype(np.int64) & 0xFFFFFF
+            assert np.all(drawn == 0x0000FF)
         time.sleep(0.3)
         driver.save_screenshot(f"/tmp/npvae_explorer_{name}.png")
     finally:
