@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from npvae_tf.data import image_folder, sources
+from npvae_tf.data import image_folder
 from npvae_tf.data.datasets import DataError
 from npvae_tf.data.datasets import fingerprint
 from npvae_tf.data.sources import RawData, read_source, split_test
