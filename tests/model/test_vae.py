@@ -7,6 +7,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from npvae_tf import Config, NonparametricVAE, VAE, build_model
+from npvae_tf.model.likelihoods import MIN_VARIANCE
 from tests.helpers import SMALL, images, numpy_mlp, numpy_weights, small_model, softplus
 
 tfd = tfp.distributions
@@ -16,7 +17,7 @@ def numpy_nll(likelihood, outputs, y):
     """-log p(y | decoder outputs) per example, written from each family's formula."""
     if likelihood == "gaussian":
         mean, log_variance = np.split(outputs, 2, axis=-1)
-        variance = np.exp(log_variance) + 1e-4
+        variance = np.exp(log_variance) + MIN_VARIANCE
         return (0.5 * (np.log(2 * np.pi * variance) + (y - mean) ** 2 / variance)).sum(-1)
     nll = softplus(outputs) - y * outputs  # -log Bernoulli(y; sigmoid(logits))
     if likelihood == "continuous_bernoulli":  # minus log C(lambda), C = 2 artanh(1-2l)/(1-2l)
