@@ -6,7 +6,8 @@ are exported lazily (PEP 562) and load on first use, e.g. ``npvae_tf.build_model
 
 The Python API: ``npvae_tf.load_run(path)`` and ``npvae_tf.train(config, run_dir)`` return a
 :class:`npvae_tf.serving.api.TrainedRun` with ``embed``, ``encode``, ``reconstruct``, ``decode``,
-``generate_from_x`` and ``sample`` on NumPy arrays.
+``generate_from_x`` and ``sample`` on NumPy arrays; ``npvae_tf.NPVAE`` is the scikit-learn
+estimator (``fit_transform``, ``inverse_transform``, ``sample``).
 """
 
 import importlib
