@@ -109,6 +109,12 @@ class Scaling:
             return values
         return np.asarray(values, np.float32) * self.scale + self.offset
 
+    def to_model(self, values: np.ndarray) -> np.ndarray:
+        """Client values ``[N, P]`` in the model's units (the inverse of :meth:`to_client`)."""
+        if self.kind != "standardised":
+            return values
+        return (np.asarray(values, np.float32) - self.offset) / self.scale
+
     def for_display(self, values: np.ndarray, image_shape) -> np.ndarray:
         """Model values ``[N, P]`` as figures draw them: standardised images back in [0, 1]
         (their own units, over the training range); feature vectors stay standardised."""
@@ -196,7 +202,8 @@ def read_raw(spec: DataSpec) -> RawData:
         if not spec.path and not os.path.exists(path):  # name where the folder came from
             raise DataError(f"{path}: no such data folder (from ${DATA_DIR_ENV})")
         path = os.path.abspath(os.path.expanduser(path))
-        stamp = (os.stat(path).st_mtime_ns, os.stat(path).st_size) if os.path.exists(path) else None
+        st = os.stat(path) if os.path.exists(path) else None
+        stamp = (st.st_mtime_ns, st.st_size) if st else None
         return _read_once(path, spec.labels, spec.label_column, stamp)
     from npvae_tf.core.backend import keras
 

@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from npvae_tf.data.pictures import VECTOR_CMAP, VECTOR_RANGE, mosaic, pictures  # noqa: F401
+from npvae_tf.data.pictures import VECTOR_CMAP, VECTOR_RANGE, mosaic, pictures
 
 IMAGE_CMAP = "gray_r"
 CLASS_CMAP = colormaps["tab10"]

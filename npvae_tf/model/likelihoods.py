@@ -21,7 +21,7 @@ Shapes: ``B`` batch, ``P`` values per example (pixels, or features). Each family
 from __future__ import annotations
 
 from npvae_tf.core.backend import tf, tfp
-from npvae_tf.core.config import LIKELIHOODS  # noqa: F401  (re-exported: the families)
+from npvae_tf.core.config import LIKELIHOODS
 
 tfd = tfp.distributions
 

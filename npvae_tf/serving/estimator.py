@@ -245,7 +245,7 @@ class NPVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         values = self._to_run(self._validated(X, reset=False))
         scaling, config = self.run_.scaling, self.run_.config
         if scaling.kind == "standardised":
-            values = (values - scaling.offset) / scaling.scale
+            values = scaling.to_model(values)
             jacobian = -float(np.sum(np.log(np.broadcast_to(scaling.scale, values.shape[1:]))))
         else:
             jacobian = 0.0

@@ -105,15 +105,9 @@ def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) 
     h, w = pictures(np.zeros((1, run.config.image_dim)), shape).shape[1:3]
 
     def shown(values):
-        """Client values as pictures draw them: standardised data back to its display range
-        (images) or its standardised values (feature vectors' heat strips)."""
-        sc = run.scaling
-        if sc.kind != "standardised":
-            return values
-        if len(shape) == 1:
-            return (values - sc.offset) / sc.scale
-        low, high = sc.value_range
-        return (values - low) / max(high - low, 1e-12)
+        """Client values as pictures draw them (as the figures do: standardised images back
+        in their display range, feature vectors' heat strips standardised)."""
+        return run.scaling.for_display(run.scaling.to_model(values), shape)
 
     def framed(width, count=1):
         """A frame's height for ``count`` examples side by side at their own aspect."""
