@@ -1,10 +1,12 @@
 """Export a trained run as a TensorFlow SavedModel for serving: ``python export.py RUN --out DIR``.
 
-Signatures (dynamic batch size N): serving_default / reconstruct (images [N, 784] in [0, 1]
--> reconstruction probabilities), encode (-> z_mean, z_stddev, and x for the npVAE), decode
-(z -> images), generate_from_x (npVAE: x [N, D] -> images, over the run's reference set) and
-sample (count, seed -> images). Loading needs TensorFlow only:
-``tf.saved_model.load(DIR).signatures["encode"](images=...)``.
+Signatures (dynamic batch size N; docs/serving.md): serving_default / reconstruct (images
+[N, P] -> reconstructions), encode (-> z_mean, z_stddev; npVAE: x = f(y), and x_placed for the
+neighbour schemes), decode (z -> images), and for the npVAE generate_from_x (x [N, D] ->
+sharp images from the VAE's decoder), sample (count, seed -> images), reconstruct_through_x
+(images -> the X path decoder's images and log_prob, through the served location) and, for
+the neighbour schemes, place (images -> x from the 15 nearest training images). Loading
+needs TensorFlow only: ``tf.saved_model.load(DIR).signatures["encode"](images=...)``.
 """
 
 import json
@@ -30,6 +32,10 @@ def parse_args(argv=None):
                         help="compile generate_from_x's kernel with XLA, for serving from "
                              "Python (a stock TensorFlow Serving CPU build does not run XLA; "
                              "each new batch size compiles on first use)")
+    parser.add_argument("--data", "--data_dir", dest="data", metavar="PATH", default=None,
+                        help="the run's training data, if not where its data.json says; read "
+                             "only for a neighbour-scheme run whose reference set does not keep "
+                             "its training images (trained by an earlier version)")
     return parser.parse_args(argv)
 
 
@@ -46,7 +52,7 @@ def main(argv=None):
 
     try:
         path = export_run(args.run_dir, out, chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
-                          jit_compile=args.xla)
+                          jit_compile=args.xla, data=args.data)
     except (ConfigError, ExportError) as e:
         cli.fail("export.py", str(e))
     with open(os.path.join(path, INFO_FILE)) as f:

@@ -40,20 +40,20 @@ import numpy as np
 from npvae_tf.core.clock import clock
 from npvae_tf.core.config import Config
 from npvae_tf.core.files import write_json, write_text
-from npvae_tf.data.datasets import DataError, Dataset, DataSpec, load_for_config
+from npvae_tf.data.datasets import Dataset
 from npvae_tf.data.pipeline import evaluation_images
 from npvae_tf.evaluation.outputs import EvaluationError, check_outputs
 from npvae_tf.evaluation.projector import PROJECTOR_DIR, write_projector
 from npvae_tf.evaluation.settings import Settings
 from npvae_tf.evaluation.steps import (ClassifierBaseline, RunEvaluation, decoder_for,
                                        embedding_step, evaluation_seeds, interpolation_step, likelihoods_step,
-                                       make_classifier_baseline, placement_step,
+                                       make_classifier_baseline, served_step,
                                        run_description, samples_step)
 from npvae_tf.evaluation.tables import (comparison_figures, comparison_markdown, run_figures,
                                         run_table, save_figures)
-from npvae_tf.runs.layout import EVAL_MARKER, EVAL_METRICS_FILE, RunError, check_data
+from npvae_tf.runs.layout import EVAL_MARKER, EVAL_METRICS_FILE, RunError
 from npvae_tf.runs import x_density as sampling
-from npvae_tf.runs.load import Run, load_run
+from npvae_tf.runs.load import Run, load_run, training_data
 from npvae_tf.runs.outputs import mark_output_folder
 
 
@@ -61,36 +61,11 @@ from npvae_tf.runs.outputs import mark_output_folder
 
 
 def load_data_for(run: Run, data: Optional[str], cache: Dict) -> Dataset:
-    """The data split the run was trained on (training split without ``train_examples``
-    truncation: the classifier uses all of it); checks it matches the reference set.
-
-    Without ``data`` (a path), the data is found where the run's ``data.json`` says it was
-    trained (with the labels options it records), and must have the recorded SHA-256.
-    """
-    c = run.config
-    recorded = run.data
-    spec = DataSpec(**recorded["spec"]) if "spec" in recorded else DataSpec(
-        recorded.get("source") if os.path.exists(recorded.get("source", "")) else None)
-    if data is not None:
-        spec = dataclasses.replace(spec, path=data)
-    key = (spec, c.validation_examples, c.image_shape, c.likelihood, c.test_fraction, c.seed)
-    if key not in cache:
-        try:
-            cache[key] = load_for_config(spec, c, truncate=False)
-        except DataError as e:
-            raise EvaluationError(f"{run.path}: trained on examples of shape "
-                                  f"{'x'.join(map(str, c.image_shape))}, but the data does not "
-                                  f"fit: {e}") from None
-    data = cache[key]
+    """The data split the run was trained on (:func:`npvae_tf.runs.load.training_data`)."""
     try:
-        check_data(run.path, data.sha256, data.source)
+        return training_data(run, data, cache)
     except RunError as e:
         raise EvaluationError(str(e)) from None
-    n = len(run.reference.labels)
-    if n > len(data.train) or not np.array_equal(run.reference.labels, data.train.labels[:n]):
-        raise EvaluationError(f"{run.path}: its reference set does not match the training split "
-                              f"of {data.source} (trained on other data?)")
-    return data
 
 
 def test_images_for(config: Config, data: Dataset) -> np.ndarray:
@@ -119,10 +94,9 @@ def evaluate_run(run: Run, data: Dataset, baseline: Optional[ClassifierBaseline]
     progress(f"generated images ({settings.generated:,} per source)")
     decode_at = decoder_for(run, settings.batch_size)
     timed("samples", lambda: samples_step(e, baseline, settings, seeds, decode_at))
-    if run.has_x and run.config.uses_neighbour_graph and run.space is not None:
-        progress("placement from the nearest training images")
-        timed("placement", lambda: placement_step(e, data, baseline, settings, seeds,
-                                                  decode_at))
+    if run.placement == "neighbours" and run.space is not None:
+        progress("as served: placed from the nearest training images")
+        timed("served", lambda: served_step(e, data, baseline, settings, seeds, decode_at))
     progress(f"interpolations ({settings.pairs} test pairs)")
     timed("interpolation", lambda: interpolation_step(e, baseline, settings, seeds, decode_at))
     if run.space is not None:

@@ -16,7 +16,6 @@ import numpy as np
 from npvae_tf.core.backend import tf
 from npvae_tf.core.seeds import stream_seed
 from npvae_tf.data.datasets import Dataset
-from npvae_tf.data.pipeline import evaluation_images
 from npvae_tf.evaluation.classifier import load_or_train_classifier
 from npvae_tf.evaluation.metrics import (active_units, class_silhouette,
                                          embedding_trustworthiness, frechet_distance,
@@ -54,8 +53,8 @@ def decoder_for(run: Run, batch_size: int) -> Callable[[np.ndarray], np.ndarray]
         # The grid-indexed kernel the SavedModel serves with (exact where it cannot help).
         z_tilde = indexed_mean_function(model, run.reference,
                                         serving_lengthscale(run.reference, model))
-        fn = tf.function(lambda x: model.x_path_likelihood(z_tilde(x)).mean(),
-                         reduce_retracing=True)
+        # The images served from X: the VAE's decoder (sharp) at z~.
+        fn = tf.function(lambda x: model.decode(z_tilde(x)), reduce_retracing=True)
     else:
         fn = tf.function(lambda z: model.decode(z), reduce_retracing=True)
 
@@ -178,6 +177,7 @@ class RunEvaluation:
     generated: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # source -> [n, P]
     interpolation: Optional[Interpolation] = None
     grid: Optional[Tuple[np.ndarray, Tuple]] = None  # images decoded on the grid, its extent
+    served_x: Optional[np.ndarray] = None    # [N, 2] the test images' served placement
     timings: Dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
@@ -287,7 +287,7 @@ def samples_step(e: RunEvaluation, baseline: Optional[ClassifierBaseline], setti
         density = sampling.x_density_for(run.path, run.reference.x, run.config.seed)
         generated["x_density"] = decode_at(density.sample(settings.generated,
                                                           seeds["x_density_samples"]))
-        generated["test_locations"] = e.terms["x_path_images"]
+        generated["test_locations"] = e.terms["x_images"]
     else:
         generated["test_locations"] = decode_latents(run, e.terms["z_mean"], settings.batch_size)
     for name in ("prior", "x_density", "test_locations"):
@@ -299,32 +299,33 @@ def samples_step(e: RunEvaluation, baseline: Optional[ClassifierBaseline], setti
     e.generated = generated
 
 
-def placement_step(e: RunEvaluation, data: Dataset, baseline: Optional[ClassifierBaseline],
-                   settings: Settings, seeds: Dict[str, int],
-                   decode_at: Callable[[np.ndarray], np.ndarray]) -> None:
-    """Neighbour schemes: the test images placed in X from their nearest training images
-    (:mod:`npvae_tf.evaluation.placement`) instead of by the X encoder, measured as the encoder's
-    placement is: k-NN accuracy, trustworthiness, the X path and the images decoded there.
-    Keys end in ``_placed``."""
-    from npvae_tf.evaluation.placement import PLACEMENT_NEIGHBOURS, neighbour_placement
+def served_step(e: RunEvaluation, data: Dataset, baseline: Optional[ClassifierBaseline],
+                settings: Settings, seeds: Dict[str, int],
+                decode_at: Callable[[np.ndarray], np.ndarray]) -> None:
+    """The run as its SavedModel serves it, for the neighbour schemes: each test image placed
+    at the median X of its 15 nearest training images (the ``place`` signature, on the same
+    stored images), measured as the encoder's placement is (5-NN accuracy, trustworthiness),
+    the sharp images decoded there (``generate_from_x``) and the X path's likelihood there
+    with the X path's decoder (``reconstruct_through_x``). Fills ``metrics["served"]``."""
+    from npvae_tf.model.placement import PLACEMENT_NEIGHBOURS, place
 
     run = e.run
-    # The reference set holds the first len(x) training images (all, or train_examples).
-    train_images = evaluation_images(data.train.images[:len(run.reference.x)],
-                                     run.config.binarize, run.config.seed, "train")
-    placed = neighbour_placement(train_images, run.reference.x, e.images, PLACEMENT_NEIGHBOURS)
-    e.metrics["placement_neighbours"] = PLACEMENT_NEIGHBOURS
-    e.metrics["knn_accuracy_5_placed"] = (knn_accuracy(e.train_emb, e.train_labels, placed,
-                                                       e.labels, (5,))[5]
-                                          if e.labelled else None)
-    e.metrics["trustworthiness_placed"] = embedding_trustworthiness(
+    stored, scale = run.placement_set(dataset=data)
+    placed = place(stored, run.reference.x, e.images, scale=scale)
+    served: Dict[str, object] = {"placement": "neighbours",
+                                 "placement_neighbours": PLACEMENT_NEIGHBOURS}
+    served["knn_accuracy_5"] = (knn_accuracy(e.train_emb, e.train_labels, placed, e.labels,
+                                             (5,))[5] if e.labelled else None)
+    served["trustworthiness"] = embedding_trustworthiness(
         e.images, placed, TRUST_NEIGHBOURS, settings.trust_subset,
         seeds["trustworthiness_subset"])
-    decoded = decode_at(placed)
-    e.metrics["x_path_log_likelihood_placed"] = float(np.mean(
+    served["x_path_log_likelihood"] = float(np.mean(
         x_path_log_likelihood_at(run, placed, e.images, settings.batch_size)))
-    placed_metrics = sample_metrics("test_locations", decoded, baseline, e.labels)
-    e.metrics.update({f"{k}_placed": v for k, v in placed_metrics.items()})
+    served["two_d_reconstruction_ll"] = (served["x_path_log_likelihood"]
+                                         if run.config.x_dim == 2 else None)
+    served.update(sample_metrics("test_locations", decode_at(placed), baseline, e.labels))
+    e.metrics["served"] = served
+    e.served_x = placed
 
 
 def interpolation_step(e: RunEvaluation, baseline: Optional[ClassifierBaseline], settings: Settings,

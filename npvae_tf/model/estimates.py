@@ -115,7 +115,8 @@ def evaluation_terms(model, images: np.ndarray, k: int = 100, seed: int = 0,
     serving lengthscale (the learned one if it records none):
       ``x``: ``[N, D]`` embeddings ``x = f(y)``,
       ``x_path_ll``: ``log p_X(y | z~(x))`` with ``z~(x) = sum_j W(x, x_j) E[z_j]``,
-      ``x_path_images``: ``[N, P]`` the decoded means ``E_pX[y | z~(x)]``,
+      ``x_images``: ``[N, P]`` the images served at x: the VAE decoder's means at ``z~(x)``
+      (sharp; the X path's own decoder, if any, scores ``x_path_ll`` only),
       ``effective_neighbours``: ``1 / sum_j W(x, x_j)^2``, the reference points that carry
       weight, with the serving lengthscale and (``effective_neighbours_learned``) the learned.
     """
@@ -142,9 +143,9 @@ def evaluation_terms(model, images: np.ndarray, k: int = 100, seed: int = 0,
         }
         if use_x:
             x = model.embed(y)
-            decoded = model.x_path_likelihood(
-                model.predictive_mean(x, x_ref, z_ref, lengthscale=reference.lengthscale))
-            out.update(x=x, x_path_ll=decoded.log_prob(y), x_path_images=decoded.mean(),
+            z_tilde = model.predictive_mean(x, x_ref, z_ref, lengthscale=reference.lengthscale)
+            out.update(x=x, x_path_ll=model.x_path_likelihood(z_tilde).log_prob(y),
+                       x_images=model.decode(z_tilde),
                        effective_neighbours=model.kernel.effective_neighbours(
                            x, x_ref, lengthscale=reference.lengthscale),
                        effective_neighbours_learned=model.kernel.effective_neighbours(x, x_ref))

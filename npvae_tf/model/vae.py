@@ -371,9 +371,10 @@ class NonparametricVAE(VAE):
                                            x_ref, z_ref, chunk_size, lengthscale=lengthscale)
 
     def decode_from_x(self, x_query, x_ref, z_ref, chunk_size=None, lengthscale=None):
-        """Image probabilities ``[N, P]`` at X locations ``[N, D]``: E_pX[y | z~(x*)]."""
+        """Image means ``[N, P]`` at X locations ``[N, D]``: the VAE decoder's ``E[y | z~(x*)]``,
+        the sharp images (the X path's own decoder, if any, is for its likelihood)."""
         z_tilde = self.predictive_mean(x_query, x_ref, z_ref, chunk_size, lengthscale)
-        return self.x_path_likelihood(z_tilde).mean()
+        return self.decode(z_tilde)
 
     def get_config(self):
         config = super().get_config()

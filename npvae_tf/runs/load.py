@@ -7,9 +7,11 @@ import dataclasses
 import os
 from typing import Dict, List, Optional
 
+import numpy as np
+
 from npvae_tf.core.config import Config
-from npvae_tf.runs.layout import (LOG_FILE, MODEL_FILE, REFERENCE_FILE, RunError, check_run_dir,
-                                  read_training_log, recorded_data)
+from npvae_tf.runs.layout import (LOG_FILE, MODEL_FILE, REFERENCE_FILE, RunError, check_data,
+                                  check_run_dir, read_training_log, recorded_data)
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -55,6 +57,62 @@ class Run:
     @property
     def label(self) -> str:
         return f"{self.config.scheme} z_dim {self.config.z_dim}"
+
+    @property
+    def placement(self) -> Optional[str]:
+        """How the served run places a new example in X (``"neighbours"`` or ``"encoder"``,
+        :attr:`~npvae_tf.core.objective.Objective.placement`); None for a VAE."""
+        return self.config.placement if self.has_x else None
+
+    def placement_set(self, data: Optional[str] = None, dataset=None):
+        """``(images [M, P] as stored, scale)``: the training examples new ones are placed
+        from (their model values are ``scale`` times them). Kept in the reference set by
+        training; for runs from before it was kept, read again from the run's data
+        (``dataset``: the loaded one; ``data``: another path to it), checked against the
+        recorded fingerprint."""
+        if self.reference.images is not None:
+            return self.reference.images, self.reference.images_scale
+        from npvae_tf.data.pipeline import evaluation_images
+        from npvae_tf.runs.reference import compact_images
+
+        dataset = dataset if dataset is not None else training_data(self, data)
+        train = dataset.train.images[:len(self.reference.labels)]
+        return compact_images(evaluation_images(train, self.config.binarize, self.config.seed,
+                                                "train"))
+
+
+def training_data(run: Run, data: Optional[str] = None, cache: Optional[Dict] = None):
+    """The :class:`~npvae_tf.data.datasets.Dataset` the run was trained on (its training split
+    without ``train_examples`` truncation), found where ``data.json`` says (``data``: another
+    path to it) and checked: the recorded SHA-256 and the reference set's labels.
+
+    ``cache``: a dict to reuse data sets between runs. Raises :class:`RunError` (one line).
+    """
+    from npvae_tf.data.datasets import DataError, DataSpec, load_for_config
+
+    c = run.config
+    recorded = run.data
+    spec = DataSpec(**recorded["spec"]) if "spec" in recorded else DataSpec(
+        recorded.get("source") if os.path.exists(recorded.get("source", "")) else None)
+    if data is not None:
+        spec = dataclasses.replace(spec, path=data)
+    cache = {} if cache is None else cache
+    key = (spec, c.validation_examples, c.image_shape, c.likelihood, c.test_fraction, c.seed)
+    if key not in cache:
+        try:
+            cache[key] = load_for_config(spec, c, truncate=False)
+        except DataError as e:
+            raise RunError(f"{run.path}: trained on examples of shape "
+                           f"{'x'.join(map(str, c.image_shape))}, but the data does not "
+                           f"fit: {e}") from None
+    dataset = cache[key]
+    check_data(run.path, dataset.sha256, dataset.source)
+    n = len(run.reference.labels)
+    if n > len(dataset.train) or not np.array_equal(run.reference.labels,
+                                                    dataset.train.labels[:n]):
+        raise RunError(f"{run.path}: its reference set does not match the training split "
+                       f"of {dataset.source} (trained on other data?)")
+    return dataset
 
 
 def _first_line(e: Exception) -> str:

@@ -49,6 +49,11 @@ class ReferenceSet:
     (``scales``, decreasing), the validation X-path log-likelihood (nats per image)
     ``log_likelihood`` at each, ``extensions`` (factors added past the first grid's edge),
     ``on_edge`` (the best is still the smallest or largest tried) and ``learned_lengthscale``.
+
+    Runs that place new examples from their nearest training examples (the neighbour
+    schemes, :mod:`npvae_tf.model.placement`) also keep those examples: ``images`` ``[M, P]``
+    as stored (:func:`compact_images`: uint8 where they are bytes / 255) and
+    ``images_scale``, the factor that gives the model's values.
     """
 
     z_mean: np.ndarray
@@ -56,6 +61,8 @@ class ReferenceSet:
     x: Optional[np.ndarray] = None
     lengthscale: Optional[float] = None
     selection: Optional[Dict[str, object]] = None
+    images: Optional[np.ndarray] = None
+    images_scale: float = 1.0
 
     def save(self, run_dir: str) -> str:
         path = os.path.join(run_dir, REFERENCE_FILE)
@@ -66,6 +73,8 @@ class ReferenceSet:
             arrays["lengthscale"] = np.float64(self.lengthscale)
         if self.selection is not None:
             arrays.update({f"selection_{k}": np.asarray(v) for k, v in self.selection.items()})
+        if self.images is not None:
+            arrays.update(images=self.images, images_scale=np.float64(self.images_scale))
         atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
         return path
 
@@ -79,7 +88,21 @@ class ReferenceSet:
                          if k.startswith("selection_")}
             return cls(z_mean=f["z_mean"], labels=f["labels"], x=f["x"] if "x" in f else None,
                        lengthscale=float(f["lengthscale"]) if "lengthscale" in f else None,
-                       selection=selection or None)
+                       selection=selection or None,
+                       images=f["images"] if "images" in f else None,
+                       images_scale=float(f["images_scale"]) if "images_scale" in f else 1.0)
+
+
+def compact_images(images: np.ndarray) -> Tuple[np.ndarray, float]:
+    """``(stored, scale)`` with ``stored * scale`` equal to ``images`` ``[M, P]`` (float32):
+    uint8 and 1/255 where every value is a byte / 255 (images read as bytes: a quarter of the
+    memory), else float32 and 1."""
+    images = np.asarray(images, np.float32).reshape(len(images), -1)
+    as_bytes = np.rint(images * 255.0)
+    if (as_bytes.min(initial=0) >= 0 and as_bytes.max(initial=0) <= 255
+            and np.array_equal((as_bytes / 255.0).astype(np.float32), images)):
+        return as_bytes.astype(np.uint8), 1.0 / 255.0
+    return images, 1.0
 
 
 def encode_means(model, images: np.ndarray, batch_size: int = 1024):

@@ -9,6 +9,8 @@
     probs = run.decode(z)                            # decoded at latents z [N, Z]
     probs = run.generate_from_x(x)                   # npVAE: z~(x) over the reference set
     probs = run.sample(16, seed=0)                   # ancestral samples
+    x = run.locate(images)                           # npVAE: the served placement in X
+    probs, log_prob = run.reconstruct_through_x(images)   # through X, the X path's decoder
 
 The maths is the SavedModel export's (:class:`npvae_tf.serving.module.ServingModule`, run in this
 process): the serving lengthscale the run recorded, the density over X training stored
@@ -63,8 +65,10 @@ class TrainedRun(Run):
 
         if not self.has_x:
             return ServingModule(self.model, scaling=self.scaling)
+        placement = self.placement_set() if self.placement == "neighbours" else None
         return ServingModule(self.model, self.reference, density=self.x_density,
-                             lengthscale=self.lengthscale, scaling=self.scaling)
+                             lengthscale=self.lengthscale, scaling=self.scaling,
+                             placement=placement)
 
     # --- input checks: NumPy, before TensorFlow -----------------------------------------------
     def _require_x(self, what: str) -> None:
@@ -102,6 +106,29 @@ class TrainedRun(Run):
         self._require_x("embed")
         return self._serving.encode(self._images(images))["x"].numpy()
 
+    def place(self, images) -> np.ndarray:
+        """``[N, D]``: each image placed at the median X of its 15 nearest training images
+        (npVAE runs of the neighbour schemes, whose served placement it is)."""
+        self._require_x("place")
+        if self.placement != "neighbours":
+            raise ValueError(f"place: {self.path} places new images by its encoder "
+                             f"({self.config.scheme}); use embed")
+        return self._serving.place(self._images(images))["x"].numpy()
+
+    def locate(self, images) -> np.ndarray:
+        """``[N, D]``: where the served run puts each image in X: :meth:`place` for the
+        neighbour schemes, :meth:`embed` (``f(y)``) for the others."""
+        return self.place(images) if self.placement == "neighbours" else self.embed(images)
+
+    def reconstruct_through_x(self, images) -> Tuple[np.ndarray, np.ndarray]:
+        """``(means [N, P], log_prob [N])``: each image through its served location in X
+        (:meth:`locate`), decoded at ``z~`` by the X path's decoder (the run's own X-path
+        decoder where it has one), and ``log p_X(y | z~)`` of the image (nats, in the data's
+        own units)."""
+        self._require_x("reconstruct_through_x")
+        out = self._serving.reconstruct_through_x(self._images(images))
+        return out["images"].numpy(), out["log_prob"].numpy()
+
     def encode(self, images) -> Tuple[np.ndarray, np.ndarray]:
         """``(E[z|y], stddev[z|y])``, each ``[N, Z]``."""
         out = self._serving.encode(self._images(images))
@@ -117,8 +144,8 @@ class TrainedRun(Run):
         return self._serving.decode(z)["images"].numpy()
 
     def generate_from_x(self, x) -> np.ndarray:
-        """Image probabilities ``[N, P]`` at X locations ``[N, D]``: decoded at
-        ``z~ = sum_j W(x, x_j) E[z_j]`` over the reference set (npVAE)."""
+        """Image probabilities ``[N, P]`` at X locations ``[N, D]``: the VAE's decoder (sharp
+        images) at ``z~ = sum_j W(x, x_j) E[z_j]`` over the reference set (npVAE)."""
         self._require_x("generate_from_x")
         x = self._matrix(x, self.config.x_dim, "x", f"{self.config.x_dim} coordinates of X")
         return self._serving.generate_from_x(x)["images"].numpy()

@@ -21,16 +21,17 @@ from npvae_tf.serving.module import ServingModule
 def export_model(model, export_dir: str, reference: Optional[ReferenceSet] = None, *,
                  density: Optional[XDensity] = None, lengthscale: Optional[float] = None,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, jit_compile: bool = False,
-                 extra_info: Optional[dict] = None, indexed: bool = True, scaling=None) -> str:
+                 extra_info: Optional[dict] = None, indexed: bool = True, scaling=None,
+                 placement=None) -> str:
     """Writes the SavedModel of ``model`` to ``export_dir`` atomically; returns its path.
 
-    ``density``, ``lengthscale``, ``chunk_size``, ``jit_compile``, ``scaling``: see
-    :class:`ServingModule`.
+    ``density``, ``lengthscale``, ``chunk_size``, ``jit_compile``, ``scaling``,
+    ``placement``: see :class:`ServingModule`.
     """
     check_target(export_dir)
     module = ServingModule(model, reference, density=density, lengthscale=lengthscale,
                            chunk_size=chunk_size, jit_compile=jit_compile, indexed=indexed,
-                           scaling=scaling)
+                           scaling=scaling, placement=placement)
     info = {**module.info(), **(extra_info or {})}
     archive = module.archive()
 
@@ -46,9 +47,11 @@ def export_model(model, export_dir: str, reference: Optional[ReferenceSet] = Non
 
 
 def export_run(run_dir: str, export_dir: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-               jit_compile: bool = False) -> str:
+               jit_compile: bool = False, data: Optional[str] = None) -> str:
     """Exports the final model (``model.keras``) of ``run_dir`` with its reference set, the
-    density over X training stored, and the serving lengthscale.
+    density over X training stored, the serving lengthscale and, for neighbour placement,
+    the training examples (``data``: where to read them for a run from before its reference
+    set kept them, if not where ``data.json`` says).
 
     Raises :class:`ExportError` or :class:`~npvae_tf.config.ConfigError` with a one-line
     message for a folder that is not a finished run, or an unsafe ``export_dir``.
@@ -61,14 +64,16 @@ def export_run(run_dir: str, export_dir: str, *, chunk_size: int = DEFAULT_CHUNK
         run = load_run(run_dir)
     except RunError as e:
         raise ExportError(str(e)) from None
-    config, model, reference, density = run.config, run.model, None, None
+    config, model, reference, density, placement = run.config, run.model, None, None, None
     if run.has_x:
         reference = run.reference
         try:
             density = x_density_for(run_dir, reference.x, config.seed)
-        except ValueError as e:
+            if run.placement == "neighbours":
+                placement = run.placement_set(data)
+        except (ValueError, RunError) as e:
             raise ExportError(str(e)) from None
     return export_model(model, export_dir, reference, density=density, scaling=run.scaling,
-                        chunk_size=chunk_size, jit_compile=jit_compile,
+                        chunk_size=chunk_size, jit_compile=jit_compile, placement=placement,
                         extra_info={"run_dir": os.path.abspath(run_dir),
                                     "config": config.to_dict()})

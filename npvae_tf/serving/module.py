@@ -8,20 +8,33 @@ back, so clients send and receive the data's own units. Signatures of the export
 
     serving_default, reconstruct   images [N, P] -> images [N, P]
         decode(E[z|y]): reconstruction probabilities, as ``model(images)``
-    encode      images [N, P] -> z_mean [N, Z], z_stddev [N, Z] (+ x [N, D] for the npVAE)
+    encode      images [N, P] -> z_mean [N, Z], z_stddev [N, Z]
+                (npVAE: + x [N, D] = f(y); neighbour placement: + x_placed [N, D])
     decode      z [N, Z] -> images [N, P]                 the decoder's mean
     generate_from_x (npVAE)
                 x [N, D] -> images [N, P], z [N, Z]
         z = z~(x) = sum_j W(x, x_j) E[z_j] over the reference set stored in the SavedModel
         (``W`` the row-softmax of ``-||x - x_j||^2 / (2 l^2)``, ``l`` the serving lengthscale
-        of :func:`serving_lengthscale`), images = the X path's decoder at z (the
-        model's decoder unless trained with a separate X-path decoder)
+        of :func:`serving_lengthscale`), images = the VAE's decoder at z: the sharp images
     sample      count [] int32, seed [] int64 -> images [count, P], z [count, Z]
                 (+ x [count, D] for the npVAE)
         npVAE: ancestral sampling in X, x from the Gaussian mixture training stored in the run
         folder (:class:`npvae_tf.runs.x_density.XDensity`, the one evaluation samples), then as
         generate_from_x. VAE: z ~ N(0, I). Stateless, with the random-number algorithm named
         (Philox), so the same (count, seed) gives the same images on every device.
+    place (npVAE with neighbour placement)
+                images [N, P] -> x [N, D]
+        the median location of each image's 15 nearest training images
+        (:mod:`npvae_tf.model.placement`; the training images are stored in the SavedModel,
+        as uint8 where they are bytes)
+    reconstruct_through_x (npVAE)
+                images [N, P] -> images [N, P], log_prob [N], x [N, D], z [N, Z]
+        each image through its 2-D location: x = the served placement (``place``, or f(y)
+        for the other schemes), z = z~(x), images = the X path's decoder mean at z and
+        log_prob = log p_X(y | z) of the given image (nats, in the data's own units: a
+        standardised run adds the log-determinant of its scaling). The X path's decoder is
+        the run's own X-path decoder where it has one (fitted for likelihood: blurrier, the
+        conditional mean), else the VAE's.
 
 The SavedModel is written by Keras 3's ``keras.export.ExportArchive``, which saves the
 TensorFlow variables the signatures capture (not Keras' variable wrappers). That is what makes
@@ -64,70 +77,20 @@ from npvae_tf.model.grid_index import GridIndex
 from npvae_tf.model.grid_search import indexed_predictive_mean
 # Named, so draws do not depend on the device's default generator.
 from npvae_tf.model.layers import RNG_ALG
+from npvae_tf.model.placement import PLACEMENT_NEIGHBOURS, neighbour_placement, squared_norms
 from npvae_tf.runs.reference import (DEFAULT_CHUNK_SIZE, ReferenceSet, serving_lengthscale)
 from npvae_tf.runs.x_density import XDensity, mixture_parameters
 from npvae_tf.serving.folders import ExportError
+from npvae_tf.serving.inputs import (MAX_SAMPLE_COUNT, checked_count, checked_images,
+                                     checked_matrix, checked_seed)
 
 # Padded batch sizes seen by the XLA-compiled kernel; the last is the block size.
 QUERY_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 640, 768, 896, 1024)
 QUERY_BLOCK = QUERY_BUCKETS[-1]
-MAX_SAMPLE_COUNT = 100_000
 SIGNATURES_NPVAE = ("serving_default", "reconstruct", "encode", "decode", "generate_from_x",
-                    "sample")
+                    "sample", "reconstruct_through_x")
 SIGNATURES_VAE = ("serving_default", "reconstruct", "encode", "decode", "sample")
 
-
-
-# --- input validation inside the signatures ------------------------------------------------
-
-def _checked_matrix(t: tf.Tensor, width: int, name: str, what: str) -> tf.Tensor:
-    """``t`` ``[N, width]``, checked at run time for its rank, width and finiteness.
-
-    The signatures leave the rank and the width unknown (``TensorSpec(None)``): NumPy input
-    of a wrong shape then reaches these checks, which name the input and its shape, instead
-    of failing in TensorFlow's Python binding (a ``TypeError`` of dozens of lines).
-    """
-    # The rank is checked on the tensor's run-time shape (Grappler would fold an assert on
-    # a static rank away), before anything indexes its shape.
-    rank_ok = tf.debugging.assert_equal(
-        tf.size(tf.shape(t)), 2, message=f"{name} must be [N, {width}] ({what}); wrong rank")
-    with tf.control_dependencies([rank_ok]):
-        t = tf.ensure_shape(t, [None, None], name=f"check_{name}_rank")
-    width_ok = tf.debugging.assert_equal(
-        tf.shape(t)[1], width, message=f"{name} must be [N, {width}] ({what}); wrong width")
-    with tf.control_dependencies([width_ok]):
-        t = tf.ensure_shape(t, [None, width], name=f"check_{name}_shape")
-    return tf.debugging.assert_all_finite(t, f"{name} must be finite (no NaN or Inf)")
-
-
-def _checked_images(images: tf.Tensor, image_dim: int, unit: bool = True) -> tf.Tensor:
-    """``images`` ``[N, P]``; ``unit``: values in [0, 1] too (the Bernoulli likelihoods)."""
-    images = _checked_matrix(images, image_dim, "images", f"{image_dim} values per example")
-    if not unit:
-        return images
-    in_range = [
-        tf.debugging.assert_greater_equal(images, 0.0,
-                                          message="images must be pixel values in [0, 1]"),
-        tf.debugging.assert_less_equal(images, 1.0,
-                                       message="images must be pixel values in [0, 1]"),
-    ]
-    with tf.control_dependencies(in_range):
-        return tf.identity(images)
-
-
-def _checked_count(count: tf.Tensor) -> tf.Tensor:
-    count = tf.ensure_shape(count, [], name="check_count_shape")
-    checks = [
-        tf.debugging.assert_non_negative(count, message="count must be >= 0"),
-        tf.debugging.assert_less_equal(count, MAX_SAMPLE_COUNT,
-                                       message=f"count must be <= {MAX_SAMPLE_COUNT}"),
-    ]
-    with tf.control_dependencies(checks):
-        return tf.identity(count)
-
-
-def _checked_seed(seed: tf.Tensor) -> tf.Tensor:
-    return tf.ensure_shape(seed, [], name="check_seed_shape")
 
 
 # --- the exported module --------------------------------------------------------------------
@@ -179,12 +142,15 @@ class ServingModule(tf.Module):
       scaling: the data's :class:`~npvae_tf.data.datasets.Scaling`; a standardised one is
         applied to every input and undone on every output, so clients send and receive the
         data's own units (default: none).
+      placement: ``(images [M, P] as stored, scale)``, the training examples new ones are
+        placed from (``scale`` times them: the model's values; ``reference.images`` where the
+        reference set keeps them); None: new examples are placed at ``f(y)``.
     """
 
     def __init__(self, model, reference: Optional[ReferenceSet] = None,
                  density: Optional[XDensity] = None, lengthscale: Optional[float] = None,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, jit_compile: bool = False,
-                 indexed: bool = True, scaling=None):
+                 indexed: bool = True, scaling=None, placement=None):
         super().__init__(name="npvae_serving")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -246,6 +212,28 @@ class ServingModule(tf.Module):
         object.__setattr__(self, "_core", core)  # a helper, not a saved endpoint
         self.generate_from_x = _function(self._generate_from_x, self.specs["x"])
         self.sample = _function(self._sample_mixture, self.specs["sample"])
+        if placement is None and reference.images is not None:
+            placement = (reference.images, reference.images_scale)
+        self.placement_size = 0
+        if placement is not None:
+            self._store_placement(*placement, ref_x)
+            self.place = _function(self._place, self.specs["images"])
+        self.reconstruct_through_x = _function(self._reconstruct_through_x,
+                                               self.specs["images"])
+
+    def _store_placement(self, images, scale: float, ref_x: np.ndarray) -> None:
+        images = np.asarray(images)
+        images = images.reshape(len(images), -1)
+        if images.shape != (self.reference_size, self.image_dim):
+            raise ExportError(f"{images.shape[0]} placement images of {images.shape[1]} values "
+                              f"for {self.reference_size} reference points of "
+                              f"{self.image_dim} values")
+        self.placement_size, self.placement_scale = len(images), float(scale)
+        self.placement_images = tf.Variable(images, trainable=False, name="placement_images")
+        self.placement_norms = tf.Variable(squared_norms(images, scale), trainable=False,
+                                           name="placement_norms")
+        # Unpadded, in the reference set's own order (the kernel's copy is sorted by cell).
+        self.placement_x = tf.Variable(ref_x, trainable=False, name="placement_x")
 
     def _check_reference(self, reference: ReferenceSet) -> None:
         m = self._model
@@ -260,7 +248,16 @@ class ServingModule(tf.Module):
 
     @property
     def signature_names(self):
-        return SIGNATURES_NPVAE if self.has_x else SIGNATURES_VAE
+        if not self.has_x:
+            return SIGNATURES_VAE
+        return SIGNATURES_NPVAE + (("place",) if self.placement_size else ())
+
+    @property
+    def placement_rule(self) -> Optional[str]:
+        """How new examples are placed in X (None for a VAE)."""
+        if not self.has_x:
+            return None
+        return "neighbours" if self.placement_size else "encoder"
 
     def archive(self):
         """A ``keras.export.ExportArchive`` with one endpoint per signature.
@@ -278,7 +275,10 @@ class ServingModule(tf.Module):
                      ("encode", self._encode, "images"), ("decode", self._decode, "z")]
         if self.has_x:
             endpoints += [("generate_from_x", self._generate_from_x, "x"),
-                          ("sample", self._sample_mixture, "sample")]
+                          ("sample", self._sample_mixture, "sample"),
+                          ("reconstruct_through_x", self._reconstruct_through_x, "images")]
+            if self.placement_size:
+                endpoints.append(("place", self._place, "images"))
         else:
             endpoints.append(("sample", self._sample_prior, "sample"))
         for name, fn, spec in endpoints:
@@ -290,11 +290,14 @@ class ServingModule(tf.Module):
                 archive.add_variable_collection("grid_index", [self.index_cell_start])
             archive.add_variable_collection(
                 "x_density", [self.x_density[k] for k in ("weights", "means", "scale_tril")])
+            if self.placement_size:
+                archive.add_variable_collection(
+                    "placement", [self.placement_images, self.placement_norms, self.placement_x])
         return archive
 
     # Clients' units <-> the model's (the data's scaling, see the constructor).
     def _model_values(self, images):
-        images = _checked_images(images, self.image_dim, self.likelihood != "gaussian")
+        images = checked_images(images, self.image_dim, self.likelihood != "gaussian")
         if self.scaling is None:
             return images
         return (images - self.scaling.offset) / self.scaling.scale
@@ -315,14 +318,16 @@ class ServingModule(tf.Module):
         out = {"z_mean": q.mean(), "z_stddev": q.stddev()}
         if self.has_x:
             out["x"] = self._model.embed(images)
+        if self.has_x and self.placement_size:
+            out["x_placed"] = self._placed(images)
         return out
 
     def _decode(self, z):
-        z = _checked_matrix(z, self.z_dim, "z", f"{self.z_dim} latent dimensions")
+        z = checked_matrix(z, self.z_dim, "z", f"{self.z_dim} latent dimensions")
         return {"images": self._client_values(self._model.decode(z))}
 
     def _sample_prior(self, count, seed):
-        count, seed = _checked_count(count), _checked_seed(seed)
+        count, seed = checked_count(count), checked_seed(seed)
         z = tf.random.stateless_normal([count, self.z_dim], seed=tf.stack([seed, 0]),
                                        alg=RNG_ALG)
         return {"images": self._client_values(self._model.decode(z)), "z": z}
@@ -358,16 +363,50 @@ class ServingModule(tf.Module):
         return tf.concat([tf.reshape(head, [-1, self.z_dim]), tail_z], axis=0)
 
     def _generate_from_x(self, x):
-        x = _checked_matrix(x, self.x_dim, "x", f"{self.x_dim} coordinates of X")
+        x = checked_matrix(x, self.x_dim, "x", f"{self.x_dim} coordinates of X")
         z = self._predictive_mean(x)
-        return {"images": self._client_values(self._model.x_path_likelihood(z).mean()), "z": z}
+        return {"images": self._client_values(self._model.decode(z)), "z": z}
 
     def _sample_mixture(self, count, seed):
-        x = mixture_sample(**self.x_density, count=_checked_count(count),
-                           seed=_checked_seed(seed))
+        x = mixture_sample(**self.x_density, count=checked_count(count),
+                           seed=checked_seed(seed))
         z = self._predictive_mean(x)
-        return {"images": self._client_values(self._model.x_path_likelihood(z).mean()), "z": z,
-                "x": x}
+        return {"images": self._client_values(self._model.decode(z)), "z": z, "x": x}
+
+    def _placed(self, images):
+        """``[N, D]``: model-unit ``images`` placed from their nearest training examples, in
+        blocks of QUERY_BLOCK queries (memory ``O(QUERY_BLOCK * PLACEMENT_BLOCK)``)."""
+        def one_block(block):
+            return neighbour_placement(block, self.placement_images, self.placement_norms,
+                                       self.placement_x, PLACEMENT_NEIGHBOURS,
+                                       self.placement_scale)
+
+        n = tf.shape(images)[0]
+        full = n // QUERY_BLOCK * QUERY_BLOCK
+        head = tf.map_fn(one_block, tf.reshape(images[:full], [-1, QUERY_BLOCK, self.image_dim]),
+                         parallel_iterations=1,
+                         fn_output_signature=tf.TensorSpec([QUERY_BLOCK, self.x_dim], tf.float32))
+        tail = one_block(images[full:])
+        return tf.concat([tf.reshape(head, [-1, self.x_dim]), tail], axis=0)
+
+    def _place(self, images):
+        return {"x": self._placed(self._model_values(images))}
+
+    def _log_det_scaling(self):
+        """``sum_p log scale_p``: log p(y) in the data's units = log p(model values) - it."""
+        if self.scaling is None:
+            return 0.0
+        scale = np.broadcast_to(np.asarray(self.scaling.scale, np.float64), [self.image_dim])
+        return float(np.sum(np.log(scale)))
+
+    def _reconstruct_through_x(self, images):
+        images = self._model_values(images)
+        x = self._placed(images) if self.placement_size else self._model.embed(images)
+        z = self._predictive_mean(x)
+        likelihood = self._model.x_path_likelihood(z)
+        return {"images": self._client_values(likelihood.mean()),
+                "log_prob": likelihood.log_prob(images) - self._log_det_scaling(), "x": x,
+                "z": z}
 
     def info(self) -> dict:
         """What the export holds, written to ``assets.extra/npvae_export.json``."""
@@ -388,6 +427,16 @@ class ServingModule(tf.Module):
                     "cell": self.index.cell, "radius": self.index.radius,
                     "far_radius": self.index.far_radius, "tolerance": self.index.tolerance},
                 query_buckets=list(QUERY_BUCKETS) if self.jit_compile else None,
+                placement=self.placement_rule,
+                placement_neighbours=PLACEMENT_NEIGHBOURS if self.placement_size else None,
+                placement_storage=(str(self.placement_images.dtype.name)
+                                   if self.placement_size else None),
+                decoders={"generate_from_x": "the VAE's decoder",
+                          "sample": "the VAE's decoder",
+                          "reconstruct_through_x": (
+                              "the X path's own decoder"
+                              if self._model.x_path_decoder_net is not None
+                              else "the VAE's decoder")},
                 x_density={"kind": "gaussian_mixture",
                            **{name: value.tolist() for name, value in self.density.items()}})
         return info

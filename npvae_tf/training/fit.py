@@ -18,6 +18,7 @@ The run folder's layout is :mod:`npvae_tf.runs`. What training guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -37,7 +38,7 @@ from npvae_tf.model.estimates import elbo_summary
 from npvae_tf.model.vae import build_model
 from npvae_tf.model.optimizers import FusedAdam
 from npvae_tf.core.files import atomic_write, write_json
-from npvae_tf.runs.reference import build_reference_set
+from npvae_tf.runs.reference import build_reference_set, compact_images
 from npvae_tf.runs.x_density import XDensity
 from npvae_tf.training.callbacks import Progress, ResumeState, callbacks_for
 from npvae_tf.runs.layout import (BACKUP_DIR, LOG_FILE, LOGS_DIR, MODEL_FILE, TEST_METRICS_FILE,
@@ -188,6 +189,9 @@ def _train_locked(config, run_dir, own_dir, chief, spec, verbose, extra_callback
         started = time.time()
         reference = build_reference_set(model, train_images, data.train.labels,
                                         validation_images)
+        if model.has_x and config.placement == "neighbours":  # what places new examples
+            stored, scale = compact_images(train_images)
+            reference = dataclasses.replace(reference, images=stored, images_scale=scale)
         reference.save(run_dir)
         log(f"reference set: E[z] of the {len(train_images):,} training images"
             f"{' and the serving lengthscale' if reference.x is not None else ''} "

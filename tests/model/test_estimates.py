@@ -115,7 +115,7 @@ def test_x_path_matches_numpy():
     expected = (y * logits - softplus(logits)).sum(-1)
     np.testing.assert_allclose(got["x"], x, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got["x_path_ll"], expected, rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(got["x_path_images"], 1 / (1 + np.exp(-logits)), atol=1e-5)
+    np.testing.assert_allclose(got["x_images"], 1 / (1 + np.exp(-logits)), atol=1e-5)
 
 
 @pytest.mark.parametrize("serving_lengthscale", [None, 0.2])
@@ -135,6 +135,10 @@ def test_x_path_uses_the_serving_lengthscale_and_the_x_path_decoder(serving_leng
     np.testing.assert_allclose(got["x_path_ll"], (y * logits - softplus(logits)).sum(-1),
                                rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(got["effective_neighbours"], 1 / (w ** 2).sum(1), rtol=1e-4)
+    # The images served at x are the VAE decoder's (sharp), not the X path's own decoder's.
+    sharp = 1 / (1 + np.exp(-numpy_mlp(model.decoder, w @ reference.z_mean)))
+    np.testing.assert_allclose(got["x_images"], sharp, atol=1e-5)
+    assert not np.allclose(got["x_images"], 1 / (1 + np.exp(-logits)), atol=1e-3)
 
 
 def test_k_must_be_positive():

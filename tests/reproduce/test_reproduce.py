@@ -74,13 +74,13 @@ def test_reproduce_end_to_end(tmp_path, mnist_like_dir):
     text = (docs / "results.md").read_text()
     assert "`npvae-umap-z2`" in text and "`vae-z2` †" in text and "`npvae-z2` †" in text
     assert "† Copied from an earlier results.json" in text
-    assert "placed from 15 nearest training images: trustworthiness" in text
+    assert "**as served**" in text and "*As served*: the run as its SavedModel" in text
     with open(docs / "results.json") as f:
         again = json.load(f)
     assert sorted(r["name"] for r in again["runs"]) == sorted(names + ("npvae-umap-z2",))
     assert all(r.get("earlier") for r in again["runs"] if r["name"] in names)
     umap = next(r for r in again["runs"] if r["name"] == "npvae-umap-z2")
-    assert umap["metrics"]["trustworthiness_placed"] > 0 and "earlier" not in umap
+    assert umap["metrics"]["served"]["trustworthiness"] > 0 and "earlier" not in umap
 
     # Running the grid again keeps every finished run folder instead of retraining.
     before = os.path.getmtime(tmp_path / "runs" / "vae-z2" / "model.keras")

@@ -1,0 +1,58 @@
+"""Input checks inside the SavedModel's signatures, as TensorFlow ops (they run in TF
+Serving too): rank, width, finiteness, the pixel range, the sample count.
+
+The signatures leave the rank and the width unknown (``TensorSpec(None)``): NumPy input of a
+wrong shape then reaches these checks, which name the input and the shape it must have,
+instead of failing in TensorFlow's Python binding (a ``TypeError`` that prints the array).
+"""
+
+from __future__ import annotations
+
+from npvae_tf.core.backend import tf
+
+MAX_SAMPLE_COUNT = 100_000
+
+
+def checked_matrix(t: tf.Tensor, width: int, name: str, what: str) -> tf.Tensor:
+    """``t`` ``[N, width]``, checked at run time for its rank, width and finiteness."""
+    # The rank is checked on the tensor's run-time shape (Grappler would fold an assert on
+    # a static rank away), before anything indexes its shape.
+    rank_ok = tf.debugging.assert_equal(
+        tf.size(tf.shape(t)), 2, message=f"{name} must be [N, {width}] ({what}); wrong rank")
+    with tf.control_dependencies([rank_ok]):
+        t = tf.ensure_shape(t, [None, None], name=f"check_{name}_rank")
+    width_ok = tf.debugging.assert_equal(
+        tf.shape(t)[1], width, message=f"{name} must be [N, {width}] ({what}); wrong width")
+    with tf.control_dependencies([width_ok]):
+        t = tf.ensure_shape(t, [None, width], name=f"check_{name}_shape")
+    return tf.debugging.assert_all_finite(t, f"{name} must be finite (no NaN or Inf)")
+
+
+def checked_images(images: tf.Tensor, image_dim: int, unit: bool = True) -> tf.Tensor:
+    """``images`` ``[N, P]``; ``unit``: values in [0, 1] too (the Bernoulli likelihoods)."""
+    images = checked_matrix(images, image_dim, "images", f"{image_dim} values per example")
+    if not unit:
+        return images
+    in_range = [
+        tf.debugging.assert_greater_equal(images, 0.0,
+                                          message="images must be pixel values in [0, 1]"),
+        tf.debugging.assert_less_equal(images, 1.0,
+                                       message="images must be pixel values in [0, 1]"),
+    ]
+    with tf.control_dependencies(in_range):
+        return tf.identity(images)
+
+
+def checked_count(count: tf.Tensor) -> tf.Tensor:
+    count = tf.ensure_shape(count, [], name="check_count_shape")
+    checks = [
+        tf.debugging.assert_non_negative(count, message="count must be >= 0"),
+        tf.debugging.assert_less_equal(count, MAX_SAMPLE_COUNT,
+                                       message=f"count must be <= {MAX_SAMPLE_COUNT}"),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(count)
+
+
+def checked_seed(seed: tf.Tensor) -> tf.Tensor:
+    return tf.ensure_shape(seed, [], name="check_seed_shape")
