@@ -17,9 +17,10 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
-# The paper's npVAE (README "Which scheme to use": --scheme umap-landmark for the best map).
+# The recommended scheme, neighbour (README "Which scheme to use"); the paper's npVAE is
+# `train.py --z_dim 500`.
 train: $(STAMP)
-	$(PY) train.py --z_dim 500
+	$(PY) train.py --scheme neighbour --z_dim 500
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile

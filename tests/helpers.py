@@ -118,6 +118,13 @@ def make_run(folder, images, labels, **settings):
         # A lengthscale well below the spread of X: each location sees a few neighbours,
         # so a wrong weight, chunk or padding shows in the output.
         model.kernel.log_lengthscale.assign(np.log(0.2 * reference.x.std()))
+        if config.placement == "neighbours":  # kept for placing new images, as training does
+            import dataclasses
+
+            from npvae_tf.runs.reference import compact_images
+
+            stored, scale = compact_images(images)
+            reference = dataclasses.replace(reference, images=stored, images_scale=scale)
     model.save(os.path.join(folder, MODEL_FILE))
     reference.save(folder)
     if reference.x is not None:

@@ -167,15 +167,21 @@ def neighbour_average_log_likelihood(model, images: np.ndarray, test_z: np.ndarr
     """How well an average of *other* images' codes can reconstruct an image, per k.
 
     ``{k: mean_i log p_X(y_i | mean of the k training E[z] nearest to E[z|y_i])}`` (nats),
-    the neighbours found in Z itself (scikit-learn, Euclidean) and decoded the way the X path
-    decodes (``model.x_path_likelihood``). The X path decodes a kernel average of training
-    codes too, but with neighbours found in a 2-D X: this is what it would give if X kept
-    Z's own neighbourhoods exactly, a reference point for how far a 2-D X could take it.
+    the neighbours found in Z itself (Euclidean: the exact streamed search of
+    :func:`npvae_tf.model.placement.nearest_indices`, one float32 matrix product per block,
+    about 10x faster than scikit-learn's float64 search at M = 55,000, Z = 500) and decoded
+    the way the X path decodes (``model.x_path_likelihood``). The X path decodes a kernel
+    average of training codes too, but with neighbours found in a 2-D X: this is what it
+    would give if X kept Z's own neighbourhoods exactly, a reference point for how far a 2-D
+    X could take it.
     """
-    from sklearn.neighbors import NearestNeighbors
+    from npvae_tf.model.placement import nearest_indices, squared_norms
 
     k_max = int(max(ks))
-    index = NearestNeighbors(n_neighbors=k_max).fit(train_z)
+    train_z = np.asarray(train_z, np.float32)
+    reference, norms = tf.constant(train_z), tf.constant(squared_norms(train_z))
+    search = tf.function(lambda q: nearest_indices(q, reference, norms, k_max),
+                         reduce_retracing=True)
 
     @tf.function(reduce_retracing=True)
     def log_prob(z, y):
@@ -184,7 +190,7 @@ def neighbour_average_log_likelihood(model, images: np.ndarray, test_z: np.ndarr
     totals = {int(k): 0.0 for k in ks}
     for start in range(0, len(images), batch_size):
         end = start + batch_size
-        _, nearest = index.kneighbors(test_z[start:end])                 # [b, k_max]
+        nearest = search(tf.constant(test_z[start:end], tf.float32)).numpy()  # [b, k_max]
         y = tf.constant(images[start:end], tf.float32)
         for k in totals:
             z = train_z[nearest[:, :k]].mean(axis=1).astype(np.float32)  # [b, Z]

@@ -37,6 +37,13 @@ SERVING_SCALES = tuple(2.0 ** -k for k in range(-1, 9))
 MAX_EXTENSIONS = 6
 # Validation images the choice is made on (the first ones: the same every time).
 SELECTION_IMAGES = 2000
+# The smallest serving lengthscale, as a share of the median nearest-neighbour distance in
+# the training X. Far below it the kernel is a nearest-neighbour lookup whose logits
+# -d^2 / 2l^2 run into the thousands, and float32 rounding of them (about 6e-8 of each)
+# moves the weights of near-tied neighbours: on a 1-epoch run that chose l = 6.2e-5 at
+# |x| ~ 8, a float64 recomputation moved z~ by 4.7e-4 and the X path by up to 0.68 nats.
+# At a quarter, a typical query's nearest point has logit ~8 and rounding stays below 1e-6.
+MIN_LENGTHSCALE_SHARE = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +168,8 @@ def median_neighbour_distance(x: np.ndarray, sample: int = 5000) -> float:
 def select_serving_lengthscale(model, reference: ReferenceSet, images: np.ndarray,
                                scales: Sequence[float] = SERVING_SCALES,
                                max_extensions: int = MAX_EXTENSIONS,
-                               shared_decoder: bool = False
+                               shared_decoder: bool = False,
+                               min_lengthscale: Optional[float] = None
                                ) -> Tuple[float, Dict[str, object]]:
     """The lengthscale ``s * anchor`` (s in ``scales``) with the best X path on ``images``.
 
@@ -172,6 +180,11 @@ def select_serving_lengthscale(model, reference: ReferenceSet, images: np.ndarra
     best factor lies on the grid's edge the grid is extended by halving (or doubling) up to
     ``max_extensions`` times; the record says whether it still ended on an edge.
 
+    No lengthscale below ``min_lengthscale`` is tried (default: :data:`MIN_LENGTHSCALE_SHARE`
+    of the median nearest-neighbour distance in X, where float32 weights stay exact): factors
+    under it are raised to it, and halving stops there (``record["floor"]``; ``on_edge`` is
+    then False when the floor is the best).
+
     ``shared_decoder``: score with the VAE's decoder (to fit an X-path decoder of its own at
     the chosen lengthscale, :mod:`npvae_tf.training.xpath_decoder`).
     Returns the chosen lengthscale and the selection record (see :class:`ReferenceSet`).
@@ -179,30 +192,36 @@ def select_serving_lengthscale(model, reference: ReferenceSet, images: np.ndarra
     """
     learned = float(model.kernel.lengthscale.numpy())
     knobs = model.objective
+    spacing = median_neighbour_distance(reference.x)
     if knobs.uses_neighbour_graph and knobs.match_weight == 0 and knobs.x_path_weight == 0:
-        anchor_kind, anchor = "median nearest-neighbour distance in X", \
-            median_neighbour_distance(reference.x)
+        anchor_kind, anchor = "median nearest-neighbour distance in X", spacing
     else:
         anchor_kind, anchor = "learned lengthscale", learned
+    floor = MIN_LENGTHSCALE_SHARE * spacing if min_lengthscale is None else min_lengthscale
+    lowest = floor / anchor  # the smallest factor tried
     images = np.asarray(images[:SELECTION_IMAGES], np.float32)
     score = x_path_scorer(model, reference, shared_decoder=shared_decoder)
-    tried = {float(s): float(np.mean(score(images, s * anchor))) for s in scales}
+    tried = {}
+    for s in sorted({max(float(s), lowest) for s in scales}):
+        tried[s] = float(np.mean(score(images, s * anchor)))
     extensions = 0
     while True:
         order = sorted(tried)
         best = max(order, key=tried.get)
-        if best not in (order[0], order[-1]) or extensions >= max_extensions:
+        at_floor = best == order[0] and order[0] <= lowest
+        if best not in (order[0], order[-1]) or at_floor or extensions >= max_extensions:
             break
-        step = order[0] / 2 if best == order[0] else order[-1] * 2
+        step = max(order[0] / 2, lowest) if best == order[0] else order[-1] * 2
         tried[step] = float(np.mean(score(images, step * anchor)))
         extensions += 1
     order = sorted(tried, reverse=True)
     best = max(order, key=tried.get)
-    on_edge = best in (order[0], order[-1])
+    on_edge = best in (order[0], order[-1]) and not (best == order[-1] and best <= lowest)
     return best * anchor, {"learned_lengthscale": learned, "anchor": anchor,
                            "anchor_kind": anchor_kind, "scales": order,
                            "log_likelihood": [tried[s] for s in order],
-                           "extensions": extensions, "on_edge": bool(on_edge)}
+                           "extensions": extensions, "on_edge": bool(on_edge),
+                           "floor": float(floor), "at_floor": bool(best <= lowest)}
 
 
 def build_reference_set(model, images: np.ndarray, labels: np.ndarray,

@@ -55,6 +55,8 @@ ELBO_SEED = 20170
 ELBO_BATCH = 512
 # Data of this kind is in bytes: 0..255 for the user, divided by 255 for the model.
 BYTES = "bytes"
+# The arrays a fit kept in its run folder (a run_dir of the user's): evaluate.py reads them.
+FIT_DATA_FILE = "fit_data.npz"
 
 
 def _ndim(X) -> int:
@@ -169,6 +171,8 @@ class NPVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             if owned:
                 shutil.rmtree(folder, ignore_errors=True)
             raise
+        if not owned:  # a folder the user keeps: evaluate.py and export.py find the data
+            _keep_data(folder, raw)
         self._attach(run, folder if owned else None)
         return self
 
@@ -208,9 +212,11 @@ class NPVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
     # --- the model -------------------------------------------------------------------------
     def transform(self, X) -> np.ndarray:
-        """Locations in X, ``[N, x_dim]`` float32, of examples ``[N, ...]`` (X's units)."""
+        """Locations in X, ``[N, x_dim]`` float32, of examples ``[N, ...]`` (X's units): where
+        the run serves them (``TrainedRun.locate``: for the neighbour schemes the median X of
+        each example's 15 nearest training examples, else the X encoder's ``f(y)``)."""
         check_is_fitted(self)
-        return self.run_.embed(self._to_run(self._validated(X, reset=False)))
+        return self.run_.locate(self._to_run(self._validated(X, reset=False)))
 
     def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
         """``fit(X, y).transform(X)``: ``[N, x_dim]``."""
@@ -333,6 +339,25 @@ def _labels(y, n: int):
         raise ValueError(f"y must be [N] labels for the {n} examples, got shape {y.shape}")
     classes, index = np.unique(y, return_inverse=True)
     return index.astype(np.int64), [str(c) for c in classes]
+
+
+def _keep_data(folder: str, raw) -> str:
+    """Writes the arrays a run was fitted on into its folder (:data:`FIT_DATA_FILE`, Keras'
+    ``.npz`` layout) and points its ``data.json`` at them, so ``evaluate.py RUN`` reads the
+    same arrays again (the same fingerprint) instead of a source that was a Python object."""
+    from npvae_tf.core.files import atomic_write, write_json
+    from npvae_tf.runs.layout import recorded_data
+
+    path = os.path.abspath(os.path.join(folder, FIT_DATA_FILE))
+    arrays = {"x_train": raw.train_x, "x_test": raw.test_x}
+    if raw.train_y is not None:
+        arrays.update(y_train=raw.train_y, y_test=raw.test_y)
+    if not os.path.isfile(path):
+        atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
+    recorded = recorded_data(folder) or {}
+    spec = {**recorded.get("spec", {}), "path": path}
+    write_json(os.path.join(folder, DATA_FILE), {**recorded, "spec": spec, "source": path})
+    return path
 
 
 def _check_same_data(folder: str, raw) -> None:

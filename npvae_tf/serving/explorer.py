@@ -2,11 +2,15 @@
 what it generates.
 
 The map is the training reference set's X (or E[z] for a VAE with Z = 2), coloured by label
-(WebGL). Moving the mouse decodes the location (``TrainedRun.generate_from_x``, or
-``decode`` for the VAE); two clicks give an interpolation strip between them; a button
-draws ancestral samples (``TrainedRun.sample``) shown as images and as points on the map; a
-test image (random or by index) is shown with its location, its reconstruction through X and
-at E[z]. Nothing is written into the run folder.
+with a legend (WebGL). Moving the mouse decodes the location with the rules the SavedModel
+serves (``TrainedRun.generate_from_x``: the VAE's decoder at z~, or ``decode`` for the VAE);
+two clicks give an interpolation strip between them; a button draws ancestral samples
+(``TrainedRun.sample``) shown as images and as points on the map; a test image (random or by
+index) is placed as the run serves it (``TrainedRun.locate``: from its 15 nearest training
+images for the neighbour schemes, f(y) otherwise) and shown with the sharp image there, its
+reconstruction through X by the X path's decoder (``reconstruct_through_x``) and at E[z].
+Every function is traced once before the page is offered (:meth:`ExplorerState.warm_up`).
+Nothing is written into the run folder.
 
 :class:`ExplorerState` holds what the page shows last (``last_location``, ``last_image``,
 ``strip``, ...) so a test can read it back.
@@ -74,8 +78,40 @@ class ExplorerState:
 
     def locate(self, images) -> np.ndarray:
         if self.run.has_x:
-            return self.run.embed(images)
+            return self.run.locate(images)
         return self.run.encode(images)[0]
+
+    def through_x(self, images) -> np.ndarray:
+        """The images through their served place in X, by the X path's decoder (npVAE)."""
+        return self.run.reconstruct_through_x(images)[0]
+
+    @property
+    def decoders(self):
+        """What the page says it shows: (hover / samples, through X)."""
+        if not self.run.has_x:
+            return "the decoder at z", None
+        own = self.run.model.x_path_decoder_net is not None
+        return ("the VAE's decoder at z̃(x)",
+                "the X path's own decoder" if own else "the VAE's decoder")
+
+    def class_names(self):
+        """A legend entry per label of the map (``-1``: unlabelled)."""
+        names = self.run.data.get("class_names")
+        return [("unlabelled" if c < 0 else str(names[c]) if names and c < len(names)
+                 else str(c)) for c in self.labels]
+
+    def warm_up(self, test_images: Optional[np.ndarray] = None) -> None:
+        """Traces every function the page calls (the first call of each takes seconds), so
+        the first hover answers as fast as the next; records nothing."""
+        centre = self.points.mean(0, keepdims=True)
+        self.generate(centre)
+        self.generate(np.repeat(centre, STRIP_STEPS, 0))
+        self.run.sample(8, seed=0)
+        if test_images is not None and len(test_images):
+            self.locate(test_images[:1])
+            self.run.reconstruct(test_images[:1])
+            if self.run.has_x:
+                self.through_x(test_images[:1])
 
     def hover(self, x: float, y: float) -> np.ndarray:
         image = self.generate([[x, y]])[0]
@@ -116,12 +152,20 @@ def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) 
     rng = np.random.default_rng(0)
     keep = (rng.choice(len(state.points), MAX_POINTS, replace=False)
             if len(state.points) > MAX_POINTS else np.arange(len(state.points)))
+    names = state.class_names()
+    order = np.argsort(state.labels[keep], kind="stable")  # legend entries in label order
+    keep = keep[order]
     points = ColumnDataSource(dict(x=state.points[keep, 0], y=state.points[keep, 1],
-                                   color=[PALETTE[int(c) % 10] for c in state.labels[keep]]))
-    plot = figure(title=f"{run.path}: training {space} by label", width=640, height=640,
+                                   color=[PALETTE[int(c) % 10] for c in state.labels[keep]],
+                                   label=[names[i] for i in keep]))
+    plot = figure(title=f"{run.path}: training {space} by label", width=720, height=640,
                   tools="pan,wheel_zoom,box_zoom,reset", output_backend="webgl",
                   match_aspect=True, name="map")
-    plot.scatter("x", "y", color="color", source=points, size=3, alpha=0.5)
+    plot.scatter("x", "y", color="color", source=points, size=3, alpha=0.5,
+                 legend_field="label")
+    plot.add_layout(plot.legend[0], "right")
+    plot.legend[0].name = "legend"
+    plot.legend[0].click_policy = "hide"
     marks = ColumnDataSource(dict(x=[], y=[]))
     plot.scatter("x", "y", source=marks, size=9, color="black", marker="x")
     samples_src = ColumnDataSource(dict(x=[], y=[]))
@@ -139,7 +183,8 @@ def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) 
 
     blank = image_rgba(np.zeros(run.config.image_dim), shape)
     hover_src = ColumnDataSource(dict(image=[blank]))
-    hover_fig = image_figure("decoded at the mouse", name="hover_image")
+    sharp, through_decoder = state.decoders
+    hover_fig = image_figure(f"at the mouse: {sharp}", width=240, name="hover_image")
     hover_fig.image_rgba("image", x=0, y=0, dw=w, dh=h, source=hover_src)
     where = Div(text="move the mouse over the map", name="where")
 
@@ -160,9 +205,14 @@ def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) 
     samples_fig.image_rgba("image", x="x", y=0, dw=w, dh=h, source=samples_img)
     sample_button = Button(label="draw 8 samples", name="sample_button")
 
-    test_fig = figure(title="test image | through X | at E[z]", width=3 * 120,
-                      height=framed(3 * 120, 3),
-                      x_range=(0, 3 * w), y_range=(0, h), tools="", toolbar_location=None)
+    panels = ((["test image", "at its place", f"through X ({through_decoder})"]
+               if run.has_x else ["test image"]) + ["at E[z]"])
+    placed_by = (("placed from its 15 nearest training images" if run.placement == "neighbours"
+                  else "placed at f(y)") if run.has_x else "at E[z|y]")
+    test_fig = figure(title=f"{' | '.join(panels)}; {placed_by}", width=len(panels) * 150,
+                      height=framed(len(panels) * 150, len(panels)),
+                      x_range=(0, len(panels) * w), y_range=(0, h), tools="",
+                      toolbar_location=None, name="test_image")
     test_fig.axis.visible = False
     test_fig.grid.visible = False
     test_img = ColumnDataSource(dict(image=[], x=[]))
@@ -202,13 +252,16 @@ def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) 
         i = int(i) % len(test_images)
         image = test_images[i:i + 1]
         loc = state.locate(image)[0]
-        through = state.generate(loc[None])[0]
         at_mean = run.reconstruct(image)[0]
-        state.test = dict(index=i, location=loc, image=image[0], through_x=through,
-                          at_mean=at_mean)
-        test_img.data = dict(image=[image_rgba(shown(a), shape)
-                                    for a in (image[0], through, at_mean)],
-                             x=[0, w, 2 * w])
+        state.test = dict(index=i, location=loc, image=image[0], at_mean=at_mean)
+        shown_images = [image[0]]
+        if run.has_x:
+            state.test.update(sharp=state.generate(loc[None])[0],
+                              through_x=state.through_x(image)[0])
+            shown_images += [state.test["sharp"], state.test["through_x"]]
+        shown_images.append(at_mean)
+        test_img.data = dict(image=[image_rgba(shown(a), shape) for a in shown_images],
+                             x=[k * w for k in range(len(shown_images))])
         test_src.data = dict(x=[loc[0]], y=[loc[1]])
         index.value = i
 
@@ -232,6 +285,7 @@ def make_server(run, port: int = 5006, test_images: Optional[np.ndarray] = None,
     from bokeh.server.server import Server
 
     state = ExplorerState(run)
+    state.warm_up(test_images)
     app = Application(FunctionHandler(lambda doc: make_document(state, test_images, doc)))
     server = Server({"/": app}, port=port, address=address, allow_websocket_origin=[
         f"{address}:{port}", f"localhost:{port}"], num_procs=1)

@@ -29,7 +29,8 @@ def test_serving_lengthscale_is_the_best_scale_on_the_given_images():
     reference = _reference(model)
     y = images(12, seed=4)
     scales = (1.0, 0.5, 0.1, 0.01)
-    chosen, record = select_serving_lengthscale(model, reference, y, scales, max_extensions=0)
+    chosen, record = select_serving_lengthscale(model, reference, y, scales, max_extensions=0,
+                                                min_lengthscale=0.0)
     learned = float(model.kernel.lengthscale)
     score = x_path_scorer(model, reference)
     scores = [np.mean(score(y, s * learned)) for s in scales]
@@ -65,7 +66,7 @@ def test_serving_grid_extends_past_its_edge_and_says_where_it_stopped():
     scores = {s: np.mean(score(y, s * learned)) for s in (1.0, 0.5)}
     edge = max(scores, key=scores.get)  # the best of a two-point grid is always on its edge
     chosen, record = select_serving_lengthscale(model, reference, y, (1.0, 0.5),
-                                                max_extensions=3)
+                                                max_extensions=3, min_lengthscale=0.0)
     assert record["extensions"] >= 1 and len(record["scales"]) == 2 + record["extensions"]
     assert record["scales"] == sorted(record["scales"], reverse=True)
     best = record["scales"][int(np.argmax(record["log_likelihood"]))]
@@ -90,3 +91,27 @@ def test_neighbour_scheme_anchors_the_grid_at_the_median_nearest_neighbour_dista
     assert record["anchor"] == pytest.approx(np.median(d[:, 1]))
     best = record["scales"][int(np.argmax(record["log_likelihood"]))]
     assert chosen == pytest.approx(best * record["anchor"])
+
+
+def test_no_serving_lengthscale_below_a_quarter_of_the_nearest_neighbour_spacing(monkeypatch):
+    """An X path that is always better at a smaller l (as a barely trained run's can be): the
+    grid would halve l towards 0; the floor stops it."""
+    import npvae_tf.runs.reference as reference_module
+    from npvae_tf.runs.reference import MIN_LENGTHSCALE_SHARE, median_neighbour_distance
+
+    monkeypatch.setattr(reference_module, "x_path_scorer",
+                        lambda *a, **k: lambda y, l: np.full(len(y), -l))
+    model = small_model("npvae")
+    reference = _reference(model)
+    floor = MIN_LENGTHSCALE_SHARE * median_neighbour_distance(reference.x)
+    learned = float(model.kernel.lengthscale)
+    free, free_record = select_serving_lengthscale(model, reference, images(40, seed=0),
+                                                   (1.0, 0.5), max_extensions=30,
+                                                   min_lengthscale=0.0)
+    assert free < floor  # without it, the search runs far below the spacing
+    chosen, record = select_serving_lengthscale(model, reference, images(40, seed=0),
+                                                (1.0, 0.5), max_extensions=30)
+    assert chosen == pytest.approx(floor) and record["at_floor"] and not record["on_edge"]
+    assert record["floor"] == pytest.approx(floor)
+    assert min(record["scales"]) * learned == pytest.approx(floor)
+    assert record["extensions"] < 30  # halving stopped at the floor

@@ -2,6 +2,7 @@
 checks, shapes and units, pickling, run folders, pipelines, scores and bad input."""
 
 import gc
+import json
 import os
 import pickle
 import shutil
@@ -175,6 +176,30 @@ def test_a_run_dir_resumes_its_own_data_and_refuses_other_data(fitted, digits):
     np.testing.assert_array_equal(same.embedding_, fitted.embedding_)
     with pytest.raises(ValueError, match="other data"):
         NPVAE(**fitted.get_params()).fit(images[::-1], labels[::-1])
+
+
+def test_a_kept_run_folder_finds_its_data_again_for_evaluation(fitted, digits):
+    """The arrays of a fit into a folder of the user's are kept there, under data.json's
+    fingerprint: evaluate.py and export.py read them as from any data file."""
+    from npvae_tf.runs.load import load_run, training_data
+
+    images, labels = digits
+    with open(os.path.join(fitted.run_dir_, "data.json")) as f:
+        recorded = json.load(f)
+    assert recorded["source"] == os.path.join(fitted.run_dir_, "fit_data.npz")
+    dataset = training_data(load_run(fitted.run_dir_))  # checks the recorded SHA-256
+    assert dataset.sha256 == recorded["sha256"]
+    n = len(dataset.train) + len(dataset.validation)
+    np.testing.assert_array_equal(dataset.train.labels, labels[:len(dataset.train)])
+    assert n == 200
+
+
+def test_the_neighbour_scheme_transforms_by_placement(digits):
+    images, labels = digits
+    model = NPVAE(**{**TINY, "scheme": "neighbour"}).fit(images[:80], labels[:80])
+    x = model.transform(images[80:90])
+    np.testing.assert_array_equal(x, model.run_.place(images[80:90].reshape(10, -1) / 255.0))
+    assert not np.allclose(x, model.run_.embed(images[80:90].reshape(10, -1) / 255.0))
 
 
 # --- pipelines and the package -----------------------------------------------------------------

@@ -1,6 +1,8 @@
-"""The explorer (npvae_tf/serving/explorer.py, explore.py) in a real headless Chromium: hover decodes
-the location (equal to generate_from_x), two clicks give the strip; bad input fails in one
-line."""
+"""The explorer (npvae_tf/serving/explorer.py, explore.py) in a real headless Chromium, on a
+run of the recommended (neighbour) scheme: hover decodes the location (equal to
+generate_from_x), two clicks give the strip, a test image is placed as the SavedModel places
+it, the map has a legend, every function is traced before the page is offered; bad input
+fails in one line."""
 
 import os
 import socket
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 
 import npvae_tf
+from npvae_tf.core.objective import SCHEMES
 from tests.browser import free_port, headless_chromium, wait_for
 from tests.helpers import ROOT, digit_images, make_run
 
@@ -21,7 +24,7 @@ from tests.helpers import ROOT, digit_images, make_run
 def run_dir(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("explore") / "run")
     images, labels = digit_images(400, 0)
-    make_run(folder, images, labels, z_dim=6)
+    make_run(folder, images, labels, z_dim=6, **SCHEMES["neighbour"].changes)
     return folder
 
 
@@ -34,6 +37,9 @@ def served(run_dir):
     run = npvae_tf.load_run(os.environ.get("NPVAE_EXPLORE_RUN") or run_dir)
     port = free_port()
     server, state = make_server(run, port, digit_images(20, 3)[0])
+    # Warmed before the page is offered: the first hover does not trace.
+    assert run._serving.generate_from_x.experimental_get_tracing_count() >= 1
+    assert run._serving.place.experimental_get_tracing_count() >= 1
     thread = threading.Thread(target=server.io_loop.start, daemon=True)
     thread.start()
     try:
@@ -118,6 +124,24 @@ def test_hover_decodes_the_location_and_two_clicks_give_the_strip(served, tmp_pa
                 f"const v = Bokeh.index.get_one(Bokeh.documents[0].get_model_by_name('{name}'));"
                 "(v.button_el || v.shadow_el.querySelector('button')).click();")
         wait_for(lambda: state.test is not None and state.samples is not None)
+        # The test image is placed as the SavedModel places it; the panel shows the sharp
+        # image there and the X path decoder's reconstruction through X.
+        test = state.test
+        np.testing.assert_array_equal(test["location"], run.locate(test["image"][None])[0])
+        np.testing.assert_allclose(test["through_x"],
+                                   run.reconstruct_through_x(test["image"][None])[0][0],
+                                   rtol=1e-5, atol=1e-5)
+        titles = driver.execute_script(
+            "const d = Bokeh.documents[0];"
+            "return [d.get_model_by_name('test_image').title.text,"
+            "        d.get_model_by_name('hover_image').title.text];")
+        assert "15 nearest training images" in titles[0] and "own decoder" in titles[0]
+        assert "VAE's decoder" in titles[1]
+        # A legend entry per class of the map.
+        entries = driver.execute_script(
+            "return Bokeh.documents[0].get_model_by_name('legend').items.length;")
+        if not os.environ.get("NPVAE_EXPLORE_RUN"):
+            assert entries == len(np.unique(run.reference.labels)) == 10
         time.sleep(0.5)
         driver.save_screenshot("/tmp/npvae_explorer.png")
     finally:

@@ -142,7 +142,7 @@ def test_fresh_process_without_npvae_tf_serves_every_signature_like_the_live_mod
         out, arrays, model = served[kind], jobs[kind][2], r.model
         expected = ["decode", "encode", "reconstruct", "sample", "serving_default"]
         if kind == "npvae":
-            expected.append("generate_from_x")
+            expected += ["generate_from_x", "reconstruct_through_x"]
         assert sorted(out["signatures"]) == sorted(expected)
         for b in (1, batch):
             y, z = arrays[f"images-{b}"], arrays[f"z-{b}"]
@@ -248,7 +248,8 @@ def test_saved_model_cli_lists_every_signature(runs):
     assert "shape: unknown_rank" in result.stdout and "shape: (-1, -1)" not in result.stdout
     # Only the signatures are saved as functions: no internal helper is listed.
     functions = set(re.findall(r"Function Name: '(\w+)'", result.stdout))
-    assert functions == {"reconstruct", "encode", "decode", "generate_from_x", "sample"}
+    assert functions == {"reconstruct", "encode", "decode", "generate_from_x", "sample",
+                         "reconstruct_through_x"}
 
 
 SESSION_CHILD = r"""
@@ -699,8 +700,9 @@ def test_kernel_benchmarks_refuse_a_bad_out_before_any_work(tmp_path, capsys, wh
     assert sorted(os.listdir(mine)) == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep"
 
 
-def test_export_serves_the_recorded_serving_lengthscale_and_the_x_path_decoder(tmp_path):
-    """generate_from_x = the X path decoder at z~ with the lengthscale training recorded."""
+def test_export_serves_the_recorded_serving_lengthscale_and_the_sharp_decoder(tmp_path):
+    """generate_from_x = the VAE's decoder at z~ with the lengthscale training recorded;
+    reconstruct_through_x = the X path's own decoder there."""
     images, labels = digit_images(200, 3)
     run = str(tmp_path / "run")
     make_run(run, images, labels, z_dim=6, match_weight=0.0, x_path_weight=1.0,
@@ -713,12 +715,20 @@ def test_export_serves_the_recorded_serving_lengthscale_and_the_x_path_decoder(t
     served = tf.saved_model.load(export_run(run, str(tmp_path / "export"), chunk_size=64))
     x = reference.x[:5] + 0.01
     got = served.signatures["generate_from_x"](x=tf.constant(x))["images"].numpy()
-    expected = model.decode_from_x(x, reference.x, reference.z_mean, lengthscale=serving)
-    np.testing.assert_allclose(got, expected.numpy(), **TOL)
+    z_tilde = model.predictive_mean(x, reference.x, reference.z_mean, lengthscale=serving)
+    np.testing.assert_allclose(got, model.decode(z_tilde).numpy(), **TOL)
     learned = model.decode_from_x(x, reference.x, reference.z_mean).numpy()
-    shared = model.decode(model.predictive_mean(x, reference.x, reference.z_mean,
-                                                lengthscale=serving)).numpy()
-    assert not np.allclose(got, learned, **TOL) and not np.allclose(got, shared, **TOL)
+    own = model.x_path_likelihood(z_tilde).mean().numpy()
+    assert not np.allclose(got, learned, **TOL) and not np.allclose(got, own, **TOL)
+    through = served.signatures["reconstruct_through_x"](images=tf.constant(images[:5]))
+    x_f = model.embed(images[:5])  # placed by the encoder: not a neighbour scheme
+    z_f = model.predictive_mean(x_f, reference.x, reference.z_mean, lengthscale=serving)
+    np.testing.assert_allclose(through["x"].numpy(), x_f.numpy(), **TOL)
+    np.testing.assert_allclose(through["images"].numpy(),
+                               model.x_path_likelihood(z_f).mean().numpy(), **TOL)
+    np.testing.assert_allclose(through["log_prob"].numpy(),
+                               model.x_path_likelihood(z_f).log_prob(images[:5]).numpy(),
+                               rtol=1e-5, atol=1e-3)
 
 
 def test_cli_unwritable_out_fails_before_any_work(runs, tmp_path, capsys):
