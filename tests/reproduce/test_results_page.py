@@ -34,3 +34,13 @@ def test_the_claims_and_the_reading_notes_render_as_committed(committed):
     assert any("supported" in line for line in verdicts)
     assert "\n".join(verdicts) in page
     assert "\n".join(READING_X_ROWS) in page
+
+
+def test_the_page_names_no_folder_of_the_machine_that_made_it(tmp_path, monkeypatch):
+    from npvae_tf.reproduce.results_page import portable
+
+    monkeypatch.chdir(tmp_path)
+    command = f"python reproduce.py --runs_dir /work/runs --docs {tmp_path}/docs --epochs 50"
+    assert portable(command) == \
+        "python reproduce.py --runs_dir .../runs --docs docs --epochs 50"
+    assert portable("/home/me/runs/npvae-neighbour-z500") == ".../npvae-neighbour-z500"
