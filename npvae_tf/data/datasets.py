@@ -34,7 +34,7 @@ from typing import Optional, Union
 import numpy as np
 
 from npvae_tf.data.formats import DataError  # noqa: F401  (the data layer's error, re-exported)
-from npvae_tf.data.sources import RawData, read_source, split_test
+from npvae_tf.data.sources import SKLEARN_PREFIX, RawData, read_source, split_test
 
 DATA_DIR_ENV = "NPVAE_DATA_DIR"
 # fingerprint() of the canonical MNIST (gzipped IDX files and Keras' mnist.npz alike).
@@ -198,6 +198,8 @@ def _read_once(path: str, labels: Optional[str], label_column: Optional[str], st
 def read_raw(spec: DataSpec) -> RawData:
     """The arrays ``spec`` names, as read (MNIST's search order when ``spec.path`` is None)."""
     path = spec.path or os.environ.get(DATA_DIR_ENV) or _keras_cache()
+    if path and path.startswith(SKLEARN_PREFIX):  # not a file: nothing to stamp
+        return _read_once(path, spec.labels, spec.label_column, None)
     if path:
         if not spec.path and not os.path.exists(path):  # name where the folder came from
             raise DataError(f"{path}: no such data folder (from ${DATA_DIR_ENV})")

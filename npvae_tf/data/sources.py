@@ -13,6 +13,9 @@ What the path is decides how it is read (``RawData.kind``):
     names). Grayscale gives ``[N, H, W]`` uint8, colour ``[N, H, W, 3]`` uint8. The decoded
     arrays are cached in ``$NPVAE_CACHE_DIR/data`` (default ``~/.cache/npvae_tf/data``).
   * ``csv``: numeric columns under a header row; ``--label_column NAME`` gives the labels.
+  * ``sklearn``: ``sklearn:NAME``, a data set bundled with scikit-learn (no download):
+    ``digits`` (1,797 8x8 images, values / 16 in [0, 1]), or the tables ``breast_cancer``,
+    ``wine`` and ``iris`` (real-valued: ``--likelihood gaussian``); labels included.
 
 Arrays come back as stored (uint8 stays uint8, floats stay floats); labels are int64 ``[N]``.
 String labels become indices into their sorted unique values (``class_names``). Every problem
@@ -35,7 +38,11 @@ from npvae_tf.data.formats import (DATA_FLAG, IDX_FILES, IMAGES_MAGIC, LABEL_COL
 from npvae_tf.data.image_folder import _read_image_folder
 
 # The command-line options the messages point at.
-KINDS = ("idx", "npz", "npy", "images", "csv")
+KINDS = ("idx", "npz", "npy", "images", "csv", "sklearn")
+# ``--data sklearn:NAME``: scikit-learn's bundled data sets (its loader for each).
+SKLEARN_PREFIX = "sklearn:"
+SKLEARN_SETS = {"digits": "load_digits", "breast_cancer": "load_breast_cancer",
+                "wine": "load_wine", "iris": "load_iris"}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq would compare arrays element-wise
@@ -89,6 +96,12 @@ def read_source(path: str, labels: Optional[str] = None,
       labels: for a ``.npy`` only: a ``.npy`` of ``[N]`` labels or a text file, one per line.
       label_column: for a ``.csv`` only: the column that holds the labels.
     """
+    if path.startswith(SKLEARN_PREFIX):
+        for value, flag in ((labels, LABELS_FLAG), (label_column, LABEL_COLUMN_FLAG)):
+            if value is not None:
+                raise _error(path, f"{flag} does not apply: the data set has its labels", flag)
+        return _checked(RawData(source=path, kind="sklearn", test_x=None, test_y=None,
+                                **_read_sklearn(path)))
     path = os.path.abspath(os.path.expanduser(path))
     kind, path = _kind(path)
     # Refused rather than ignored: a flag that silently does nothing hides a mistake.
@@ -100,6 +113,25 @@ def read_source(path: str, labels: Optional[str] = None,
                "npy": lambda p: _read_npy(p, labels), "csv": lambda p: _read_csv(p, label_column)}
     fields = {"train_y": None, "test_x": None, "test_y": None, **readers[kind](path)}
     return _checked(RawData(source=path, kind=kind, **fields))
+
+
+def _read_sklearn(source: str) -> dict:
+    """``sklearn:NAME``: the arrays of scikit-learn's bundled data set (no test split: one is
+    carved off as for any source without one)."""
+    name = source[len(SKLEARN_PREFIX):]
+    if name not in SKLEARN_SETS:
+        raise _error(source, f"no scikit-learn data set {name!r}; one of "
+                             f"{', '.join(SKLEARN_SETS)}")
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, SKLEARN_SETS[name])()
+    # The digits are 8x8 images of counts 0..16: as images in [0, 1]. The tables as read.
+    x = (bunch.images / 16.0).astype(np.float32) if name == "digits" else bunch.data
+    out = {"train_x": x, "train_y": np.asarray(bunch.target, np.int64),
+           "class_names": [str(c) for c in bunch.target_names]}
+    if name != "digits":
+        out["feature_names"] = [str(f) for f in bunch.feature_names]
+    return out
 
 
 def _kind(path: str):

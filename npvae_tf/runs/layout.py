@@ -257,7 +257,8 @@ def record_data(path: str, provenance: Dict) -> str:
 
     source = provenance["source"]
     data_file = os.path.join(path, DATA_FILE)
-    write_json(data_file, {**provenance, "source": source if source.startswith("keras.")
+    named = source.startswith(("keras.", "sklearn:"))  # a data set's name, not a file
+    write_json(data_file, {**provenance, "source": source if named
                            else os.path.abspath(source)})
     return data_file
 

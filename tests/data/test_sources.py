@@ -365,3 +365,23 @@ def test_bad_input_messages_say_what_is_wrong(tmp_path):
                            ("no x_train", "has images")]:
         with pytest.raises(DataError, match=expected.replace("(", r"\(").replace(")", r"\)")):
             cases[case][0]()
+
+
+@pytest.mark.parametrize("name", ["digits", "breast_cancer", "wine", "iris"])
+def test_scikit_learn_data_sets_by_name(name):
+    import sklearn.datasets
+
+    raw = read_source(f"sklearn:{name}")
+    bunch = getattr(sklearn.datasets, f"load_{name}")()
+    expected = bunch.images / 16.0 if name == "digits" else bunch.data
+    np.testing.assert_allclose(raw.train_x, expected, rtol=1e-6)
+    np.testing.assert_array_equal(raw.train_y, bunch.target)
+    assert raw.test_x is None and raw.source == f"sklearn:{name}" and raw.kind == "sklearn"
+    assert raw.class_names == [str(c) for c in bunch.target_names]
+
+
+def test_an_unknown_scikit_learn_data_set_or_a_labels_flag_is_one_line():
+    with pytest.raises(DataError, match="no scikit-learn data set 'mnist'; one of digits"):
+        read_source("sklearn:mnist")
+    with pytest.raises(DataError, match="--label_column does not apply"):
+        read_source("sklearn:wine", label_column="x")

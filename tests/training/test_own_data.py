@@ -207,3 +207,31 @@ def test_one_class_data_trains_and_evaluates_with_the_label_rows_blank(tmp_path)
     metrics = json.load(open(os.path.join(run, "eval", "metrics.json")))
     assert metrics["knn_accuracy_5"] is None and metrics["frechet_prior"] is None
     assert np.isfinite(metrics["trustworthiness"]) and np.isfinite(metrics["elbo"])
+
+
+def test_scikit_learn_digits_with_the_recommended_scheme_from_the_command_line(tmp_path):
+    """``--data sklearn:digits --scheme neighbour``: no file, no Python. Evaluation's served
+    column is what the exported SavedModel serves: its reconstruct_through_x log_prob over
+    the test images averages to the served X-path row."""
+    from npvae_tf.core.backend import tf
+    from npvae_tf.runs.load import load_run, training_data
+
+    os.environ.setdefault("NPVAE_CACHE_DIR", str(tmp_path / "cache"))
+    run_dir = str(tmp_path / "digits")
+    flags = ["--data", "sklearn:digits", "--scheme", "neighbour", *TINY, "--epochs", "2",
+             "--out", run_dir, "--quiet"]
+    assert run_main("train", flags) == 0
+    data = json.load(open(os.path.join(run_dir, "data.json")))
+    assert data["source"] == "sklearn:digits" and data["shape"] == [8, 8]
+    assert npvae_tf.Config.load(run_dir).scheme_name == "neighbour"
+    assert run_main("evaluate", [run_dir, *EVAL]) == 0
+    metrics = json.load(open(os.path.join(run_dir, "eval", "metrics.json")))
+    served = metrics["served"]
+    assert served["placement"] == "neighbours" and 0 <= served["knn_accuracy_5"] <= 1
+    export = str(tmp_path / "served")
+    assert run_main("export", [run_dir, "--out", export]) == 0
+    test = training_data(load_run(run_dir)).test.images
+    signatures = tf.saved_model.load(export).signatures
+    log_prob = signatures["reconstruct_through_x"](images=tf.constant(test))["log_prob"]
+    assert float(np.mean(log_prob)) == pytest.approx(served["x_path_log_likelihood"],
+                                                     rel=1e-5, abs=1e-3)
