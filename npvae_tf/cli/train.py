@@ -1,4 +1,4 @@
-"""Train a VAE or nonparametric VAE on MNIST: ``python train.py --z_dim 500``.
+"""Train a VAE or nonparametric VAE on MNIST or your own data: ``python train.py --z_dim 500``.
 
 Rerunning the same command resumes an interrupted run exactly where its last finished epoch
 left it (and does nothing for a finished one): without --out, the run folder's name is made

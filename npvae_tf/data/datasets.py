@@ -115,6 +115,13 @@ class Scaling:
             return values
         return (np.asarray(values, np.float32) - self.offset) / self.scale
 
+    def log_det(self, dim: int) -> float:
+        """``sum_p log scale_p`` over ``dim`` values: a density of model values minus it is the
+        density in the data's own units (change of variables; 0 unless standardised)."""
+        if self.kind != "standardised":
+            return 0.0
+        return float(np.sum(np.log(np.broadcast_to(np.asarray(self.scale, np.float64), [dim]))))
+
     def for_display(self, values: np.ndarray, image_shape) -> np.ndarray:
         """Model values ``[N, P]`` as figures draw them: standardised images back in [0, 1]
         (their own units, over the training range); feature vectors stay standardised."""

@@ -296,12 +296,15 @@ def settings_of(summary: Dict) -> Settings:
 
 
 def earlier_runs(earlier: Optional[Dict], run_paths: Sequence[str]) -> List[Dict]:
-    """The runs of an earlier ``results.json`` that this evaluation did not redo (by name),
-    each marked with where it comes from."""
+    """The runs of an earlier ``results.json`` that this evaluation did not redo (by name, or
+    by configuration: a run of a renamed scheme is superseded by its new run), each marked
+    with where it comes from."""
     present = {os.path.basename(p.rstrip("/")) for p in run_paths}
+    configs = {Config.load(p) for p in run_paths}
     source = {"date": (earlier or {}).get("date"), "command": (earlier or {}).get("command")}
     return [{**r, "earlier": r.get("earlier") or source}
-            for r in (earlier or {}).get("runs", []) if r["name"] not in present]
+            for r in (earlier or {}).get("runs", [])
+            if r["name"] not in present and Config.from_dict(r["config"]) not in configs]
 
 
 def write_results(summary: Dict, run_paths: Sequence[str], docs_dir: str,

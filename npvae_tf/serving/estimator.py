@@ -250,14 +250,12 @@ class NPVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         values = self._to_run(self._validated(X, reset=False))
         scaling, config = self.run_.scaling, self.run_.config
+        jacobian = -scaling.log_det(values.shape[1])
         if scaling.kind == "standardised":
             values = scaling.to_model(values)
-            jacobian = -float(np.sum(np.log(np.broadcast_to(scaling.scale, values.shape[1:]))))
-        else:
-            jacobian = 0.0
-            if values.size and (values.min() < 0.0 or values.max() > 1.0):
-                raise ValueError(f"X must be in the training data's range for the "
-                                 f"{config.likelihood} likelihood")
+        elif values.size and (values.min() < 0.0 or values.max() > 1.0):
+            raise ValueError(f"X must be in the training data's range for the "
+                             f"{config.likelihood} likelihood")
         return _elbo(self.run_.model, values.astype(np.float32), config.z_dim) + jacobian
 
     def score(self, X, y=None) -> float:

@@ -4,6 +4,9 @@ Serving too): rank, width, finiteness, the pixel range, the sample count.
 The signatures leave the rank and the width unknown (``TensorSpec(None)``): NumPy input of a
 wrong shape then reaches these checks, which name the input and the shape it must have,
 instead of failing in TensorFlow's Python binding (a ``TypeError`` that prints the array).
+A float32 signature accepts NumPy or list input of any float type (converted to float32) and
+rejects a ``tf.Tensor`` of another dtype (``InvalidArgumentError``); a session-style client
+converts what it feeds.
 """
 
 from __future__ import annotations

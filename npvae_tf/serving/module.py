@@ -44,26 +44,16 @@ Keras 3 model saves the wrappers, and the session loader then finds no
 ``nonparametric_vae/encoder/...`` variables to read. Only the signatures are saved as
 functions, so ``saved_model_cli show`` lists nothing internal.
 
-Inputs: the widths are dynamic in the signatures (``[-1, -1]``) and checked when a signature
-runs, so a wrong width is an ``InvalidArgumentError`` naming the input and the width it must
-have, from NumPy and from tensors alike (a static width makes TensorFlow's Python binding
-raise a ``TypeError`` that prints the whole array, before any check can run). Then finiteness
-and the pixel range, with ``tf.debugging`` asserts. A float32 signature accepts NumPy or list
-input of any float type (converted to float32) and rejects a ``tf.Tensor`` of another dtype
-(``InvalidArgumentError``); a session-style client converts what it feeds.
+Inputs: shapes are left unknown in the signatures and checked when a signature runs
+(:mod:`npvae_tf.serving.inputs`): a wrong rank or width, NaN or Inf, or values outside the
+likelihood's support is one ``InvalidArgumentError`` naming the input.
 
-Speed of ``generate_from_x``: ``z~`` is the kernel's chunked, streaming-softmax
-``predictive_mean`` over the reference set (its cost is 2 N M Z flops, the ``[N, M] @ [M, Z]``
-product, plus the element-wise distances and exponentials), cut into blocks of
-:data:`QUERY_BLOCK` queries so memory stays ``O(QUERY_BLOCK * (chunk + Z))``. By default the
-graph runs as plain TensorFlow ops: a stock TensorFlow Serving CPU build does not JIT-compile
-with XLA, and on CPU the plain graph measured faster than XLA anyway (the numbers:
-``benchmarks/bench_serving.py`` and its results). ``jit_compile=True`` (``export.py --xla``)
-compiles the kernel with XLA for Python serving; XLA compiles once per input shape, so the
-last block is then padded up to one of :data:`QUERY_BUCKETS` (at most ``len(QUERY_BUCKETS)``
-compilations per process). The reference set is stored padded to a multiple of the chunk size, the
-padding at ``x = +inf`` (kernel logit -inf) with ``E[z] = 0``, so no call copies the
-``[M, Z]`` matrix to pad it.
+Speed of ``generate_from_x`` (docs/serving.md, docs/grid-index.md): ``z~`` is the kernel's
+chunked, streaming-softmax ``predictive_mean`` (``2 N M Z`` flops) in blocks of
+:data:`QUERY_BLOCK` queries, through the grid index for a 2-D X, as plain TensorFlow ops (a
+stock TF Serving CPU build does not run XLA); ``jit_compile=True`` compiles the kernel with
+XLA, padding the last block to one of :data:`QUERY_BUCKETS`. The reference set is stored
+padded to a multiple of the chunk size (``x = +inf``, ``E[z] = 0``: kernel weight 0).
 """
 
 from __future__ import annotations
@@ -392,20 +382,15 @@ class ServingModule(tf.Module):
     def _place(self, images):
         return {"x": self._placed(self._model_values(images))}
 
-    def _log_det_scaling(self):
-        """``sum_p log scale_p``: log p(y) in the data's units = log p(model values) - it."""
-        if self.scaling is None:
-            return 0.0
-        scale = np.broadcast_to(np.asarray(self.scaling.scale, np.float64), [self.image_dim])
-        return float(np.sum(np.log(scale)))
-
     def _reconstruct_through_x(self, images):
         images = self._model_values(images)
         x = self._placed(images) if self.placement_size else self._model.embed(images)
         z = self._predictive_mean(x)
         likelihood = self._model.x_path_likelihood(z)
         return {"images": self._client_values(likelihood.mean()),
-                "log_prob": likelihood.log_prob(images) - self._log_det_scaling(), "x": x,
+                "log_prob": likelihood.log_prob(images) - (
+                    0.0 if self.scaling is None else self.scaling.log_det(self.image_dim)),
+                "x": x,
                 "z": z}
 
     def info(self) -> dict:
