@@ -97,6 +97,10 @@ def main(argv=None):
                              earlier=earlier)
     except (DataError, ConfigError, TrainingError, EvaluationError) as e:
         cli.fail("reproduce.py", str(e))
+    except KeyboardInterrupt:  # Ctrl-C: finished runs are kept, the interrupted one resumes
+        print("\ninterrupted: rerun the same command to continue (finished runs are kept, "
+              "the interrupted one resumes)", file=sys.stderr)
+        sys.exit(130)
     print(f"\nresults: {path}")
 
 

@@ -97,6 +97,18 @@ SERVED_NOTE = (
     "are the run's own.")
 
 
+def scheme_title(metrics: Dict) -> str:
+    """A run's scheme as a table names it: its name in :data:`~npvae_tf.core.objective.SCHEMES`
+    (``paper``, ``neighbour``, ...), else the objective's label (``npVAE: match 0.5``)."""
+    from npvae_tf.core.config import Config
+
+    try:
+        name = Config.from_dict(metrics["config"]).scheme_name if metrics.get("config") else None
+    except ValueError:  # a configuration this version refuses: its recorded label
+        name = None
+    return name or metrics.get("scheme") or metrics["model"]
+
+
 def format_value(value, fmt: str) -> str:
     """A table cell: "—" for a missing value, ``fmt`` ("": an integer) otherwise."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -154,7 +166,7 @@ def comparison_markdown(results: Sequence[Dict], baseline: Dict, settings: Setti
                                              m.get("scheme", "") != "npVAE"))
     # A run with a served column (the neighbour schemes) gets it right after its own.
     results = [c for m in results for c in (m, served_column(m)) if c is not None]
-    heads = [f"{m.get('scheme') or m['model']} z{m['z_dim']}".replace(": ", ":<br>")
+    heads = [f"{scheme_title(m)} z{m['z_dim']}".replace(": ", ":<br>")
              + ("<br>**as served**" if m.get("served_of") else "") for m in results]
     lines = ["| metric | " + " | ".join(heads) + " |",
              "|---|" + "---:|" * len(results)]
