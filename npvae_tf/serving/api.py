@@ -65,10 +65,23 @@ class TrainedRun(Run):
 
         if not self.has_x:
             return ServingModule(self.model, scaling=self.scaling)
-        placement = self.placement_set() if self.placement == "neighbours" else None
+        placement = None
+        if self.placement == "neighbours":
+            from npvae_tf.runs.layout import RunError
+
+            try:  # a run from before the reference set kept them reads its data
+                placement = self.placement_set()
+            except RunError as e:  # the rest of the API works without them
+                self._placement_error = str(e)
         return ServingModule(self.model, self.reference, density=self.x_density,
                              lengthscale=self.lengthscale, scaling=self.scaling,
                              placement=placement)
+
+    def _require_placement(self, what: str) -> None:
+        """The neighbour schemes' placement needs the training images (see _serving)."""
+        if self.placement == "neighbours" and not self._serving.placement_size:
+            raise ValueError(f"{what}: the training images to place from are not available "
+                             f"({self._placement_error})")
 
     # --- input checks: NumPy, before TensorFlow -----------------------------------------------
     def _require_x(self, what: str) -> None:
@@ -113,6 +126,7 @@ class TrainedRun(Run):
         if self.placement != "neighbours":
             raise ValueError(f"place: {self.path} places new images by its encoder "
                              f"({self.config.scheme}); use embed")
+        self._require_placement("place")
         return self._serving.place(self._images(images))["x"].numpy()
 
     def locate(self, images) -> np.ndarray:
@@ -126,6 +140,7 @@ class TrainedRun(Run):
         decoder where it has one), and ``log p_X(y | z~)`` of the image (nats, in the data's
         own units)."""
         self._require_x("reconstruct_through_x")
+        self._require_placement("reconstruct_through_x")
         out = self._serving.reconstruct_through_x(self._images(images))
         return out["images"].numpy(), out["log_prob"].numpy()
 

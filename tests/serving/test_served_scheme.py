@@ -156,3 +156,22 @@ def test_log_prob_of_standardised_data_is_in_the_data_units(tmp_path):
                 - 0.5 * np.log(2 * np.pi)).sum(-1)
     np.testing.assert_allclose(out["log_prob"].numpy(), expected, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(out["images"].numpy(), mean, rtol=1e-5, atol=1e-4)
+
+
+def test_an_older_run_without_its_training_images_serves_all_but_the_placement(tmp_path):
+    """A neighbour run whose reference set does not keep its training images, and whose data
+    cannot be found: sampling and decoding work, placing says why it cannot."""
+    import dataclasses
+
+    from npvae_tf.runs.reference import ReferenceSet
+
+    images, labels = digit_images(120, 2)
+    run = str(tmp_path / "old")
+    make_run(run, images, labels, z_dim=4, **SCHEMES["neighbour"].changes)
+    old = ReferenceSet.load(run)
+    dataclasses.replace(old, images=None).save(run)
+    trained = load_run(run)
+    assert trained.sample(3, seed=0).shape == (3, images.shape[1])
+    for call in (trained.place, trained.locate, trained.reconstruct_through_x):
+        with pytest.raises(ValueError, match="training images to place from are not available"):
+            call(images[:2])
