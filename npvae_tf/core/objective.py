@@ -147,6 +147,7 @@ class Scheme:
     changes: Dict[str, object]
     z_dims: Tuple[int, ...]
     about: str
+    superseded: bool = False  # a step towards the recommended scheme, kept by name
 
 
 # The paper's scheme and the VAE are the reference, ``neighbour`` the recommended scheme; the
@@ -171,25 +172,25 @@ SCHEMES = {
                     (20, 500),
                     "ELBO + log p_X(y_i | z̃_i): the X path trained as it is used, with its own "
                     "decoder and no match term; the X-path term does not reach the VAE's "
-                    "encoder, so the VAE trains exactly as a plain VAE"),
+                    "encoder, so the VAE trains exactly as a plain VAE", superseded=True),
     "umap": Scheme("npvae-umap", dict(model="npvae", match_weight=0.0, neighbour_weight=1.0),
                    (20, 500),
                    "ELBO − UMAP's cross-entropy between the fuzzy 15-nearest-neighbour graph of "
                    "the training images and X (the neighbour term, McInnes et al. 2018, in "
                    "parametric form): it trains the X encoder only, so the VAE trains exactly "
-                   "as a plain VAE, and X is decoded through the kernel by the VAE's decoder"),
+                   "as a plain VAE, and X is decoded through the kernel by the VAE's decoder", superseded=True),
     "umap-landmark": Scheme("npvae-umap-landmark",
                             dict(model="npvae", match_weight=0.0, neighbour_weight=1.0,
                                  landmark_weight=1.0), (500,),
                             "the umap scheme, with the X encoder also regressing the training "
                             "images' nonparametric UMAP layout (umap-learn, computed once from "
-                            "the same graph; ParametricUMAP's landmark loss)"),
+                            "the same graph; ParametricUMAP's landmark loss)", superseded=True),
     "umap-own": Scheme("npvae-umap-own", dict(model="npvae", match_weight=0.0,
                                               neighbour_weight=1.0, x_path_decoder="separate"),
                        (500,),
                        "the umap scheme, with an X-path decoder of its own fitted after training "
                        "(10 epochs) on leave-one-out kernel averages of the training codes at "
-                       "the serving lengthscale"),
+                       "the serving lengthscale", superseded=True),
 }
 
 # What ``reproduce.py`` trains by default (each at its Z values); the recommended scheme.

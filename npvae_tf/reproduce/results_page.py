@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence
 
 from npvae_tf.core.config import Config
 from npvae_tf.core.files import write_json, write_text
-from npvae_tf.core.objective import SCHEMES
+from npvae_tf.core.objective import RECOMMENDED, SCHEMES
 from npvae_tf.evaluation.settings import Settings
 from npvae_tf.evaluation.tables import (LITTLE_NATS, PARAMETRIC_UMAP_KNN5, UMAP_KNN5,
                                         UMAP_TRUST, comparison_markdown, scheme_title)
@@ -228,7 +228,8 @@ def scheme_lines(config: Config, configs: Sequence[Config]) -> List[str]:
         used = sorted({c.z_dim for c in configs if c.scheme == label})
         if used:
             lines.append(f"- `{name}` ({label}; run names `{scheme.prefix}-zZ`, Z = "
-                         f"{', '.join(map(str, used))}): {scheme.about}.")
+                         f"{', '.join(map(str, used))}): {scheme.about}"
+                         + (f" (superseded by `{RECOMMENDED}`)." if scheme.superseded else "."))
     return lines
 
 

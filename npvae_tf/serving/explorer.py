@@ -91,8 +91,8 @@ class ExplorerState:
         if not self.run.has_x:
             return "the decoder at z", None
         own = self.run.model.x_path_decoder_net is not None
-        return ("the VAE's decoder at z̃(x)",
-                "the X path's own decoder" if own else "the VAE's decoder")
+        return ("the VAE's decoder at z̃(x) (sharp)",
+                "the X path's own decoder (its likelihood)" if own else "the VAE's decoder")
 
     def class_names(self):
         """A legend entry per label of the map (``-1``: unlabelled)."""
@@ -153,16 +153,14 @@ def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) 
     keep = (rng.choice(len(state.points), MAX_POINTS, replace=False)
             if len(state.points) > MAX_POINTS else np.arange(len(state.points)))
     names = state.class_names()
-    order = np.argsort(state.labels[keep], kind="stable")  # legend entries in label order
-    keep = keep[order]
-    points = ColumnDataSource(dict(x=state.points[keep, 0], y=state.points[keep, 1],
-                                   color=[PALETTE[int(c) % 10] for c in state.labels[keep]],
-                                   label=[names[i] for i in keep]))
     plot = figure(title=f"{run.path}: training {space} by label", width=720, height=640,
                   tools="pan,wheel_zoom,box_zoom,reset", output_backend="webgl",
                   match_aspect=True, name="map")
-    plot.scatter("x", "y", color="color", source=points, size=3, alpha=0.5,
-                 legend_field="label")
+    # One renderer per class: a legend entry each, in label order (click one to hide it).
+    for c in np.unique(state.labels[keep]):
+        mine = keep[state.labels[keep] == c]
+        plot.scatter(state.points[mine, 0], state.points[mine, 1], size=3, alpha=0.5,
+                     color=PALETTE[int(c) % 10], legend_label=names[mine[0]])
     plot.add_layout(plot.legend[0], "right")
     plot.legend[0].name = "legend"
     plot.legend[0].click_policy = "hide"
@@ -184,9 +182,11 @@ def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) 
     blank = image_rgba(np.zeros(run.config.image_dim), shape)
     hover_src = ColumnDataSource(dict(image=[blank]))
     sharp, through_decoder = state.decoders
-    hover_fig = image_figure(f"at the mouse: {sharp}", width=240, name="hover_image")
+    hover_fig = image_figure("decoded at the mouse", name="hover_image")
     hover_fig.image_rgba("image", x=0, y=0, dw=w, dh=h, source=hover_src)
     where = Div(text="move the mouse over the map", name="where")
+    decoder_note = Div(text=f"images at the mouse, in the strip and the samples: {sharp}",
+                       name="decoders", width=400)
 
     strip_fig = figure(title="interpolation (click two points)", width=8 * 90,
                        height=framed(8 * 90, STRIP_STEPS),
@@ -205,11 +205,15 @@ def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) 
     samples_fig.image_rgba("image", x="x", y=0, dw=w, dh=h, source=samples_img)
     sample_button = Button(label="draw 8 samples", name="sample_button")
 
-    panels = ((["test image", "at its place", f"through X ({through_decoder})"]
-               if run.has_x else ["test image"]) + ["at E[z]"])
-    placed_by = (("placed from its 15 nearest training images" if run.placement == "neighbours"
-                  else "placed at f(y)") if run.has_x else "at E[z|y]")
-    test_fig = figure(title=f"{' | '.join(panels)}; {placed_by}", width=len(panels) * 150,
+    panels = (["test image", "at its place", "through X"] if run.has_x else ["test image"]) + \
+        ["at E[z]"]
+    placed_by = (("placed at the median X of its 15 nearest training images"
+                  if run.placement == "neighbours" else "placed at f(y)") if run.has_x else
+                 "at its E[z|y]")
+    test_note = Div(text=f"test image {placed_by}" + (
+        f"; at its place: {sharp}; through X: {through_decoder}" if run.has_x else ""),
+        name="test_note", width=len(panels) * 150)
+    test_fig = figure(title=" | ".join(panels), width=len(panels) * 150,
                       height=framed(len(panels) * 150, len(panels)),
                       x_range=(0, len(panels) * w), y_range=(0, h), tools="",
                       toolbar_location=None, name="test_image")
@@ -273,8 +277,9 @@ def make_document(state: ExplorerState, test_images: Optional[np.ndarray], doc) 
     show_button.on_click(lambda: show_test(index.value))
     random_button.on_click(lambda: show_test(np.random.default_rng().integers(1 << 30)))
     doc.title = f"npVAE explorer: {run.path}"
-    doc.add_root(row(plot, column(hover_fig, where, strip_fig, sample_button, samples_fig,
-                                  row(index, column(show_button, random_button)), test_fig)))
+    doc.add_root(row(plot, column(hover_fig, where, decoder_note, strip_fig, sample_button,
+                                  samples_fig, row(index, column(show_button, random_button)),
+                                  test_fig, test_note)))
 
 
 def make_server(run, port: int = 5006, test_images: Optional[np.ndarray] = None,

@@ -59,3 +59,21 @@ def test_bad_knobs_are_one_line_config_errors(changes, message):
     with pytest.raises(ConfigError, match=message) as info:
         Config(**changes)
     assert "\n" not in str(info.value)
+
+
+def test_the_default_grid_is_vae_paper_and_the_recommended_scheme():
+    from npvae_tf.core.config import Config
+    from npvae_tf.core.objective import DEFAULT_SCHEMES, RECOMMENDED
+
+    assert DEFAULT_SCHEMES == ("vae", "paper", RECOMMENDED) and RECOMMENDED == "neighbour"
+    assert not any(SCHEMES[name].superseded for name in DEFAULT_SCHEMES)
+    assert all(SCHEMES[name].z_dims == (2, 20, 500) for name in DEFAULT_SCHEMES)
+    assert {name for name, s in SCHEMES.items() if s.superseded} == \
+        {"xpath", "umap", "umap-landmark", "umap-own"}
+    # What the recommended scheme serves: neighbour placement and a decoder of its own,
+    # fitted after training (the formerly named umap-landmark-own).
+    neighbour = Config(**SCHEMES[RECOMMENDED].changes)
+    assert neighbour.placement == "neighbours" and neighbour.fits_x_path_decoder
+    assert Config(**SCHEMES["paper"].changes).placement == "encoder"
+    assert Config(model="npvae", match_weight=0.0, neighbour_weight=1.0, landmark_weight=1.0,
+                  x_path_decoder="separate").scheme_name == RECOMMENDED

@@ -131,12 +131,12 @@ def test_hover_decodes_the_location_and_two_clicks_give_the_strip(served, tmp_pa
         np.testing.assert_allclose(test["through_x"],
                                    run.reconstruct_through_x(test["image"][None])[0][0],
                                    rtol=1e-5, atol=1e-5)
-        titles = driver.execute_script(
+        notes = driver.execute_script(
             "const d = Bokeh.documents[0];"
-            "return [d.get_model_by_name('test_image').title.text,"
-            "        d.get_model_by_name('hover_image').title.text];")
-        assert "15 nearest training images" in titles[0] and "own decoder" in titles[0]
-        assert "VAE's decoder" in titles[1]
+            "return [d.get_model_by_name('test_note').text,"
+            "        d.get_model_by_name('decoders').text];")
+        assert "15 nearest training images" in notes[0] and "own decoder" in notes[0]
+        assert "VAE's decoder" in notes[1]
         # A legend entry per class of the map.
         entries = driver.execute_script(
             "return Bokeh.documents[0].get_model_by_name('legend').items.length;")
