@@ -283,11 +283,15 @@ def settings_lines(config: Config, configs: Sequence[Config],
     ]
 
 
-def figure_lines(shown: Sequence[str]) -> List[str]:
+def figure_lines(shown: Sequence[str], earlier: Sequence[str] = ()) -> List[str]:
+    """The figures made now (``shown``), then those of the runs kept from the earlier
+    results (``earlier``: figure names already in the figures folder), marked †."""
     lines = ["## Figures", ""]
-    for name in shown:
+    for name in list(shown) + list(earlier):
         caption = CAPTIONS.get(name) or (f"Fig. 2 ({name[5:-4]}): training and test X by "
-                                         "class, and images generated at test X locations.")
+                                         "class, and images generated at test X locations"
+                                         + (" († from the earlier results)." if name in earlier
+                                            else "."))
         lines += [f"![{caption}](figures/{name})", "", caption, ""]
     return lines
 
@@ -342,7 +346,8 @@ def write_results(summary: Dict, run_paths: Sequence[str], docs_dir: str,
         "## The paper's claims",
         "",
         *claims(results, mnist),
-        *figure_lines(shown),
+        *figure_lines(shown, [f"fig2_{r['name']}.png" for r in kept if os.path.isfile(
+            os.path.join(docs_dir, "figures", f"fig2_{r['name']}.png"))]),
     ]
     path = os.path.join(docs_dir, "results.md")
     write_text(path, "\n".join(lines) + "\n")

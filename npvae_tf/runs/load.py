@@ -56,7 +56,8 @@ class Run:
 
     @property
     def label(self) -> str:
-        return f"{self.config.scheme} z_dim {self.config.z_dim}"
+        """``"neighbour z_dim 500"``: the scheme's name, or its objective for an unnamed one."""
+        return f"{self.config.scheme_name or self.config.scheme} z_dim {self.config.z_dim}"
 
     @property
     def placement(self) -> Optional[str]:

@@ -38,8 +38,8 @@ def test_reproduce_end_to_end(tmp_path, mnist_like_dir):
     text = (docs / "results.md").read_text()
     for heading in ("## Settings", "## Comparison", "## The paper's claims", "## Figures"):
         assert heading in text
-    assert "| npVAE z2 |" in text and "| VAE z2 |" in text and "1 epochs" in text
-    assert "### npVAE: match 0, X path 1, own decoder, E[z] held" in text  # X-path verdicts
+    assert "| paper z2 |" in text and "| vae z2 |" in text and "1 epochs" in text
+    assert "### xpath" in text  # the X-path scheme's verdicts, under its name
     assert "**supported**" in text or "**not supported**" in text
 
     # results.json: every run's metrics with its config, machine-readable.
