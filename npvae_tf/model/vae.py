@@ -84,6 +84,12 @@ class VAE(keras.Model):
         self.kl_tracker = keras.metrics.Mean(name="kl")
         self.elbo_tracker = keras.metrics.Mean(name="elbo")
 
+    @property
+    def trained_variables(self):
+        """What training's optimizer updates, in order (its slots follow this list, so a resume
+        builds it from the same list): every trainable variable."""
+        return self.trainable_variables
+
     # --- the model's distributions -------------------------------------------------------
     @property
     def prior(self) -> tfd.Distribution:
@@ -188,9 +194,9 @@ class VAE(keras.Model):
         with tf.GradientTape() as tape:
             terms = self.loss_terms(y, training=True, neighbours=self._neighbours(data))
             loss = self.scaled_loss(terms["loss"])
-        grads = tape.gradient(loss, self.trainable_variables)
-        # Variables no term reaches (an X-path decoder fitted after training) are left out.
-        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, self.trainable_variables)
+        variables = self.trained_variables
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables)
                                         if g is not None])
         return self._update_metrics(terms)
 
@@ -340,6 +346,16 @@ class NonparametricVAE(VAE):
         self.lengthscale_tracker.update_state(terms["lengthscale"])
         self.relative_lengthscale_tracker.update_state(terms["lengthscale_over_x_std"])
         return super()._update_metrics(terms)
+
+    @property
+    def trained_variables(self):
+        """Every trainable variable but an X-path decoder fitted after training: no term of
+        the objective reaches it (its optimizer has no slots for it, in a resume too)."""
+        own = self.x_path_decoder_net
+        if own is None or self.objective.x_path_weight > 0:
+            return self.trainable_variables
+        skip = {id(v) for v in own.trainable_variables}
+        return [v for v in self.trainable_variables if id(v) not in skip]
 
     @property
     def metrics(self):

@@ -72,8 +72,8 @@ class ResumeState(keras.callbacks.Callback):
         meta = self._read_meta(self.backup_dir)
         if not meta:
             return 0
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
+        if not model.optimizer.built:  # as training's first step builds it
+            model.optimizer.build(getattr(model, "trained_variables", model.trainable_variables))
         variables = self._variables(model)
         path = os.path.join(self.backup_dir, meta["state"])
         with np.load(path) as arrays:

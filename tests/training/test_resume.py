@@ -215,15 +215,17 @@ def test_the_uninterrupted_run_leaves_no_backup_and_logs_each_epoch_once(uninter
 
 def test_the_neighbour_scheme_resumes_exactly_from_its_own_graph(uninterrupted, tmp_path,
                                                                  gray_digits_dir, monkeypatch):
-    """The umap scheme: the graph is copied into the run folder at start and the tails and
-    negatives are drawn per (seed, epoch, batch), so a run killed mid-epoch and rerun ends
-    bit for bit as an uninterrupted one, even with the graph cache emptied in between."""
+    """The neighbour scheme (graph, landmarks, an X-path decoder fitted after training): the
+    graph is copied into the run folder at start and the tails and negatives are drawn per
+    (seed, epoch, batch), so a run killed mid-epoch and rerun ends bit for bit as an
+    uninterrupted one, even with the graph cache emptied in between. (Its optimizer has no
+    slots for the X-path decoder; a resume once built them and refused the backup.)"""
     from npvae_tf.runs.layout import NEIGHBOUR_GRAPH_FILE
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("NPVAE_CACHE_DIR", str(cache))
-    args = train_args(gray_digits_dir) + ["--match_weight", "0", "--neighbour_weight", "1",
-                                          "--n_neighbors", "5", "--out", "run"]
+    args = train_args(gray_digits_dir) + ["--scheme", "neighbour", "--n_neighbors", "5",
+                                          "--x_path_decoder_epochs", "2", "--out", "run"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     whole.mkdir()
     killed.mkdir()
