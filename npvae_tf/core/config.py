@@ -20,6 +20,8 @@ MODELS = ("npvae", "vae")
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 CONFIG_FILE = "config.json"
+# config.json also names the run's scheme (``"neighbour"``), derived from its knobs.
+SCHEME_NAME_KEY = "scheme_name"
 # Fields added after run folders were first named by a digest of the config (see
 # Config.digest_fields).
 LATER_FIELDS = ("x_path_decoder_epochs", "neighbour_weight", "n_neighbors", "min_dist",
@@ -160,6 +162,7 @@ class Config(Objective):
     @classmethod
     def from_dict(cls, values: dict) -> "Config":
         values = dict(values)
+        values.pop(SCHEME_NAME_KEY, None)  # written for readers; the knobs decide it
         for name, default in RETIRED.items():
             if name in values and values.pop(name) != default:
                 raise ConfigError(f"{name} is an option this version no longer has (it was "
@@ -174,7 +177,8 @@ class Config(Objective):
         """Writes ``run_dir/config.json`` atomically and returns its path."""
         os.makedirs(run_dir, exist_ok=True)
         path = os.path.join(run_dir, CONFIG_FILE)
-        write_json(path, self.to_dict())
+        named = {SCHEME_NAME_KEY: self.scheme_name} if self.scheme_name else {}
+        write_json(path, {**self.to_dict(), **named})
         return path
 
     @classmethod

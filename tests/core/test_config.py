@@ -12,6 +12,19 @@ def test_json_round_trip(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["hidden"] == [64, 32]
 
 
+def test_config_json_names_the_scheme_and_the_knobs_decide_it(tmp_path):
+    from npvae_tf.core.objective import SCHEMES
+
+    Config(**SCHEMES["neighbour"].changes).save(str(tmp_path))
+    assert json.loads((tmp_path / "config.json").read_text())["scheme_name"] == "neighbour"
+    assert Config.load(str(tmp_path)).scheme_name == "neighbour"
+    Config(match_weight=0.5).save(str(tmp_path))  # a combination no scheme names
+    assert "scheme_name" not in json.loads((tmp_path / "config.json").read_text())
+    # A hand-edited name does not override the knobs.
+    values = {**Config(model="vae").to_dict(), "scheme_name": "paper"}
+    assert Config.from_dict(values).scheme_name == "vae"
+
+
 def test_frozen():
     with pytest.raises(Exception):
         Config().z_dim = 3
