@@ -177,7 +177,6 @@ class RunEvaluation:
     generated: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # source -> [n, P]
     interpolation: Optional[Interpolation] = None
     grid: Optional[Tuple[np.ndarray, Tuple]] = None  # images decoded on the grid, its extent
-    served_x: Optional[np.ndarray] = None    # [N, 2] the test images' served placement
     timings: Dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
@@ -325,7 +324,6 @@ def served_step(e: RunEvaluation, data: Dataset, baseline: Optional[ClassifierBa
                                          if run.config.x_dim == 2 else None)
     served.update(sample_metrics("test_locations", decode_at(placed), baseline, e.labels))
     e.metrics["served"] = served
-    e.served_x = placed
 
 
 def interpolation_step(e: RunEvaluation, baseline: Optional[ClassifierBaseline], settings: Settings,

@@ -212,8 +212,7 @@ class ServingModule(tf.Module):
                                                self.specs["images"])
 
     def _store_placement(self, images, scale: float, ref_x: np.ndarray) -> None:
-        images = np.asarray(images)
-        images = images.reshape(len(images), -1)
+        images = np.asarray(images).reshape(len(images), -1)
         if images.shape != (self.reference_size, self.image_dim):
             raise ExportError(f"{images.shape[0]} placement images of {images.shape[1]} values "
                               f"for {self.reference_size} reference points of "
