@@ -69,7 +69,7 @@ class NPVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
     Parameters (stored unchanged; checked by ``fit``):
       scheme: a name of :data:`npvae_tf.core.objective.SCHEMES` with an X space ("paper",
-        "umap-landmark", ...; not "vae").
+        "neighbour", the recommended one, ...; not "vae").
       z_dim: latent dimension Z. x_dim: dimension of X (the embedding, ``transform``'s width).
       epochs, batch_size, hidden: training length, mini-batch, hidden widths of every MLP.
       likelihood: "bernoulli", "continuous_bernoulli" or "gaussian"; None: "bernoulli" for
