@@ -100,7 +100,7 @@ def cache_key(train_images: np.ndarray, train_labels: np.ndarray, image_shape, e
     """First 16 hex digits of a SHA-256 over the training data and the settings."""
     digest = hashlib.sha256()
     digest.update(f"{ARCHITECTURE_VERSION}|{tuple(image_shape)}|{epochs}|{seed}|".encode())
-    if -(-len(train_images) // BATCH) * epochs < MIN_STEPS:  # trained for MIN_STEPS instead
+    if _short(len(train_images), epochs):  # trained for MIN_STEPS instead
         digest.update(f"steps {MIN_STEPS}|".encode())
     digest.update(np.ascontiguousarray(train_images, np.float32).tobytes())
     digest.update(np.ascontiguousarray(train_labels, np.int64).tobytes())
@@ -110,6 +110,12 @@ def cache_key(train_images: np.ndarray, train_labels: np.ndarray, image_shape, e
 # The fewest optimisation steps a classifier trains for (MNIST's 3 epochs are 1,290).
 MIN_STEPS = 1000
 BATCH = 128
+
+
+def _short(n_images: int, epochs: int) -> bool:
+    """Whether ``epochs`` over ``n_images`` are fewer than MIN_STEPS steps (then it trains
+    MIN_STEPS steps instead)."""
+    return -(-n_images // BATCH) * epochs < MIN_STEPS
 
 
 def train_classifier(train_images, train_labels, test_images, test_labels, image_shape,
@@ -123,8 +129,7 @@ def train_classifier(train_images, train_labels, test_images, test_labels, image
                   metrics=["accuracy"])
     train = (tf.data.Dataset.from_tensor_slices((train_images, train_labels))
              .shuffle(len(train_images), seed=seed).batch(BATCH).prefetch(tf.data.AUTOTUNE))
-    steps_per_epoch = -(-len(train_images) // BATCH)
-    if epochs * steps_per_epoch >= MIN_STEPS:
+    if not _short(len(train_images), epochs):
         model.fit(train, epochs=epochs, shuffle=False, verbose=0)  # the dataset shuffles
     else:  # a small data set: MIN_STEPS steps in one pass (not hundreds of tiny epochs)
         model.fit(train.repeat(), epochs=1, steps_per_epoch=MIN_STEPS, shuffle=False,
@@ -148,7 +153,8 @@ def load_or_train_classifier(train_images, train_labels, test_images, test_label
             return Classifier(keras.saving.load_model(path, compile=False), accuracy, path)
         except Exception as e:  # noqa: BLE001 - an unreadable cache entry is rebuilt
             log(f"{path}: unreadable cached classifier ({type(e).__name__}); retraining")
-    log(f"training the evaluation classifier ({epochs} epochs on {len(train_images)} images; "
+    length = f"{MIN_STEPS:,} steps" if _short(len(train_images), epochs) else f"{epochs} epochs"
+    log(f"training the evaluation classifier ({length} on {len(train_images):,} images; "
         f"cached in {cache_dir}) ...")
     classifier = train_classifier(train_images, train_labels, test_images, test_labels,
                                   image_shape, epochs, seed)

@@ -258,6 +258,7 @@ def test_classifier_is_cached_and_an_unreadable_cache_is_rebuilt(tmp_path):
     args = (images[:90], labels[:90], images[90:], labels[90:], (8, 8), str(tmp_path), 1, 0)
     first = load_or_train_classifier(*args, log=messages.append)
     assert len(messages) == 1 and "training the evaluation classifier" in messages[0]
+    assert "(1,000 steps on 90 images" in messages[0]  # 1 epoch of 90 would be 1 step
     assert os.path.isfile(first.path) and 0.0 <= first.test_accuracy <= 1.0
     features, probs = first.predict(images[90:])
     assert features.shape == (30, 128) and probs.shape == (30, 3)
