@@ -64,7 +64,8 @@ class TrainedRun(Run):
         from npvae_tf.serving.module import ServingModule
 
         if not self.has_x:
-            return ServingModule(self.model, scaling=self.scaling)
+            return ServingModule(self.model, scaling=self.scaling,
+                                 image_shape=self.config.image_shape)
         placement = None
         if self.placement == "neighbours":
             from npvae_tf.runs.layout import RunError
@@ -75,7 +76,7 @@ class TrainedRun(Run):
                 self._placement_error = str(e)
         return ServingModule(self.model, self.reference, density=self.x_density,
                              lengthscale=self.lengthscale, scaling=self.scaling,
-                             placement=placement)
+                             placement=placement, image_shape=self.config.image_shape)
 
     def _require_placement(self, what: str) -> None:
         """The neighbour schemes' placement needs the training images (see _serving)."""

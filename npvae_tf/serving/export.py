@@ -22,16 +22,16 @@ def export_model(model, export_dir: str, reference: Optional[ReferenceSet] = Non
                  density: Optional[XDensity] = None, lengthscale: Optional[float] = None,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, jit_compile: bool = False,
                  extra_info: Optional[dict] = None, indexed: bool = True, scaling=None,
-                 placement=None) -> str:
+                 placement=None, image_shape=None) -> str:
     """Writes the SavedModel of ``model`` to ``export_dir`` atomically; returns its path.
 
     ``density``, ``lengthscale``, ``chunk_size``, ``jit_compile``, ``scaling``,
-    ``placement``: see :class:`ServingModule`.
+    ``placement``, ``image_shape``: see :class:`ServingModule`.
     """
     check_target(export_dir)
     module = ServingModule(model, reference, density=density, lengthscale=lengthscale,
                            chunk_size=chunk_size, jit_compile=jit_compile, indexed=indexed,
-                           scaling=scaling, placement=placement)
+                           scaling=scaling, placement=placement, image_shape=image_shape)
     info = {**module.info(), **(extra_info or {})}
     archive = module.archive()
 
@@ -75,5 +75,6 @@ def export_run(run_dir: str, export_dir: str, *, chunk_size: int = DEFAULT_CHUNK
             raise ExportError(str(e)) from None
     return export_model(model, export_dir, reference, density=density, scaling=run.scaling,
                         chunk_size=chunk_size, jit_compile=jit_compile, placement=placement,
+                        image_shape=config.image_shape,
                         extra_info={"run_dir": os.path.abspath(run_dir),
                                     "config": config.to_dict()})

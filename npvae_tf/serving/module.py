@@ -1,7 +1,7 @@
 """SavedModel export for serving: named signatures over a trained run, TensorFlow alone.
 
 Shapes: ``N`` batch (dynamic, may be 0), ``P`` values per example, flattened (784 pixels for
-MNIST), ``Z`` latent size, ``D`` size of X, ``M`` reference points. Data the run standardised
+MNIST; image inputs may also come in the data's shape, ``[N, 28, 28]``), ``Z`` latent size, ``D`` size of X, ``M`` reference points. Data the run standardised
 (the Gaussian likelihood) is standardised inside every signature and decoded means are mapped
 back, so clients send and receive the data's own units. Signatures of the exported SavedModel
 (inputs -> outputs):
@@ -36,13 +36,9 @@ back, so clients send and receive the data's own units. Signatures of the export
         the run's own X-path decoder where it has one (fitted for likelihood: blurrier, the
         conditional mean), else the VAE's.
 
-The SavedModel is written by Keras 3's ``keras.export.ExportArchive``, which saves the
-TensorFlow variables the signatures capture (not Keras' variable wrappers). That is what makes
-it load in the session-style (TF1 / C++) loader of TensorFlow Serving and
-``saved_model_cli run``, not only in ``tf.saved_model.load``: a ``tf.Module`` wrapping a
-Keras 3 model saves the wrappers, and the session loader then finds no
-``nonparametric_vae/encoder/...`` variables to read. Only the signatures are saved as
-functions, so ``saved_model_cli show`` lists nothing internal.
+Written by Keras 3's ``keras.export.ExportArchive``, which saves the TensorFlow variables
+the signatures capture, not Keras' wrappers (which the session-style loader of TF Serving and
+``saved_model_cli run`` cannot read); only the signatures are saved as functions.
 
 Inputs: shapes are left unknown in the signatures and checked when a signature runs
 (:mod:`npvae_tf.serving.inputs`): a wrong rank or width, NaN or Inf, or values outside the
@@ -135,12 +131,14 @@ class ServingModule(tf.Module):
       placement: ``(images [M, P] as stored, scale)``, the training examples new ones are
         placed from (``scale`` times them: the model's values; ``reference.images`` where the
         reference set keeps them); None: new examples are placed at ``f(y)``.
+      image_shape: one example's shape (``config.image_shape``); image inputs are accepted
+        as ``[N, P]`` or ``[N, *image_shape]`` (default ``[P]``: flat only).
     """
 
     def __init__(self, model, reference: Optional[ReferenceSet] = None,
                  density: Optional[XDensity] = None, lengthscale: Optional[float] = None,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, jit_compile: bool = False,
-                 indexed: bool = True, scaling=None, placement=None):
+                 indexed: bool = True, scaling=None, placement=None, image_shape=None):
         super().__init__(name="npvae_serving")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -148,6 +146,8 @@ class ServingModule(tf.Module):
         # the variables the functions capture are (loading needs neither Keras nor npvae_tf).
         object.__setattr__(self, "_model", model)
         self.image_dim, self.z_dim = int(model.image_dim), int(model.z_dim)
+        self.image_shape = tuple(int(d) for d in (image_shape or (self.image_dim,)))
+        assert math.prod(self.image_shape) == self.image_dim, (self.image_shape, self.image_dim)
         self.has_x = model.has_x
         self.jit_compile = bool(jit_compile)
         self.likelihood = model.likelihood
@@ -286,7 +286,7 @@ class ServingModule(tf.Module):
 
     # Clients' units <-> the model's (the data's scaling, see the constructor).
     def _model_values(self, images):
-        images = checked_images(images, self.image_dim, self.likelihood != "gaussian")
+        images = checked_images(images, self.image_shape, self.likelihood != "gaussian")
         if self.scaling is None:
             return images
         return (images - self.scaling.offset) / self.scaling.scale
@@ -395,6 +395,7 @@ class ServingModule(tf.Module):
     def info(self) -> dict:
         """What the export holds, written to ``assets.extra/npvae_export.json``."""
         info = {"model": "npvae" if self.has_x else "vae", "image_dim": self.image_dim,
+                "image_shape": list(self.image_shape),
                 "likelihood": self.likelihood,
                 "scaling": None if self.scaling is None else self.scaling.to_dict(),
                 "z_dim": self.z_dim, "signatures": list(self.signature_names),

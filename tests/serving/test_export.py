@@ -275,7 +275,8 @@ def test_every_signature_runs_under_the_session_style_loader_like_the_live_model
     images, _ = digit_images(5, 6)
     rng = np.random.default_rng(1)
     feeds = {"images": images, "count": np.array(4, np.int32), "seed": np.array(9, np.int64),
-             "bad_images": images[:, :-1], "x": rng.normal(size=(5, 2)).astype(np.float32)}
+             "bad_images": images[:, :-1], "x": rng.normal(size=(5, 2)).astype(np.float32),
+             "shaped_images": images.reshape(-1, 28, 28)}  # the data's own shape
     for kind, r in runs.items():
         feeds[f"z_{kind}"] = rng.normal(size=(5, r.model.z_dim)).astype(np.float32)
     for name, value in feeds.items():
@@ -288,11 +289,12 @@ def test_every_signature_runs_under_the_session_style_loader_like_the_live_model
                             "encode": {"images": path["images"]},
                             "decode": {"z": path[f"z_{kind}"]},
                             "sample": {"count": path["count"], "seed": path["seed"]},
-                            "bad_width": {"images": path["bad_images"]}}
+                            "bad_width": {"images": path["bad_images"]},
+                            "shaped": {"images": path["shaped_images"]}}
         if kind == "npvae":
             signature_inputs["generate_from_x"] = {"x": path["x"]}
         for name, inputs in signature_inputs.items():
-            signature = "encode" if name == "bad_width" else name
+            signature = {"bad_width": "encode", "shaped": "reconstruct"}.get(name, name)
             jobs.append([r.export, signature, inputs, str(tmp_path / f"out-{kind}-{name}")])
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
     (tmp_path / "child.py").write_text(SESSION_CHILD)
@@ -314,6 +316,7 @@ def test_every_signature_runs_under_the_session_style_loader_like_the_live_model
         live = model(images).numpy()
         np.testing.assert_allclose(out(kind, "serving_default", "images"), live, **TOL)
         np.testing.assert_allclose(out(kind, "reconstruct", "images"), live, **TOL)
+        np.testing.assert_allclose(out(kind, "shaped", "images"), live, **TOL)
         np.testing.assert_allclose(out(kind, "encode", "z_mean"),
                                    model.approx_posterior(images).mean().numpy(), **TOL)
         np.testing.assert_allclose(out(kind, "decode", "images"),
@@ -455,9 +458,10 @@ WIDTH = "wrong width"
 NOT_FLOAT = "expected to be a float tensor"
 BAD_INPUTS = [
     ("reconstruct", {"images": np.zeros((2, P - 1), np.float32)},
-     f"images must be [N, {P}] ({P} values per example); wrong width"),
-    ("reconstruct", {"images": np.zeros((P,), np.float32)}, f"images must be [N, {P}] ({P} values per example); wrong rank"),
-    ("encode", {"images": np.zeros((2, 1, P), np.float32)}, f"images must be [N, {P}] ({P} values per example); wrong rank"),
+     f"images must be [N, {P}] or [N, 28, 28] ({P} values per example); wrong width"),
+    ("reconstruct", {"images": np.zeros((P,), np.float32)}, f"images must be [N, {P}] or [N, 28, 28] ({P} values per example); wrong rank"),
+    ("encode", {"images": np.zeros((2, 1, P), np.float32)}, f"images must be [N, {P}] or [N, 28, 28] ({P} values per example); wrong rank"),
+    ("encode", {"images": np.zeros((2, 28, 27), np.float32)}, f"images must be [N, {P}] or [N, 28, 28] ({P} values per example); wrong rank"),
     ("encode", {"images": np.zeros((2, P), np.int32)}, NOT_FLOAT),
     ("serving_default", {"images": np.zeros((2, P), np.float64)}, NOT_FLOAT),
     ("encode", {"images": _with((2, P), np.nan)}, "images must be finite"),
@@ -515,14 +519,14 @@ def test_numpy_input_of_the_wrong_width_is_an_invalid_argument_naming_it(loaded,
     # raised a TypeError printing the whole array instead.
     signatures = loaded[kind].signatures
     with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=re.escape(f"images must be [N, {P}] ({P} values per example)")):
+                       match=re.escape(f"images must be [N, {P}] or [N, 28, 28] ({P} values")):
         signatures["encode"](images=np.zeros((2, P - 1), np.float32))
     z_dim = 8 if kind == "npvae" else 6
     with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(f"z must be [N, {z_dim}]")):
         signatures["decode"](z=np.zeros((2, z_dim + 1), np.float32))
 
 
-@pytest.mark.parametrize("shape", [(3, 28, 28), (P,), ()])
+@pytest.mark.parametrize("shape", [(3, 28, 27), (3, 1, 28, 28), (P,), ()])
 def test_numpy_input_of_the_wrong_rank_is_one_invalid_argument_naming_it(loaded, shape):
     # The signatures' inputs have an unknown rank, so NumPy input of any rank reaches the
     # check instead of failing to bind (a TypeError of dozens of lines).
@@ -530,7 +534,8 @@ def test_numpy_input_of_the_wrong_rank_is_one_invalid_argument_naming_it(loaded,
     with pytest.raises(tf.errors.InvalidArgumentError) as e:
         reconstruct(images=np.zeros(shape, np.float32))
     text = str(e.value)
-    assert f"[images must be [N, {P}] ({P} values per example); wrong rank]" in text, text[:500]
+    assert f"[images must be [N, {P}] or [N, 28, 28] ({P} values per example); wrong rank]" \
+        in text, text[:500]
     assert len(text.splitlines()) <= 6, text  # TensorFlow's few lines, no Python traceback
 
 
@@ -639,6 +644,7 @@ def test_cli_exports_a_run_over_an_earlier_export(runs, tmp_path):
     assert str(target) in result.stdout and "generate_from_x" in result.stdout
     info = json.load(open(target / INFO_FILE))
     assert info["model"] == "npvae" and info["reference_size"] == 500
+    assert info["image_shape"] == [28, 28] and info["image_dim"] == P
     assert info["run_dir"] == os.path.abspath(runs["npvae"].run)
     assert os.listdir(tmp_path) == ["serving"]
 

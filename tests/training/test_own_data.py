@@ -98,7 +98,7 @@ def test_a_run_records_its_data_and_serves_the_datas_own_shape_and_units(trained
     if name == "table.csv":  # raw units back: near the data's mean of 10, not standardised
         assert 5.0 < float(np.mean(run.reconstruct(sample))) < 15.0
     feed = str(tmp_path / "feed.npy")
-    np.save(feed, sample.astype(np.float32))
+    np.save(feed, images.astype(np.float32))  # the SavedModel takes the data's shape too
     result = subprocess.run(
         [sys.executable, "-c",
          "import sys, numpy as np\n"
