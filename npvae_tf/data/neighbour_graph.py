@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 import zipfile
 from typing import Callable, Optional
 
@@ -165,9 +166,16 @@ def build_graph(images: np.ndarray, key: dict) -> NeighbourGraph:
     from umap.umap_ import fuzzy_simplicial_set
 
     images = np.asarray(images, np.float32).reshape(len(images), -1)
-    n_neighbors = min(int(key["n_neighbors"]), len(images) - 1)
-    graph, _, _ = fuzzy_simplicial_set(images, n_neighbors,
-                                       np.random.RandomState(int(key["seed"])), "euclidean")
+    if len(images) < 2:
+        raise ValueError(f"a neighbour graph needs at least 2 training examples, got "
+                         f"{len(images)}")
+    # umap-learn counts each point as its own first neighbour: 2 examples need 2 (else the
+    # graph has no edge); more keep n - 1 at most, as before.
+    n_neighbors = max(2, min(int(key["n_neighbors"]), len(images) - 1))
+    with warnings.catch_warnings():  # pynndescent's, when n_neighbors is all of 2 examples
+        warnings.filterwarnings("ignore", message="Failed to correctly find n_neighbors")
+        graph, _, _ = fuzzy_simplicial_set(images, n_neighbors,
+                                           np.random.RandomState(int(key["seed"])), "euclidean")
     graph = graph.tocsr()
     graph.setdiag(0)
     graph.eliminate_zeros()
@@ -192,9 +200,13 @@ def umap_layout(images: np.ndarray, graph: NeighbourGraph, key: dict) -> np.ndar
     matrix = csr_matrix((graph.weights.copy(), graph.indices.copy(), graph.indptr.copy()),
                         shape=(n, n))
     a, b = umap_ab(key["min_dist"])
+    dim = int(key["embedding_dim"])
+    # The spectral start needs dim + 1 eigenvectors of an n x n matrix, more than a handful
+    # of examples have: those start at random (seeded).
+    init = "spectral" if n > dim + 2 else "random"
     embedding, _ = simplicial_set_embedding(
-        images, matrix, int(key["embedding_dim"]), 1.0, a, b, 1.0, NEGATIVE_SAMPLES, 200,
-        "spectral", np.random.RandomState(int(key["seed"])), "euclidean", {}, False, {}, False)
+        images, matrix, dim, 1.0, a, b, 1.0, NEGATIVE_SAMPLES, 200,
+        init, np.random.RandomState(int(key["seed"])), "euclidean", {}, False, {}, False)
     return np.asarray(embedding, np.float32)
 
 

@@ -68,8 +68,9 @@ class NPVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """The nonparametric VAE (Bodin et al. 2017) as a scikit-learn transformer into its X space.
 
     Parameters (stored unchanged; checked by ``fit``):
-      scheme: a name of :data:`npvae_tf.core.objective.SCHEMES` with an X space ("paper",
-        "neighbour", the recommended one, ...; not "vae").
+      scheme: a name of :data:`npvae_tf.core.objective.SCHEMES` with an X space: "neighbour"
+        (the recommended one: the best map, placement by nearest training examples), "paper"
+        (the paper's objective), ...; not "vae".
       z_dim: latent dimension Z. x_dim: dimension of X (the embedding, ``transform``'s width).
       epochs, batch_size, hidden: training length, mini-batch, hidden widths of every MLP.
       likelihood: "bernoulli", "continuous_bernoulli" or "gaussian"; None: "bernoulli" for
@@ -86,7 +87,7 @@ class NPVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     ``run_dir_`` (the run folder in use).
     """
 
-    def __init__(self, scheme="paper", z_dim=20, x_dim=2, epochs=50, batch_size=128,
+    def __init__(self, scheme="neighbour", z_dim=20, x_dim=2, epochs=50, batch_size=128,
                  likelihood=None, hidden=(500, 500), random_state=None, verbose=0,
                  run_dir=None):
         self.scheme = scheme

@@ -108,6 +108,18 @@ def test_built_graph_is_symmetric_and_covers_every_image(digits):
     assert np.all((dense > 0).sum(1) >= 4)  # at least the k - 1 nearest others
 
 
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 8])
+def test_the_smallest_training_sets_get_edges_and_a_layout(digits, n):
+    # umap-learn counts a point as its own first neighbour: with n - 1 = 1 neighbour, two
+    # examples had no edge, and UMAP's layout failed on the empty graph (a traceback); its
+    # spectral start fails on a few examples (more eigenvectors than points).
+    graph = neighbours.build_graph(digits[:n], graph_key("abc", 15, 0.1, 0, embedding_dim=2))
+    assert graph.size == n and len(graph.weights) >= n and np.all(graph.weights > 0)
+    assert graph.embedding.shape == (n, 2) and np.all(np.isfinite(graph.embedding))
+    with pytest.raises(ValueError, match="at least 2 training examples, got 1"):
+        neighbours.build_graph(digits[:1], graph_key("abc", 15, 0.1, 0))
+
+
 def test_graph_cache_hit_miss_and_the_run_folder_copy(digits, tmp_path, monkeypatch):
     monkeypatch.setenv("NPVAE_CACHE_DIR", str(tmp_path / "cache"))
     builds = []

@@ -65,9 +65,13 @@ def test_fit_transform_shapes_and_fitted_attributes(fitted, digits):
     images, _ = digits
     x = fitted.transform(images)
     assert x.shape == (200, 2) and x.dtype == np.float32 and np.all(np.isfinite(x))
-    # The last tenth validates (the serving lengthscale); the rest is the reference set.
+    # The last tenth validates (the serving lengthscale); the rest is the reference set, at
+    # f(y). transform places every example, training ones too, by the served rule (the
+    # default neighbour scheme: the median X of its 15 nearest training examples).
     assert fitted.embedding_.shape == (180, 2)
-    np.testing.assert_allclose(fitted.embedding_, x[:180], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fitted.embedding_, fitted.run_.embed(images[:180].reshape(180, -1)
+                                                                    / 255.0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(x, fitted.run_.place(images.reshape(200, -1) / 255.0))
     assert fitted.n_features_in_ == 64 and not hasattr(fitted, "feature_names_in_")
     assert fitted.run_dir_ == fitted.run_.path and os.path.isdir(fitted.run_dir_)
     assert list(fitted.get_feature_names_out()) == ["npvae0", "npvae1"]
@@ -125,6 +129,8 @@ def test_pickle_round_trip_is_identical_and_outlives_the_run_folder(digits, tmp_
     estimator = NPVAE(**TINY, run_dir=run_dir).fit(images[:40])
     x = estimator.transform(images)
     decoded = estimator.inverse_transform(x[:7])
+    embedding = estimator.embedding_.copy()
+    assert embedding.shape == (36, 2)
     blob = pickle.dumps(estimator)
     del estimator
     shutil.rmtree(run_dir)  # the pickle carries the run folder's files, not its path
@@ -132,7 +138,7 @@ def test_pickle_round_trip_is_identical_and_outlives_the_run_folder(digits, tmp_
     assert copy.run_dir_ != run_dir and os.path.isdir(copy.run_dir_)
     np.testing.assert_array_equal(copy.transform(images), x)
     np.testing.assert_array_equal(copy.inverse_transform(x[:7]), decoded)
-    np.testing.assert_array_equal(copy.embedding_, x[:36])
+    np.testing.assert_array_equal(copy.embedding_, embedding)
     path = os.path.join(str(tmp_path), "npvae.joblib")
     joblib.dump(copy, path)
     again = joblib.load(path)
@@ -162,7 +168,7 @@ def test_load_gives_the_fitted_estimator(fitted, digits):
     loaded = NPVAE.load(fitted.run_dir_)
     # The run's settings, the likelihood as the fit chose it.
     assert loaded.get_params() == {**fitted.get_params(), "likelihood": "bernoulli"}
-    assert loaded.scheme == "paper" and loaded.run_dir_ == fitted.run_dir_
+    assert loaded.scheme == "neighbour" and loaded.run_dir_ == fitted.run_dir_
     np.testing.assert_array_equal(loaded.transform(images), fitted.transform(images))
     np.testing.assert_array_equal(loaded.embedding_, fitted.embedding_)
     x = fitted.transform(images[:5])
@@ -194,12 +200,15 @@ def test_a_kept_run_folder_finds_its_data_again_for_evaluation(fitted, digits):
     assert n == 200
 
 
-def test_the_neighbour_scheme_transforms_by_placement(digits):
+def test_the_default_neighbour_scheme_places_and_paper_embeds(digits):
     images, labels = digits
-    model = NPVAE(**{**TINY, "scheme": "neighbour"}).fit(images[:80], labels[:80])
+    assert NPVAE().scheme == "neighbour"  # the recommended scheme
+    model = NPVAE(**TINY).fit(images[:80], labels[:80])
     x = model.transform(images[80:90])
     np.testing.assert_array_equal(x, model.run_.place(images[80:90].reshape(10, -1) / 255.0))
     assert not np.allclose(x, model.run_.embed(images[80:90].reshape(10, -1) / 255.0))
+    paper = NPVAE(**TINY, scheme="paper").fit(images[:80], labels[:80])
+    np.testing.assert_allclose(paper.transform(images[:72]), paper.embedding_, atol=1e-5)
 
 
 # --- pipelines and the package -----------------------------------------------------------------
