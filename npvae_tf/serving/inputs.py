@@ -3,9 +3,9 @@ Serving too): rank, width, finiteness, the pixel range, the sample count.
 
 Images come as ``[N, P]`` or in the data's own shape ``[N, H, W]`` / ``[N, H, W, C]``
 (flattened here). The signatures leave the rank and the width unknown (``TensorSpec(None)``):
-NumPy input of a wrong shape then reaches these checks, which name the input and the shape it must have,
-instead of failing in TensorFlow's Python binding (a ``TypeError`` that prints the array).
-A float32 signature accepts NumPy or list input of any float type (converted to float32) and
+NumPy input of a wrong shape then reaches these checks, which name the input and the shape it
+must have, instead of failing in TensorFlow's Python binding (a ``TypeError`` that prints the
+array). A float32 signature accepts NumPy or list input of any float type (converted to float32) and
 rejects a ``tf.Tensor`` of another dtype (``InvalidArgumentError``); a session-style client
 converts what it feeds.
 """

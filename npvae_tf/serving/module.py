@@ -1,9 +1,10 @@
 """SavedModel export for serving: named signatures over a trained run, TensorFlow alone.
 
 Shapes: ``N`` batch (dynamic, may be 0), ``P`` values per example, flattened (784 pixels for
-MNIST; image inputs may also come in the data's shape, ``[N, 28, 28]``), ``Z`` latent size, ``D`` size of X, ``M`` reference points. Data the run standardised
-(the Gaussian likelihood) is standardised inside every signature and decoded means are mapped
-back, so clients send and receive the data's own units. Signatures of the exported SavedModel
+MNIST; image inputs may also come in the data's shape, ``[N, 28, 28]``), ``Z`` latent size,
+``D`` size of X, ``M`` reference points. Data the run standardised (the Gaussian likelihood)
+is standardised inside every signature and decoded means are mapped back, so clients send
+and receive the data's own units. Signatures of the exported SavedModel
 (inputs -> outputs):
 
     serving_default, reconstruct   images [N, P] -> images [N, P]
