@@ -35,10 +35,9 @@ def checked_matrix(t: tf.Tensor, width: int, name: str, what: str,
     return tf.debugging.assert_all_finite(t, f"{name} must be finite (no NaN or Inf)")
 
 
-def as_rows(images: tf.Tensor, image_shape) -> tf.Tensor:
-    """Examples of the data's own shape ``[N, *image_shape]`` flattened to ``[N, P]``; input
-    of any other shape unchanged, for :func:`checked_matrix` to judge."""
-    image_shape = tuple(int(d) for d in image_shape)
+def as_rows(images: tf.Tensor, image_shape: tuple) -> tf.Tensor:
+    """Examples of the data's own shape ``[N, *image_shape]`` (a tuple of ints) flattened to
+    ``[N, P]``; input of any other shape unchanged, for :func:`checked_matrix` to judge."""
     k = len(image_shape)
     if k < 2:  # feature vectors: [N, D] is their own shape
         return images
